@@ -1,0 +1,287 @@
+"""Options of a swarm node: their names, types, defaults, validation, and the deepstream config file.
+
+This is the one home of every option. `docs/configuration.md` is written from `OPTIONS` (see
+`render_markdown`), so the reference cannot drift from the code. Option names are deepstream's camelCase,
+because operators paste them from deepstream configs (`serverName`, `seedNodes`, ...).
+
+Validation happens once, in `Options.from_mapping`, and every failure raises `ConfigError` naming the key
+and what was expected, so `swarm.Connector({...})` fails in its constructor, as deepstream's connector test
+suite (case S3) requires, and `python -m swarm node` can print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import socket
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+__all__ = ["OPTIONS", "Option", "Options", "load_config_file", "parse_address", "render_markdown"]
+
+
+def parse_address(value: str, key: str = "address") -> tuple[str, int]:
+    """Parse "host:port" (or "[v6]:port") into (host, port); raise ConfigError naming `key`."""
+    if not isinstance(value, str) or ":" not in value:
+        raise ConfigError(f"{key}: expected 'host:port', got {value!r}")
+    host, _, port_text = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host:
+        raise ConfigError(f"{key}: expected 'host:port' with a host, got {value!r}")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(f"{key}: port must be an integer in 1..65535, got {value!r}") from None
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"{key}: port must be an integer in 1..65535, got {value!r}")
+    return host, port
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One configuration key: its type, default, allowed range and meaning."""
+
+    key: str
+    kind: str  # "str" | "int" | "float" | "bool" | "addresses"
+    default: Any
+    doc: str
+    minimum: float | None = None
+    maximum: float | None = None
+    # Computed default, given the options already validated (e.g. minimumPeers depends on seedNodes).
+    derive: Callable[[dict[str, Any]], Any] | None = None
+
+    def expected(self) -> str:
+        names = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
+                 "addresses": "a list of 'host:port' strings"}
+        text = names[self.kind]
+        if self.minimum is not None and self.maximum is not None:
+            text += f" in {self.minimum:g}..{self.maximum:g}"
+        elif self.minimum is not None:
+            text += f" >= {self.minimum:g}"
+        return text
+
+    def coerce(self, value: Any, *, from_text: bool = False) -> Any:
+        """Check `value` (or parse it, when it came from a `--option key=value` flag)."""
+        key = self.key
+        if from_text and isinstance(value, str):
+            value = _parse_text(self, value)
+        if self.kind == "str":
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"{key}: expected {self.expected()}, got {value!r}")
+            return value
+        if self.kind == "bool":
+            if not isinstance(value, bool):
+                raise ConfigError(f"{key}: expected {self.expected()}, got {value!r}")
+            return value
+        if self.kind in ("int", "float"):
+            ok_types = (int,) if self.kind == "int" else (int, float)
+            if isinstance(value, bool) or not isinstance(value, ok_types):
+                raise ConfigError(f"{key}: expected {self.expected()}, got {value!r}")
+            if (self.minimum is not None and value < self.minimum) or (
+                self.maximum is not None and value > self.maximum
+            ):
+                raise ConfigError(f"{key}: expected {self.expected()}, got {value!r}")
+            return float(value) if self.kind == "float" else value
+        if self.kind == "addresses":
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, (list, tuple)):
+                raise ConfigError(f"{key}: expected {self.expected()}, got {value!r}")
+            return tuple(parse_address(item, f"{key}[{i}]") for i, item in enumerate(value))
+        raise AssertionError(self.kind)
+
+
+def _parse_text(option: Option, text: str) -> Any:
+    """Turn a command-line string into the option's type, with YAML's rules (so `true`, `3`, `[a, b]`)."""
+    if option.kind == "str":
+        return text
+    if option.kind == "addresses":
+        return [part.strip() for part in text.split(",") if part.strip()]
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _default_server_name() -> str:
+    # Unique per process start, readable in logs: the host name says where, the suffix tells restarts apart.
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+# The defaults, and why each was chosen:
+OPTIONS: tuple[Option, ...] = (
+    Option("serverName", "str", None,
+           "This node's unique name in the cluster (deepstream's `serverName`). Default: host name, process "
+           "id and a random suffix.", derive=lambda o: _default_server_name()),
+    Option("clusterName", "str", "swarm",
+           "Nodes only link with nodes of the same cluster name; a peer of another cluster is refused."),
+    Option("host", "str", "127.0.0.1",
+           "Address to listen on. Loopback by default, so nothing is exposed unless asked for."),
+    Option("port", "int", 6021, "TCP port to listen on; 0 picks a free ephemeral port.",
+           minimum=0, maximum=65535),
+    Option("seedNodes", "addresses", (),
+           "Addresses ('host:port') dialled at start. Further peers are learned from them. Listing the "
+           "node's own address is harmless."),
+    Option("minimumPeers", "int", None,
+           "Peers to be linked to before the node is ready. Default 1 when `seedNodes` is set, else 0 (a "
+           "first node alone is ready at once).", minimum=0,
+           derive=lambda o: 1 if o["seedNodes"] else 0),
+    Option("maxMessageSize", "int", 1 << 20,
+           "Largest message (encoded) in bytes; larger publishes raise MessageTooLarge and larger incoming "
+           "frames close the link. 1 MiB, the common default of NATS and GossipSub.",
+           minimum=64, maximum=64 << 20),
+    Option("sendQueueSize", "int", 8192,
+           "Frames queued per peer link before further frames to that peer are dropped (and counted). "
+           "`drain()` waits until every queue is at most half full.", minimum=16),
+    Option("failureTimeout", "float", 3.0,
+           "Seconds of silence after which a peer link is declared dead and closed. Keepalives are sent "
+           "at a third of it, so two may be lost before a healthy link is dropped.", minimum=0.1),
+    Option("handshakeTimeout", "float", None,
+           "Seconds a new connection may take to complete the hello exchange. Default: `failureTimeout`.",
+           minimum=0.05, derive=lambda o: o["failureTimeout"]),
+    Option("reorderTimeout", "float", 1.0,
+           "Seconds a message waits for an earlier one from the same origin before the gap is given up "
+           "(and counted as lost). Flooding normally fills gaps within a round trip.", minimum=0.01),
+    Option("seenMaxEntries", "int", 100_000,
+           "Upper bound on the seen-record: origins tracked plus out-of-order messages held.",
+           minimum=16),
+    Option("seenTtl", "float", 120.0,
+           "Seconds an origin's seen-record entry lives after its last message (GossipSub's seen cache "
+           "also keeps 2 minutes).", minimum=1.0),
+    Option("reconnectMinDelay", "float", 0.05,
+           "First delay before re-dialling a lost or unreachable peer; doubled on each failure, with jitter.",
+           minimum=0.001),
+    Option("reconnectMaxDelay", "float", 2.0,
+           "Upper bound of the re-dial delay.", minimum=0.01),
+    Option("forgetAfter", "float", 60.0,
+           "Seconds after which a member that cannot be reached is forgotten and no longer dialled "
+           "(seeds are kept and re-dialled at `reconnectMaxDelay`).", minimum=0.1),
+)
+
+OPTIONS_BY_KEY: dict[str, Option] = {option.key: option for option in OPTIONS}
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """Validated options of one node. Build with `Options.from_mapping`."""
+
+    serverName: str
+    clusterName: str
+    host: str
+    port: int
+    seedNodes: tuple[tuple[str, int], ...]
+    minimumPeers: int
+    maxMessageSize: int
+    sendQueueSize: int
+    failureTimeout: float
+    handshakeTimeout: float
+    reorderTimeout: float
+    seenMaxEntries: int
+    seenTtl: float
+    reconnectMinDelay: float
+    reconnectMaxDelay: float
+    forgetAfter: float
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any] | None = None, *, from_text: bool = False) -> Options:
+        """Validate `mapping`; raise ConfigError naming the first bad key and what it expects."""
+        if mapping is None:
+            mapping = {}
+        if isinstance(mapping, Options):
+            return mapping
+        if not isinstance(mapping, Mapping):
+            raise ConfigError(f"options: expected a mapping of option names to values, got {mapping!r}")
+        for key in mapping:
+            if key not in OPTIONS_BY_KEY:
+                raise ConfigError(f"{key}: unknown option (known: {', '.join(sorted(OPTIONS_BY_KEY))})")
+        values: dict[str, Any] = {}
+        for option in OPTIONS:
+            raw = mapping.get(option.key)
+            if raw is None:
+                values[option.key] = option.derive(values) if option.derive else option.default
+            else:
+                values[option.key] = option.coerce(raw, from_text=from_text)
+        if values["reconnectMaxDelay"] < values["reconnectMinDelay"]:
+            raise ConfigError("reconnectMaxDelay: expected a number >= reconnectMinDelay "
+                              f"({values['reconnectMinDelay']:g}), got {values['reconnectMaxDelay']:g}")
+        _check_host(values["host"])
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Options:
+        return dataclasses.replace(self, **changes)
+
+
+def _check_host(host: str) -> None:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if host != "localhost":
+            raise ConfigError(f"host: expected an IP address or 'localhost', got {host!r}") from None
+
+
+def load_config_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read a deepstream-style config.yml; return (message plugin options, the whole document).
+
+    Accepted shape (deepstream 3's `plugins: message:` section; `name: direct` works as `type: direct`)::
+
+        serverName: node-a
+        plugins:
+          message:
+            type: direct
+            options: {host: 127.0.0.1, port: 6021, seedNodes: [127.0.0.1:6022]}
+
+    A top-level `serverName` is used unless the options give one.
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            document = yaml.safe_load(handle)
+    except OSError as error:
+        raise ConfigError(f"config: cannot read {os.fspath(path)!r}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config: {os.fspath(path)!r} is not valid YAML: {error}") from None
+    if not isinstance(document, dict):
+        raise ConfigError("config: expected a YAML mapping at the top level")
+    plugins = document.get("plugins")
+    if not isinstance(plugins, dict) or "message" not in plugins:
+        raise ConfigError("plugins.message: missing; expected a section with `type: direct`")
+    message = plugins["message"]
+    if not isinstance(message, dict):
+        raise ConfigError("plugins.message: expected a mapping with `type: direct` and `options`")
+    kind = message.get("type", message.get("name"))
+    if kind != "direct":
+        raise ConfigError(f"plugins.message.type: expected 'direct', got {kind!r}")
+    unknown = set(message) - {"type", "name", "options"}
+    if unknown:
+        raise ConfigError(f"plugins.message.{sorted(unknown)[0]}: unknown key (expected type, options)")
+    options = message.get("options") or {}
+    if not isinstance(options, dict):
+        raise ConfigError("plugins.message.options: expected a mapping of option names to values")
+    options = dict(options)
+    server_name = document.get("serverName")
+    if server_name is not None and "serverName" not in options:
+        if not isinstance(server_name, str) or not server_name:
+            raise ConfigError(f"serverName: expected a string, got {server_name!r}")
+        options["serverName"] = server_name
+    return options, document
+
+
+def render_markdown() -> str:
+    """The option table of docs/configuration.md, written from OPTIONS."""
+    lines = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+    for option in OPTIONS:
+        if option.derive is not None:
+            default = "derived (see meaning)"
+        elif option.kind == "addresses":
+            default = "`[]`"
+        else:
+            default = f"`{option.default!r}`"
+        kind = option.expected()
+        lines.append(f"| `{option.key}` | {kind} | {default} | {option.doc} |")
+    return "\n".join(lines) + "\n"

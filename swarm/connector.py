@@ -1,0 +1,233 @@
+"""`swarm.Connector`: deepstream's message-connector API over a swarm node.
+
+The names are deepstream's (`publish`, `subscribe`, `unsubscribe`, `is_ready`, `ready`/`error`/`close`
+events), spelled in Python. A connector is an async context manager: entering it starts the node's tasks
+in a nursery it owns, leaving it (or `await close()`) announces the leave to the peers, stops every task
+and emits `close`.
+
+Callbacks run in the node's own task, in per-origin order, each with its own decoded copy of the
+message. A plain function is called inline; an async one is queued to a single delivery task, so its
+order is kept too and a slow one slows reading (TCP backpressure) rather than growing memory. A callback
+that raises is logged, counted and reported as an `error` event; the node goes on.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections import defaultdict, deque
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from . import __version__
+from .config import Options
+from .errors import SwarmError
+from .protocol.actions import Deliver
+from .protocol.wire import decode_message
+from .transport.engine import Engine
+
+__all__ = ["Connector", "NodeError"]
+
+log = logging.getLogger("swarm")
+
+EVENTS = ("ready", "error", "close")
+# Async callbacks queued beyond this make the reader wait: memory stays bounded.
+ASYNC_BACKLOG = 4096
+
+
+class NodeError(SwarmError):
+    """What the `error` event carries: `code` says which kind of fault (refused, protocol, overflow,
+    callback, ...), the message says what happened."""
+
+    def __init__(self, code: str, text: str) -> None:
+        super().__init__(text)
+        self.code = code
+
+
+class Connector:
+    """A swarm node with deepstream's message-connector interface."""
+
+    name = "swarm"
+    version = __version__
+
+    def __init__(self, options: dict[str, Any] | Options | None = None) -> None:
+        self.options = Options.from_mapping(options)  # raises ConfigError naming the bad key
+        self.server_name = self.options.serverName
+        self.is_ready = False
+        self.counters: dict[str, int] = defaultdict(int)
+        self._handlers: dict[str, list[Callable[..., Any]]] = {event: [] for event in EVENTS}
+        self._callbacks: dict[str | int, list[Callable[[Any], Any]]] = {}
+        self._engine = Engine(self.options, deliver=self._on_deliver, ready=self._on_ready,
+                              error=self._on_error, topics=lambda: list(self._callbacks))
+        self._ready_event = trio.Event()
+        self._async_queue: deque[tuple[Callable[[Any], Any], Any]] = deque()
+        self._async_wakeup = trio.Event()
+        self._nursery_manager: Any = None
+        self._closed = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> Connector:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        await self.close()
+        manager, self._nursery_manager = self._nursery_manager, None
+        if manager is None:
+            return None
+        return await manager.__aexit__(*exc_info)
+
+    async def start(self) -> None:
+        """Bind and start the node's tasks (done by `async with`)."""
+        if self._nursery_manager is not None:
+            raise RuntimeError("connector already started")
+        self._nursery_manager = trio.open_nursery()
+        nursery = await self._nursery_manager.__aenter__()
+        try:
+            await nursery.start(self._engine.run)
+        except BaseException:
+            nursery.cancel_scope.cancel()
+            manager, self._nursery_manager = self._nursery_manager, None
+            await manager.__aexit__(None, None, None)
+            raise
+        nursery.start_soon(self._run_async_callbacks)
+        self._nursery = nursery
+
+    async def close(self) -> None:
+        """Leave the cluster cleanly and stop the node; emits `close` once."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._nursery_manager is not None:
+            await self._engine.close()
+            self._nursery.cancel_scope.cancel()
+        self._emit("close")
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """(host, port) actually bound."""
+        if self._engine.address is None:
+            raise RuntimeError("the connector is not started")
+        return self._engine.address
+
+    async def wait_ready(self) -> None:
+        await self._ready_event.wait()
+
+    # ------------------------------------------------------------------ events
+
+    def on(self, event: str, handler: Callable[..., Any]) -> None:
+        """Register `handler` for "ready", "error" (called with a NodeError) or "close"."""
+        if event not in self._handlers:
+            raise ValueError(f"unknown event {event!r}; expected one of {', '.join(EVENTS)}")
+        self._handlers[event].append(handler)
+
+    def off(self, event: str, handler: Callable[..., Any]) -> None:
+        self._handlers[event].remove(handler)
+
+    def _emit(self, event: str, *args: Any) -> None:
+        for handler in list(self._handlers[event]):
+            try:
+                handler(*args)
+            except Exception:
+                log.exception("%s: %r handler raised", self.server_name, event)
+
+    def _on_ready(self) -> None:
+        self.is_ready = True
+        self._ready_event.set()
+        self._emit("ready")
+
+    def _on_error(self, code: str, text: str) -> None:
+        self.counters[f"error_{code}"] += 1
+        self._emit("error", NodeError(code, text))
+
+    # ------------------------------------------------------------------ messaging
+
+    def subscribe(self, topic: str | int, callback: Callable[[Any], Any]) -> None:
+        """Call `callback(message)` for each message other nodes publish on `topic`."""
+        if isinstance(topic, bool) or not isinstance(topic, (str, int)):
+            raise TypeError(f"topic must be a str or an int, got {type(topic).__name__}")
+        if not callable(callback):
+            raise TypeError("callback must be callable")
+        callbacks = self._callbacks.setdefault(topic, [])
+        callbacks.append(callback)
+        if len(callbacks) == 1 and self._engine.core is not None:
+            self._engine.core.subscribe(topic)
+
+    def unsubscribe(self, topic: str | int, callback: Callable[[Any], Any]) -> None:
+        """Remove one registration of `callback` on `topic`; the last one ends the node's interest."""
+        callbacks = self._callbacks.get(topic)
+        if not callbacks or callback not in callbacks:
+            raise ValueError(f"callback is not subscribed to topic {topic!r}")
+        callbacks.remove(callback)
+        if not callbacks:
+            del self._callbacks[topic]
+            if self._engine.core is not None:
+                self._engine.core.unsubscribe(topic)
+
+    def publish(self, topic: str | int, message: Any) -> None:
+        """Send `message` to every other node; returns at once.
+
+        Raises MessageTooLarge over `maxMessageSize`, TypeError for what msgpack cannot carry.
+        """
+        if self._engine.core is None or self._closed:
+            raise RuntimeError("the connector is not running")
+        self._engine.publish(topic, message)
+
+    async def drain(self) -> None:
+        """Wait until every peer's send queue has room again (asyncio's StreamWriter.drain)."""
+        await self._engine.drain()
+        while len(self._async_queue) > ASYNC_BACKLOG:
+            await trio.sleep(0.001)
+
+    def status(self) -> dict[str, Any]:
+        """The node's links, view and counters (see `python -m swarm status`)."""
+        status = self._engine.status()
+        status["counters"].update(self.counters)
+        return status
+
+    # ------------------------------------------------------------------ delivery
+
+    def _on_deliver(self, delivery: Deliver) -> None:
+        callbacks = self._callbacks.get(delivery.topic)
+        if not callbacks:
+            self.counters["dropped_no_subscriber"] += 1
+            return
+        encoded = memoryview(delivery.body)[delivery.offset:]
+        for callback in callbacks:
+            try:
+                message = decode_message(encoded)  # each callback gets its own copy
+            except Exception as error:
+                self._on_error("malformed", f"message from {delivery.origin} does not decode: {error}")
+                return
+            self._call(callback, message)
+
+    def _call(self, callback: Callable[[Any], Any], message: Any) -> None:
+        try:
+            result = callback(message)
+        except Exception as error:
+            self._callback_failed(callback, error)
+            return
+        if inspect.isawaitable(result):
+            self._async_queue.append((callback, result))
+            self._async_wakeup.set()
+
+    def _callback_failed(self, callback: Callable[..., Any], error: BaseException) -> None:
+        log.error("%s: subscriber %r raised", self.server_name, callback, exc_info=error)
+        self.counters["callback_errors"] += 1
+        self._on_error("callback", f"subscriber {getattr(callback, '__qualname__', callback)!r} raised "
+                                   f"{type(error).__name__}: {error}")
+
+    async def _run_async_callbacks(self) -> None:
+        queue = self._async_queue
+        while True:
+            while not queue:
+                self._async_wakeup = trio.Event()
+                await self._async_wakeup.wait()
+            callback, awaitable = queue.popleft()
+            try:
+                await awaitable
+            except Exception as error:
+                self._callback_failed(callback, error)

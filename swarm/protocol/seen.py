@@ -1,0 +1,143 @@
+"""The seen-record: duplicate suppression and per-origin ordering in one structure.
+
+Every message carries (origin, epoch, seq): the publishing node's name, a number fixed when that node
+process started (so a restarted node's messages are never taken for old duplicates), and a sequence
+number counting its broadcasts from 1. Because sequence numbers are dense, a node need not remember every
+message id it has seen, as GossipSub's seen-cache does: per (origin, epoch) it keeps
+
+* `next_seq`, the next sequence number to deliver: everything below it was delivered (or given up), and
+* `held`, the messages that arrived ahead of a gap, waiting for the gap to fill.
+
+So a duplicate is `seq < next_seq or seq in held`, decided from the header alone, and memory is one small
+record per live origin plus the out-of-order messages of the moment. A message that arrives ahead of its
+turn (flooding brought it over a faster path) is held and delivered in order once the gap fills; a gap that
+does not fill within `reorder_timeout` is given up, counted, and the held messages go out in order.
+
+The first message seen from an origin sets its starting point: a node that joins later delivers from
+there on.
+
+Bounds (both configurable): an origin silent for `ttl` seconds is forgotten, and the total of records plus
+held messages never exceeds `max_entries` (the least recently active origin is dropped first; a single
+origin's gap is given up early when its held messages alone would pass the bound).
+
+Pure code: time comes in as `now`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Any
+
+__all__ = ["SeenRecord"]
+
+
+class _OriginLog:
+    __slots__ = ("next_seq", "held", "last_active", "gap_since")
+
+    def __init__(self, next_seq: int, now: float) -> None:
+        self.next_seq = next_seq
+        self.held: dict[int, Any] = {}
+        self.last_active = now
+        self.gap_since = 0.0
+
+
+class SeenRecord:
+    """Duplicate detection and in-order release of messages, per origin."""
+
+    def __init__(self, max_entries: int, ttl: float, reorder_timeout: float) -> None:
+        self.max_entries = max_entries
+        self.ttl = ttl
+        self.reorder_timeout = reorder_timeout
+        self._logs: dict[Hashable, _OriginLog] = {}
+        self._gapped: set[Hashable] = set()
+        self.held_count = 0
+        # Counters, read by the node's status.
+        self.duplicates = 0
+        self.gaps_given_up = 0  # messages never seen, whose turn was skipped
+        self.origins_evicted = 0
+
+    def __len__(self) -> int:
+        """Entries in use: origin records plus held messages (what `max_entries` bounds)."""
+        return len(self._logs) + self.held_count
+
+    def observe(self, origin: Hashable, seq: int, now: float, item: Any) -> list[Any] | None:
+        """Record message `seq` of `origin` (a hashable of name and epoch).
+
+        Returns None for a duplicate; otherwise the list of items now deliverable in order (empty when
+        this one is held behind a gap). Anything not None is new and should be forwarded.
+        """
+        log = self._logs.get(origin)
+        if log is None:
+            if len(self._logs) + self.held_count >= self.max_entries:
+                self._evict_one()
+            log = self._logs[origin] = _OriginLog(seq, now)
+        else:
+            log.last_active = now
+        next_seq = log.next_seq
+        if seq == next_seq:
+            if not log.held:
+                log.next_seq = seq + 1
+                return [item]
+            ready = [item]
+            held = log.held
+            seq += 1
+            while seq in held:
+                ready.append(held.pop(seq))
+                seq += 1
+            self.held_count -= len(ready) - 1
+            log.next_seq = seq
+            if held:
+                log.gap_since = now  # a new gap starts now
+            else:
+                self._gapped.discard(origin)
+            return ready
+        if seq < next_seq or seq in log.held:
+            self.duplicates += 1
+            return None
+        if not log.held:
+            log.gap_since = now
+            self._gapped.add(origin)
+        log.held[seq] = item
+        self.held_count += 1
+        if self.held_count + len(self._logs) > self.max_entries:
+            return self._give_up_gap(origin, log, now)
+        return []
+
+    def expire(self, now: float) -> list[Any]:
+        """Give up gaps older than `reorder_timeout`, forget silent origins; return items released."""
+        released: list[Any] = []
+        for origin in list(self._gapped):
+            log = self._logs[origin]
+            while log.held and now - log.gap_since >= self.reorder_timeout:
+                released.extend(self._give_up_gap(origin, log, log.gap_since + self.reorder_timeout))
+        deadline = now - self.ttl
+        stale = [origin for origin, log in self._logs.items() if log.last_active < deadline and not log.held]
+        for origin in stale:
+            del self._logs[origin]
+        return released
+
+    def _give_up_gap(self, origin: Hashable, log: _OriginLog, now: float) -> list[Any]:
+        """Skip to the first held message and release the run that follows it."""
+        held = log.held
+        first = min(held)
+        self.gaps_given_up += first - log.next_seq
+        ready = []
+        seq = first
+        while seq in held:
+            ready.append(held.pop(seq))
+            seq += 1
+        self.held_count -= len(ready)
+        log.next_seq = seq
+        if held:
+            log.gap_since = now
+        else:
+            self._gapped.discard(origin)
+        return ready
+
+    def _evict_one(self) -> None:
+        # Rare (only when more origins are live than max_entries allows), so a scan is acceptable.
+        origin = min(self._logs, key=lambda key: self._logs[key].last_active)
+        log = self._logs.pop(origin)
+        self.held_count -= len(log.held)
+        self._gapped.discard(origin)
+        self.origins_evicted += 1

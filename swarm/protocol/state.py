@@ -1,0 +1,622 @@
+"""`NodeState`: one swarm node's protocol, as a state machine without I/O.
+
+The driver feeds it what happened — a connection opened or closed, a frame arrived, a dial failed, time
+advanced — and the application's commands (publish, subscribe, leave); every method returns the actions
+to carry out (`swarm.protocol.actions`). It never touches a socket or a clock: time is the `now` argument
+(seconds, any monotonic origin) and randomness comes from the `random.Random` it is given, so the
+simulator can drive thousands of instances deterministically. This is the shape of iroh-gossip's
+`proto::State`.
+
+The protocol in brief (docs/protocol.md has the bytes, docs/architecture.md the reasons):
+
+* **Links.** Both ends of a new connection send HELLO (protocol version, cluster name, server name, epoch,
+  listen address, a random nonce). A peer of another version or cluster gets REFUSE and is closed. When
+  two connections join the same pair of nodes (simultaneous dials), both ends keep the one dialled by the
+  smaller server name (ties broken by the dialler's nonce) and *retire* the other: it stops carrying new
+  frames but is read to its end, so no frame in flight is lost.
+* **Membership.** A node learns members from HELLOs and from PEERS frames, which list only members the
+  sender is linked to right now, so a dead node is not kept alive by rumour. A `NeighbourPolicy`
+  (`swarm.topology`) says which members to keep links to; wanted members and seed addresses that are not
+  linked are dialled with exponential backoff and jitter. A member unreachable for `forgetAfter` is
+  forgotten; seeds are retried for ever, at most every `reconnectMaxDelay`. LEAVE announces a graceful
+  exit. A link silent for `failureTimeout` is closed; keepalive PINGs go out at a third of it.
+* **Gossip.** A DATA frame is forwarded once, the first time it is seen, to every linked peer except
+  the one it came from and its origin; its body is reused byte for byte, only the hop count in the prefix
+  changes. The seen-record (`swarm.protocol.seen`) recognises duplicates from the header and releases
+  messages in per-origin order.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ProtocolError
+from ..topology import FullMesh, MemberView, NeighbourPolicy
+from . import wire
+from .actions import Action, CloseConnection, Deliver, Dial, Ready, ReportError, Retire, Send
+from .seen import SeenRecord
+
+__all__ = ["CoreConfig", "NodeState"]
+
+log = logging.getLogger("swarm.protocol")
+
+Address = tuple[str, int]
+
+HANDSHAKE, ACTIVE, RETIRING, CLOSING = "handshake", "active", "retiring", "closing"
+
+
+@dataclass(frozen=True)
+class CoreConfig:
+    """The options the protocol core needs (a subset of `swarm.config.Options`)."""
+
+    server_name: str
+    cluster_name: str = "swarm"
+    seeds: tuple[Address, ...] = ()
+    minimum_peers: int = 0
+    max_message_size: int = 1 << 20
+    failure_timeout: float = 3.0
+    handshake_timeout: float = 3.0
+    reorder_timeout: float = 1.0
+    seen_max_entries: int = 100_000
+    seen_ttl: float = 120.0
+    reconnect_min_delay: float = 0.05
+    reconnect_max_delay: float = 2.0
+    forget_after: float = 60.0
+    # How often a node tells a random peer whom it is linked to; a repair path, not the main one
+    # (new links announce themselves at once).
+    gossip_interval: float = 1.0
+
+    @classmethod
+    def from_options(cls, options: Any) -> CoreConfig:
+        return cls(
+            server_name=options.serverName, cluster_name=options.clusterName, seeds=options.seedNodes,
+            minimum_peers=options.minimumPeers, max_message_size=options.maxMessageSize,
+            failure_timeout=options.failureTimeout, handshake_timeout=options.handshakeTimeout,
+            reorder_timeout=options.reorderTimeout, seen_max_entries=options.seenMaxEntries,
+            seen_ttl=options.seenTtl, reconnect_min_delay=options.reconnectMinDelay,
+            reconnect_max_delay=options.reconnectMaxDelay, forget_after=options.forgetAfter,
+        )
+
+
+@dataclass(slots=True)
+class _Connection:
+    id: int
+    outbound: bool
+    address: Address | None  # the address dialled (outbound only)
+    opened_at: float
+    last_received: float
+    last_sent: float
+    state: str = HANDSHAKE
+    peer: str | None = None
+    peer_bytes: bytes = b""
+    dialer_nonce: int = 0  # the hello nonce of whichever end dialled: a tie-breaker both ends agree on
+    hello_sent: bool = False
+
+
+@dataclass(slots=True)
+class _Member:
+    name: str
+    address: Address
+    epoch: int
+    conn: int | None = None  # the active connection, if linked
+    left: bool = False  # announced a graceful leave (for this epoch)
+    unreachable_since: float | None = None
+
+
+@dataclass(slots=True)
+class _DialTarget:
+    """Retry state of one address we want a connection to."""
+
+    failures: int = 0
+    next_attempt: float = 0.0
+    in_flight: bool = False
+
+
+@dataclass(slots=True)
+class _Timers:
+    next_gossip: float = 0.0
+
+
+class NodeState:
+    """The protocol state of one node. Every public method returns the actions to perform."""
+
+    def __init__(self, config: CoreConfig, *, epoch: int, listen_address: Address, rng: random.Random,
+                 policy: NeighbourPolicy | None = None) -> None:
+        self.config = config
+        self.name = config.server_name
+        self.epoch = epoch
+        self.listen_address = listen_address
+        self.rng = rng
+        self.policy = policy or FullMesh()
+        self.counters: Counter[str] = Counter()
+        self.seen = SeenRecord(config.seen_max_entries, config.seen_ttl, config.reorder_timeout)
+        self.ready = False
+        self.leaving = False
+        self._origin_header = wire.encode_origin(self.name)
+        self._name_bytes = self.name.encode("utf-8")
+        self._seq = 0
+        self._conns: dict[int, _Connection] = {}
+        self._members: dict[str, _Member] = {}
+        self._dials: dict[Address, _DialTarget] = {}
+        self._self_addresses: set[Address] = {listen_address}
+        self._address_owner: dict[Address, str] = {}  # dialled address -> the member that answered there
+        self._seeds = tuple(config.seeds)
+        self._topics: set[str | int] = set()
+        self._active: tuple[int, ...] = ()  # ids of the connections that carry data, one per peer
+        self._active_pairs: tuple[tuple[int, bytes], ...] = ()  # (connection id, peer name) of the same
+        self._origin_names: dict[bytes, str] = {}
+        self._timers = _Timers()
+        self._nonce = rng.getrandbits(63)
+        self._out: list[Action] = []
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def linked_peers(self) -> dict[str, Address]:
+        """Members this node has an active link to, with their listen addresses."""
+        return {m.name: m.address for m in self._members.values() if m.conn is not None}
+
+    @property
+    def known_members(self) -> dict[str, Address]:
+        return {m.name: m.address for m in self._members.values() if not m.left}
+
+    def status(self) -> dict[str, Any]:
+        """A snapshot for operators and tests: links, view, counters."""
+        return {
+            "name": self.name, "epoch": self.epoch, "address": list(self.listen_address), "ready": self.ready,
+            "links": sorted(self.linked_peers), "members": len(self.known_members),
+            "seen_entries": len(self.seen), "held": self.seen.held_count,
+            "counters": dict(self.counters, duplicates=self.seen.duplicates,
+                             gaps_given_up=self.seen.gaps_given_up),
+        }
+
+    # ------------------------------------------------------------------ application commands
+
+    def start(self, now: float) -> list[Action]:
+        """Begin: become ready at once if no peers are required, dial the seeds."""
+        self._timers.next_gossip = now + self.config.gossip_interval
+        for address in self._seeds:
+            if address not in self._self_addresses:
+                self._dials.setdefault(address, _DialTarget())
+        self._check_ready()
+        self._dial_due(now)
+        return self._flush()
+
+    def subscribe(self, topic: str | int) -> None:
+        self._topics.add(topic)
+
+    def unsubscribe(self, topic: str | int) -> None:
+        self._topics.discard(topic)
+
+    def publish(self, topic: str | int, message: Any, now: float) -> list[Action]:
+        """Broadcast `message` on `topic` to every other node.
+
+        Raises MessageTooLarge, or TypeError/ValueError for a message or topic the wire cannot carry,
+        before anything is sent.
+        """
+        frame = wire.encode_data(self._origin_header, self.epoch, self._seq + 1, wire.encode_topic(topic),
+                                 wire.encode_message(message), self.config.max_message_size)
+        self._seq += 1
+        self.counters["published"] += 1
+        if self._active:
+            self._out.append(Send(self._active, frame))
+        else:
+            self.counters["published_without_peers"] += 1
+        return self._flush()
+
+    def leave(self, now: float) -> list[Action]:
+        """Announce a graceful exit to every linked peer. The driver then flushes and closes."""
+        self.leaving = True
+        if self._active:
+            self._out.append(Send(self._active, wire.encode_control(
+                wire.KIND_LEAVE, {"name": self.name, "epoch": self.epoch})))
+        return self._flush()
+
+    # ------------------------------------------------------------------ events from the driver
+
+    def on_connection_open(self, conn_id: int, outbound: bool, address: Address | None,
+                           now: float) -> list[Action]:
+        """A TCP connection is up (we dialled `address`, or accepted one). Start the handshake."""
+        conn = _Connection(conn_id, outbound, address, now, now, now)
+        self._conns[conn_id] = conn
+        if outbound and address is not None:
+            target = self._dials.get(address)
+            if target is not None:
+                target.in_flight = False
+        if self.leaving:
+            self._out.append(CloseConnection(conn_id, "node is leaving"))
+            return self._flush()
+        self._send_hello(conn)
+        return self._flush()
+
+    def on_dial_failed(self, address: Address, reason: str, now: float) -> list[Action]:
+        target = self._dials.get(address)
+        if target is not None:
+            target.in_flight = False
+            self._dial_failed(address, target, now)
+        self.counters["dial_failures"] += 1
+        log.debug("%s: dial %s:%s failed: %s", self.name, *address, reason)
+        return self._flush()
+
+    def on_connection_closed(self, conn_id: int, reason: str, now: float) -> list[Action]:
+        conn = self._conns.pop(conn_id, None)
+        if conn is None:
+            return self._flush()
+        member = self._members.get(conn.peer) if conn.peer is not None else None
+        if member is not None and member.conn == conn_id:
+            self._unlink(member, now, reason)
+        if member is not None and member.conn is None and not member.left:
+            # Re-dial soon: a dropped link must come back (the old connector's bug 5).
+            self._schedule_redial(member.address, now)
+        if conn.outbound and conn.address is not None and conn.peer is None:
+            target = self._dials.get(conn.address)
+            if target is not None:
+                self._dial_failed(conn.address, target, now)
+        self._dial_due(now)
+        return self._flush()
+
+    def on_frame(self, conn_id: int, body: bytes, now: float) -> list[Action]:
+        """A whole frame body (kind byte first) arrived on `conn_id`."""
+        conn = self._conns.get(conn_id)
+        if conn is None or conn.state == CLOSING:
+            return self._flush()
+        conn.last_received = now
+        try:
+            if body[0] == wire.KIND_DATA:
+                if conn.state == HANDSHAKE:
+                    raise ProtocolError("DATA frame before the handshake")
+                self._on_data(conn, body, now)
+            else:
+                self._on_control(conn, body, now)
+        except ProtocolError as error:
+            self._protocol_error(conn, str(error))
+        return self._flush()
+
+    def on_stream_error(self, conn_id: int, reason: str, now: float) -> list[Action]:
+        """The driver could not cut the byte stream into frames (say, an oversized length prefix)."""
+        conn = self._conns.get(conn_id)
+        if conn is not None:
+            self._protocol_error(conn, reason)
+        return self._flush()
+
+    def on_tick(self, now: float) -> list[Action]:
+        """Time passed: keepalives, failure detection, timeouts, re-dials, reorder gaps, gossip."""
+        keepalive_after = self.config.failure_timeout / 3
+        ping: list[int] = []
+        for conn in list(self._conns.values()):
+            if conn.state == HANDSHAKE:
+                if now - conn.opened_at > self.config.handshake_timeout:
+                    self.counters["handshake_timeouts"] += 1
+                    self._close(conn, f"no handshake within {self.config.handshake_timeout:g}s")
+                continue
+            if now - conn.last_received > self.config.failure_timeout:
+                self.counters["failure_timeouts"] += 1
+                self._close(conn, f"silent for {self.config.failure_timeout:g}s")
+                continue
+            if conn.state == ACTIVE and now - conn.last_sent >= keepalive_after:
+                ping.append(conn.id)
+                conn.last_sent = now
+        if ping:
+            self._out.append(Send(tuple(ping), wire.encode_control(wire.KIND_PING, {})))
+        for item in self.seen.expire(now):
+            self._deliver(item)
+        self._forget_unreachable(now)
+        if now >= self._timers.next_gossip:
+            self._timers.next_gossip = now + self.config.gossip_interval
+            if self._active:
+                self._out.append(Send((self.rng.choice(self._active),), self._peers_frame()))
+        self._dial_due(now)
+        return self._flush()
+
+    # ------------------------------------------------------------------ data path
+
+    def _on_data(self, conn: _Connection, body: bytes, now: float) -> None:
+        header = wire.parse_data_header(body)
+        origin = header.origin
+        if origin == self._name_bytes:
+            # Our own message came back around a cycle: never deliver it (no echo).
+            self.counters["own_messages_returned"] += 1
+            return
+        key = body[2:header.topic_offset - 8]  # origin length, origin, epoch: names one (origin, epoch)
+        ready = self.seen.observe(key, header.seq, now, (body, header))
+        if ready is None:
+            return
+        self.counters["received_new"] += 1
+        from_id = conn.id
+        targets = tuple(c for c, peer in self._active_pairs if c != from_id and peer != origin)
+        if targets:
+            self._out.append(Send(targets, wire.relay_prefix(len(body), header.hops + 1) + body[2:]))
+            self.counters["forwarded"] += 1
+        for item in ready:
+            self._deliver(item)
+
+    def _deliver(self, item: tuple[bytes, wire.DataHeader]) -> None:
+        body, header = item
+        try:
+            topic, offset = wire.parse_topic(body, header.topic_offset)
+        except ProtocolError:
+            self.counters["malformed_topics"] += 1
+            return
+        if topic not in self._topics:
+            self.counters["dropped_no_subscriber"] += 1
+            return
+        origin = self._origin_names.get(header.origin)
+        if origin is None:
+            origin = header.origin.decode("utf-8", "replace")
+            if len(self._origin_names) < 4096:
+                self._origin_names[header.origin] = origin
+        self.counters["delivered"] += 1
+        self._out.append(Deliver(origin, topic, body, offset, header.hops + 1))
+
+    # ------------------------------------------------------------------ control path
+
+    def _on_control(self, conn: _Connection, body: bytes, now: float) -> None:
+        kind = body[0]
+        if kind not in wire.CONTROL_KINDS:
+            raise ProtocolError(f"unknown frame kind {kind}")
+        fields = wire.decode_control(body)
+        if kind == wire.KIND_HELLO:
+            self._on_hello(conn, fields, now)
+            return
+        if conn.state == HANDSHAKE:
+            if kind == wire.KIND_REFUSE:
+                self._on_refuse(conn, fields)
+                return
+            raise ProtocolError(f"frame kind {kind} before the handshake")
+        if kind == wire.KIND_PING:
+            return
+        if kind == wire.KIND_PEERS:
+            self._on_peers(fields, now)
+        elif kind == wire.KIND_LEAVE:
+            self._on_leave(conn, fields)
+        elif kind == wire.KIND_BYE:
+            self._on_bye(conn, now)
+        elif kind == wire.KIND_REFUSE:
+            self._on_refuse(conn, fields)
+
+    def _send_hello(self, conn: _Connection) -> None:
+        conn.hello_sent = True
+        if conn.outbound:
+            conn.dialer_nonce = self._nonce
+        self._send_to(conn, wire.encode_control(wire.KIND_HELLO, {
+            "version": wire.PROTOCOL_VERSION, "cluster": self.config.cluster_name, "name": self.name,
+            "epoch": self.epoch, "address": list(self.listen_address), "nonce": self._nonce,
+        }))
+
+    def _on_hello(self, conn: _Connection, fields: dict[str, Any], now: float) -> None:
+        if conn.state != HANDSHAKE:
+            raise ProtocolError("second HELLO on one connection")
+        version = fields.get("version")
+        if version != wire.PROTOCOL_VERSION:
+            self._refuse(conn, f"protocol version {version!r} is not supported (this node speaks "
+                               f"{wire.PROTOCOL_VERSION})", "version_mismatch")
+            return
+        cluster = fields.get("cluster")
+        if cluster != self.config.cluster_name:
+            self._refuse(conn, f"cluster name {cluster!r} differs from {self.config.cluster_name!r}",
+                         "cluster_mismatch")
+            return
+        name, epoch, address, nonce = (fields.get(k) for k in ("name", "epoch", "address", "nonce"))
+        if not (isinstance(name, str) and 0 < len(name.encode("utf-8")) <= wire.MAX_NAME_BYTES
+                and isinstance(epoch, int) and isinstance(nonce, int)
+                and isinstance(address, list) and len(address) == 2
+                and isinstance(address[0], str) and isinstance(address[1], int)):
+            raise ProtocolError("HELLO fields missing or of the wrong type")
+        address = (address[0], address[1])
+        if name == self.name:
+            # We dialled ourselves (our own address is among the seeds): remember, never again.
+            self._self_addresses.add(address)
+            if conn.address is not None:
+                self._self_addresses.add(conn.address)
+                self._dials.pop(conn.address, None)
+            self._close(conn, "connected to itself")
+            return
+        if not conn.outbound:
+            conn.dialer_nonce = nonce
+        conn.peer = name
+        conn.peer_bytes = name.encode("utf-8")
+        conn.state = ACTIVE
+        if conn.address is not None:
+            target = self._dials.get(conn.address)
+            if target is not None:
+                target.failures = 0
+        member = self._members.get(name)
+        if member is None or epoch > member.epoch:
+            if member is not None and member.conn is not None and member.conn != conn.id:
+                # The peer restarted: its old connection is dead, whatever TCP says yet.
+                old = self._conns.get(member.conn)
+                if old is not None:
+                    self._close(old, "peer restarted with a new epoch")
+            member = self._members[name] = _Member(name, address, epoch)
+            self.counters["members_joined"] += 1
+        elif epoch < member.epoch:
+            self._refuse(conn, "stale epoch: a newer instance of this node is known", "stale_epoch")
+            return
+        member.address = address
+        member.left = False
+        member.unreachable_since = None
+        if conn.address is not None:
+            self._address_owner[conn.address] = name
+        current = self._conns.get(member.conn) if member.conn is not None else None
+        if current is None:
+            self._link(member, conn)
+        else:
+            keep, drop = (current, conn) if self._prefer(current, conn) else (conn, current)
+            if keep is conn:
+                self._link(member, conn)
+            self._retire(drop, keep.id)
+            self.counters["duplicate_connections"] += 1
+
+    def _prefer(self, a: _Connection, b: _Connection) -> bool:
+        """True if `a` should survive rather than `b` (both ends of the pair decide alike)."""
+        def rank(conn: _Connection) -> tuple[bool, int]:
+            dialled_by_smaller = (self.name < (conn.peer or "")) == conn.outbound
+            return (not dialled_by_smaller, conn.dialer_nonce)
+        return rank(a) <= rank(b)
+
+    def _link(self, member: _Member, conn: _Connection) -> None:
+        new_link = member.conn is None
+        member.conn = conn.id
+        self._refresh_active()
+        if new_link:
+            self.counters["links_made"] += 1
+            log.info("%s: linked to %s at %s:%s", self.name, member.name, *member.address)
+        # Tell the new peer whom we are linked to, and everyone else about the new peer.
+        self._send_to(conn, self._peers_frame())
+        others = tuple(c for c in self._active if c != conn.id)
+        if others:
+            self._out.append(Send(others, wire.encode_control(wire.KIND_PEERS, {"peers": [
+                [member.name, list(member.address), member.epoch]]})))
+        self._check_ready()
+
+    def _retire(self, conn: _Connection, successor: int | None) -> None:
+        conn.state = RETIRING
+        self._out.append(Retire(conn.id, successor, wire.encode_control(wire.KIND_BYE, {})))
+
+    def _on_bye(self, conn: _Connection, now: float) -> None:
+        """The peer retires this connection; stop writing to it too (its reader drains to the end)."""
+        if conn.state == RETIRING:
+            return
+        member = self._members.get(conn.peer or "")
+        if member is not None and member.conn == conn.id:
+            self._unlink(member, now, "peer retired the link")
+            self._schedule_redial(member.address, now)
+        self._retire(conn, None)
+
+    def _peers_frame(self) -> bytes:
+        linked = [[m.name, list(m.address), m.epoch] for m in self._members.values() if m.conn is not None]
+        return wire.encode_control(wire.KIND_PEERS, {"peers": linked})
+
+    def _on_peers(self, fields: dict[str, Any], now: float) -> None:
+        peers = fields.get("peers")
+        if not isinstance(peers, list):
+            raise ProtocolError("PEERS without a list of peers")
+        for entry in peers[:1024]:
+            if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str)
+                    and isinstance(entry[1], list) and len(entry[1]) == 2 and isinstance(entry[1][0], str)
+                    and isinstance(entry[1][1], int) and isinstance(entry[2], int)):
+                raise ProtocolError("PEERS entry malformed")
+            name, (host, port), epoch = entry
+            if name == self.name or not 0 < port < 65536:
+                continue
+            member = self._members.get(name)
+            if member is None:
+                self._members[name] = _Member(name, (host, port), epoch, unreachable_since=now)
+                self.counters["members_learned"] += 1
+            elif epoch > member.epoch:
+                member.epoch, member.address, member.left = epoch, (host, port), False
+        self._dial_due(now)
+
+    def _on_leave(self, conn: _Connection, fields: dict[str, Any]) -> None:
+        name, epoch = fields.get("name"), fields.get("epoch")
+        member = self._members.get(name) if isinstance(name, str) else None
+        if member is not None and epoch == member.epoch:
+            member.left = True
+            self.counters["members_left"] += 1
+            log.info("%s: %s left the cluster", self.name, name)
+
+    def _on_refuse(self, conn: _Connection, fields: dict[str, Any]) -> None:
+        reason = str(fields.get("reason", "no reason given"))[:300]
+        self.counters["refused_by_peer"] += 1
+        self._out.append(ReportError("refused", f"peer {conn.peer or conn.address} refused us: {reason}"))
+        self._close(conn, f"refused by peer: {reason}")
+
+    def _refuse(self, conn: _Connection, reason: str, counter: str) -> None:
+        self.counters[counter] += 1
+        self._out.append(ReportError("refused", f"refusing peer at {conn.address or 'inbound'}: {reason}"))
+        self._send_to(conn, wire.encode_control(wire.KIND_REFUSE, {"reason": reason}))
+        self._close(conn, reason)
+
+    def _protocol_error(self, conn: _Connection, reason: str) -> None:
+        self.counters["protocol_errors"] += 1
+        who = conn.peer or (f"{conn.address[0]}:{conn.address[1]}" if conn.address else "inbound peer")
+        self._out.append(ReportError("protocol", f"closing link to {who}: {reason}"))
+        self._close(conn, reason)
+
+    # ------------------------------------------------------------------ links and dialling
+
+    def _send_to(self, conn: _Connection, frame: bytes) -> None:
+        self._out.append(Send((conn.id,), frame))
+
+    def _close(self, conn: _Connection, reason: str) -> None:
+        """Ask the driver to close; the bookkeeping happens in on_connection_closed."""
+        if conn.state == CLOSING:
+            return
+        member = self._members.get(conn.peer) if conn.peer is not None else None
+        if member is not None and member.conn == conn.id:
+            self._unlink(member, conn.last_received, reason)
+        conn.state = CLOSING
+        self._out.append(CloseConnection(conn.id, reason))
+
+    def _unlink(self, member: _Member, now: float, reason: str) -> None:
+        member.conn = None
+        member.unreachable_since = now
+        self._refresh_active()
+        self.counters["links_lost"] += 1
+        log.info("%s: link to %s lost: %s", self.name, member.name, reason)
+
+    def _refresh_active(self) -> None:
+        linked = [m for m in self._members.values() if m.conn is not None]
+        self._active = tuple(m.conn for m in linked)
+        self._active_pairs = tuple((m.conn, self._conns[m.conn].peer_bytes) for m in linked)
+
+    def _check_ready(self) -> None:
+        if not self.ready and len(self._active) >= self.config.minimum_peers:
+            self.ready = True
+            self._out.append(Ready())
+
+    def _views(self) -> Iterable[MemberView]:
+        return (MemberView(m.name, m.address, m.conn is not None)
+                for m in self._members.values() if not m.left)
+
+    def _dial_due(self, now: float) -> None:
+        if self.leaving:
+            return
+        for name in self.policy.wanted(self.name, self._views()):
+            member = self._members[name]
+            if member.conn is None and member.address not in self._self_addresses:
+                self._dials.setdefault(member.address, _DialTarget(next_attempt=now))
+        linked = {m.address for m in self._members.values() if m.conn is not None}
+        for address, target in self._dials.items():
+            if target.in_flight or target.next_attempt > now or address in linked:
+                continue
+            owner = self._members.get(self._address_owner.get(address, ""))
+            if owner is not None and owner.conn is not None:
+                continue
+            target.in_flight = True
+            self.counters["dials"] += 1
+            self._out.append(Dial(address))
+
+    def _dial_failed(self, address: Address, target: _DialTarget, now: float) -> None:
+        target.failures += 1
+        self._schedule_redial(address, now)
+
+    def _schedule_redial(self, address: Address, now: float) -> None:
+        target = self._dials.setdefault(address, _DialTarget())
+        # Exponential backoff with full jitter (AWS architecture blog's recommendation): spreads the
+        # re-dials of many nodes that lost the same peer at the same moment.
+        ceiling = min(self.config.reconnect_max_delay,
+                      self.config.reconnect_min_delay * (2 ** min(target.failures, 30)))
+        target.next_attempt = now + self.config.reconnect_min_delay / 2 + self.rng.uniform(0, ceiling)
+
+    def _forget_unreachable(self, now: float) -> None:
+        limit = self.config.forget_after
+        gone = [m for m in self._members.values()
+                if m.conn is None and (m.left or (m.unreachable_since is not None
+                                                  and now - m.unreachable_since > limit))]
+        for member in gone:
+            del self._members[member.name]
+            if member.address not in self._seeds:
+                self._dials.pop(member.address, None)
+            self.counters["members_forgotten"] += 1
+
+    def _flush(self) -> list[Action]:
+        out = self._out
+        self._out = []
+        return out
+

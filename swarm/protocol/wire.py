@@ -1,0 +1,177 @@
+"""The wire format: how swarm frames look on a link, and the code that writes and reads them.
+
+Every frame is a 4-byte big-endian length followed by that many bytes of body; the body's first byte is
+its kind. Two families (full description in docs/protocol.md):
+
+* **DATA** frames carry application messages. Their header is fixed binary, so that a relay can tell a
+  duplicate and forward a message from the header alone, without decoding the payload and without
+  re-encoding anything::
+
+      kind=1 u8 | hops u8 | origin_len u8 | origin utf-8 | epoch u64 | seq u64 |
+      topic_kind u8 | topic (i64, or u16 length + utf-8) | message (msgpack)
+
+  Forwarding rewrites only the 6-byte prefix (length, kind, hops) and reuses the rest of the received
+  bytes as they are.
+* **Control** frames (hello, peers, ping, pong, leave, refuse, bye) are rare; their body after the kind
+  byte is one msgpack map, decoded in full.
+
+Nothing here does I/O: these are pure functions over bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from ..errors import MessageTooLarge, ProtocolError
+
+PROTOCOL_VERSION = 1
+
+LENGTH = struct.Struct(">I")
+# length, kind, hops: the part of a DATA frame a relay rewrites.
+DATA_PREFIX = struct.Struct(">IBB")
+EPOCH_SEQ = struct.Struct(">QQ")
+TOPIC_INT = struct.Struct(">q")
+TOPIC_STR_LEN = struct.Struct(">H")
+
+KIND_DATA = 1
+KIND_HELLO = 16
+KIND_PEERS = 17
+KIND_PING = 18
+KIND_PONG = 19
+KIND_LEAVE = 20
+KIND_REFUSE = 21
+KIND_BYE = 22
+CONTROL_KINDS = frozenset({KIND_HELLO, KIND_PEERS, KIND_PING, KIND_PONG, KIND_LEAVE, KIND_REFUSE, KIND_BYE})
+
+MAX_NAME_BYTES = 255  # a server name must fit the one-byte origin length
+MAX_TOPIC_BYTES = 1024  # topics are few and coarse; a long one is a bug or an attack
+TOPIC_KIND_INT = 0
+TOPIC_KIND_STR = 1
+# Largest DATA header: kind, hops, origin length, origin, epoch, seq, topic kind, topic length, topic.
+MAX_DATA_HEADER = 3 + MAX_NAME_BYTES + EPOCH_SEQ.size + 1 + TOPIC_STR_LEN.size + MAX_TOPIC_BYTES
+# Control frames are small (a hello, a list of peers); a body over this is refused.
+MAX_CONTROL_BODY = 256 * 1024
+MAX_HOPS = 255
+
+
+def max_frame_body(max_message_size: int) -> int:
+    """The largest body a reader accepts before allocating a buffer for it."""
+    return max(max_message_size + MAX_DATA_HEADER, MAX_CONTROL_BODY)
+
+
+_packb = msgpack.Packer(use_bin_type=True).pack
+
+
+def encode_message(message: Any) -> bytes:
+    """msgpack-encode an application message; raise TypeError for what msgpack cannot carry."""
+    return _packb(message)
+
+
+def decode_message(data: bytes | memoryview) -> Any:
+    # strict_map_key=False: messages may use int map keys, which msgpack carries.
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+def encode_topic(topic: str | int) -> bytes:
+    if isinstance(topic, bool) or not isinstance(topic, (str, int)):
+        raise TypeError(f"topic must be a str or an int, got {type(topic).__name__}")
+    if isinstance(topic, int):
+        if not -(1 << 63) <= topic < (1 << 63):
+            raise ValueError("an int topic must fit in 64 bits")
+        return bytes((TOPIC_KIND_INT,)) + TOPIC_INT.pack(topic)
+    raw = topic.encode("utf-8")
+    if len(raw) > MAX_TOPIC_BYTES:
+        raise ValueError(f"topic is {len(raw)} bytes encoded; at most {MAX_TOPIC_BYTES} are allowed")
+    return bytes((TOPIC_KIND_STR,)) + TOPIC_STR_LEN.pack(len(raw)) + raw
+
+
+def encode_origin(name: str) -> bytes:
+    """The `origin_len origin` part of a DATA header."""
+    raw = name.encode("utf-8")
+    if not 0 < len(raw) <= MAX_NAME_BYTES:
+        raise ValueError(f"server name must be 1..{MAX_NAME_BYTES} bytes of UTF-8, got {len(raw)}")
+    return bytes((len(raw),)) + raw
+
+
+def encode_data(origin: bytes, epoch: int, seq: int, topic: bytes, message: bytes, max_size: int) -> bytes:
+    """A whole DATA frame (length prefix included), sent with hops = 0.
+
+    `origin` and `topic` are the pre-encoded pieces from `encode_origin` and `encode_topic`; `message`
+    is the msgpack-encoded message, checked against `max_size`.
+    """
+    if len(message) > max_size:
+        raise MessageTooLarge(f"message is {len(message)} bytes encoded; maxMessageSize is {max_size}")
+    body_len = 2 + len(origin) + EPOCH_SEQ.size + len(topic) + len(message)
+    return b"".join((DATA_PREFIX.pack(body_len, KIND_DATA, 0), origin, EPOCH_SEQ.pack(epoch, seq), topic,
+                     message))
+
+
+@dataclass(frozen=True, slots=True)
+class DataHeader:
+    """What a relay reads from a DATA frame without touching its payload."""
+
+    hops: int
+    origin: bytes  # the origin's name, UTF-8, as on the wire (a dict key without decoding)
+    epoch: int
+    seq: int
+    topic_offset: int  # where the topic starts in the body
+
+
+def parse_data_header(body: bytes) -> DataHeader:
+    """Read a DATA body's header; raise ProtocolError if it is cut short or malformed."""
+    # body[0] is the kind byte, checked by the caller.
+    if len(body) < 3:
+        raise ProtocolError("DATA frame shorter than its header")
+    hops = body[1]
+    name_len = body[2]
+    end = 3 + name_len
+    if name_len == 0 or len(body) < end + EPOCH_SEQ.size + 1:
+        raise ProtocolError("DATA frame header cut short")
+    epoch, seq = EPOCH_SEQ.unpack_from(body, end)
+    return DataHeader(hops, body[3:end], epoch, seq, end + EPOCH_SEQ.size)
+
+
+def parse_topic(body: bytes, offset: int) -> tuple[str | int, int]:
+    """Decode the topic at `offset`; return (topic, offset of the message)."""
+    try:
+        kind = body[offset]
+        if kind == TOPIC_KIND_INT:
+            (topic,) = TOPIC_INT.unpack_from(body, offset + 1)
+            return topic, offset + 1 + TOPIC_INT.size
+        if kind == TOPIC_KIND_STR:
+            (length,) = TOPIC_STR_LEN.unpack_from(body, offset + 1)
+            start = offset + 1 + TOPIC_STR_LEN.size
+            if length > MAX_TOPIC_BYTES or start + length > len(body):
+                raise ProtocolError("DATA frame topic cut short or too long")
+            return body[start:start + length].decode("utf-8"), start + length
+    except (IndexError, struct.error, UnicodeDecodeError) as error:
+        raise ProtocolError(f"DATA frame topic malformed: {error}") from None
+    raise ProtocolError(f"DATA frame topic kind {kind} unknown")
+
+
+def relay_prefix(body_len: int, hops: int) -> bytes:
+    """The rewritten 6-byte prefix for forwarding a DATA body one hop further."""
+    return DATA_PREFIX.pack(body_len, KIND_DATA, min(hops, MAX_HOPS))
+
+
+def encode_control(kind: int, fields: dict[str, Any]) -> bytes:
+    """A whole control frame (length prefix included)."""
+    payload = _packb(fields)
+    return LENGTH.pack(1 + len(payload)) + bytes((kind,)) + payload
+
+
+def decode_control(body: bytes) -> dict[str, Any]:
+    """Decode a control body (kind byte first) into its map; raise ProtocolError when it is not one."""
+    if len(body) > MAX_CONTROL_BODY:
+        raise ProtocolError(f"control frame of {len(body)} bytes is over the {MAX_CONTROL_BODY} limit")
+    try:
+        fields = msgpack.unpackb(body[1:], raw=False, strict_map_key=False)
+    except Exception as error:  # msgpack raises several types for bad input: all mean the same here
+        raise ProtocolError(f"control frame is not valid msgpack: {type(error).__name__}") from None
+    if not isinstance(fields, dict):
+        raise ProtocolError("control frame body is not a map")
+    return fields

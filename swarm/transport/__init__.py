@@ -1,0 +1,1 @@
+"""The only I/O in swarm: trio listener and dialler, framing, bounded per-link send queues."""

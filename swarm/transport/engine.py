@@ -1,0 +1,357 @@
+"""The trio driver: runs a `NodeState` over real TCP connections.
+
+This is the only place where swarm touches sockets and the clock. One `Engine` owns:
+
+* a listener, whose accepted connections and our own dials each become a `Link`;
+* per link a reader task, which cuts the byte stream into frames (`FrameReader`) and feeds them to the
+  core, and a writer task, which drains the link's `SendQueue` into one `send_all` per wake-up: writes
+  are coalesced, so a burst of a hundred frames costs one system call (an order of magnitude on this
+  machine, see docs/performance.md);
+* a ticker that passes time to the core.
+
+Everything runs in the nursery of `run`; cancelling it (or `close`) ends every task, and no task
+outlives the engine.
+
+Queues are bounded (`sendQueueSize` frames per link). A frame that finds its queue full is dropped and
+counted, never buffered without bound; producers that must not lose anything `await drain()`, which waits
+until every queue is at most half full.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import trio
+
+from ..config import Options
+from ..errors import ProtocolError
+from ..protocol import actions as act
+from ..protocol.state import CoreConfig, NodeState
+from ..protocol.wire import max_frame_body
+from .framing import FrameReader
+
+__all__ = ["Engine", "SendQueue"]
+
+log = logging.getLogger("swarm.transport")
+
+# trio's default receive size; big enough that one read usually carries many small frames.
+RECEIVE_SIZE = 65536
+# Cap on one coalesced write: large enough to amortise the system call, small enough that one slow
+# link does not hold megabytes of joined copies.
+MAX_WRITE_BYTES = 1 << 20
+# How long a closing node waits for its queues to empty before it cuts the links.
+CLOSE_FLUSH_TIMEOUT = 2.0
+
+
+class SendQueue:
+    """A bounded queue of frames for one link, with wake-ups for its writer and for `drain`."""
+
+    __slots__ = ("frames", "limit", "_nonempty", "closed")
+
+    def __init__(self, limit: int) -> None:
+        self.frames: deque[bytes] = deque()
+        self.limit = limit
+        self._nonempty = trio.Event()
+        self.closed = False
+
+    def put(self, frame: bytes) -> bool:
+        """Queue `frame`; False (and nothing queued) if the queue is full or closed."""
+        if self.closed or len(self.frames) >= self.limit:
+            return False
+        self.frames.append(frame)
+        if len(self.frames) == 1:
+            self._nonempty.set()
+        return True
+
+    def take(self) -> bytes:
+        """All queued frames joined (up to MAX_WRITE_BYTES), removed from the queue."""
+        frames = self.frames
+        if len(frames) == 1:
+            return frames.popleft()
+        batch = []
+        size = 0
+        while frames and size < MAX_WRITE_BYTES:
+            frame = frames.popleft()
+            batch.append(frame)
+            size += len(frame)
+        return b"".join(batch)
+
+    def finish(self, final: bytes) -> list[bytes]:
+        """Close the queue for new frames, leaving only `final` to write; return the unsent frames."""
+        unsent = list(self.frames)
+        self.frames.clear()
+        self.frames.append(final)
+        self.closed = True
+        self._nonempty.set()
+        return unsent
+
+    async def wait_nonempty(self) -> None:
+        while not self.frames:
+            self._nonempty = trio.Event()
+            await self._nonempty.wait()
+
+
+class Link:
+    """One TCP connection and what belongs to it."""
+
+    __slots__ = ("id", "stream", "queue", "scope", "retiring", "final", "close_reason", "outbound")
+
+    def __init__(self, conn_id: int, stream: trio.abc.Stream, queue_limit: int, outbound: bool) -> None:
+        self.id = conn_id
+        self.stream = stream
+        self.queue = SendQueue(queue_limit)
+        self.scope = trio.CancelScope()
+        self.retiring = False
+        self.final: bytes | None = None
+        self.close_reason = "closed"
+        self.outbound = outbound
+
+
+class Engine:
+    """Runs one swarm node. `Connector` and `ClusterNode` are faces of it."""
+
+    def __init__(self, options: Options, *, deliver: Callable[[act.Deliver], None],
+                 ready: Callable[[], None], error: Callable[[str, str], None],
+                 topics: Callable[[], Iterable[str | int]] = tuple,
+                 rng: random.Random | None = None) -> None:
+        self.options = options
+        self._deliver = deliver
+        self._topics = topics
+        self._ready = ready
+        self._error = error
+        self._rng = rng or random.Random()
+        self.counters: Counter[str] = Counter()
+        self.core: NodeState | None = None
+        self.address: tuple[str, int] | None = None
+        self._links: dict[int, Link] = {}
+        self._ids = itertools.count(1)
+        self._nursery: trio.Nursery | None = None
+        self._room = trio.lowlevel.ParkingLot()
+        self._max_body = max_frame_body(options.maxMessageSize)
+        self._tick = min(0.1, options.failureTimeout / 10)
+        self._closed = trio.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen, start the core, and serve until cancelled. `task_status.started()` once bound."""
+        options = self.options
+        listeners = await trio.open_tcp_listeners(options.port, host=options.host)
+        listener = listeners[0]
+        for extra in listeners[1:]:
+            await extra.aclose()
+        host, port = listener.socket.getsockname()[:2]
+        self.address = (host, port)
+        # The epoch tells this process's messages from those of an earlier run under the same name:
+        # wall-clock microseconds grow across restarts, and two starts in one microsecond do not happen.
+        epoch = time.time_ns() // 1000
+        self.core = NodeState(CoreConfig.from_options(options), epoch=epoch, listen_address=(host, port),
+                              rng=self._rng)
+        for topic in self._topics():
+            self.core.subscribe(topic)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._accept_loop, listener)
+                nursery.start_soon(self._ticker)
+                self._apply(self.core.start(trio.current_time()))
+                task_status.started()
+                await self._closed.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await listener.aclose()
+
+    async def close(self) -> None:
+        """Announce the leave, give the queues a moment to flush, then end every task."""
+        if self.core is None or self._closed.is_set():
+            self._closed.set()
+            return
+        self._apply(self.core.leave(trio.current_time()))
+        with trio.move_on_after(CLOSE_FLUSH_TIMEOUT):
+            while any(link.queue.frames for link in self._links.values()):
+                await self._room.park()
+        self._closed.set()
+
+    # ------------------------------------------------------------------ application side
+
+    def publish(self, topic: str | int, message: Any) -> None:
+        assert self.core is not None, "the node is not running"
+        self._apply(self.core.publish(topic, message, trio.current_time()))
+
+    async def drain(self) -> None:
+        """Wait until every link's send queue is at most half full."""
+        while True:
+            if all(len(link.queue.frames) * 2 <= link.queue.limit for link in self._links.values()):
+                return
+            await self._room.park()
+
+    def status(self) -> dict[str, Any]:
+        assert self.core is not None
+        status = self.core.status()
+        status["counters"].update(self.counters)
+        status["queued"] = {link.id: len(link.queue.frames) for link in self._links.values()}
+        return status
+
+    # ------------------------------------------------------------------ carrying out the core's actions
+
+    def _apply(self, actions: list[act.Action]) -> None:
+        for action in actions:
+            kind = type(action)
+            if kind is act.Send:
+                self._send(action)
+            elif kind is act.Deliver:
+                self._deliver(action)
+            elif kind is act.Dial:
+                assert self._nursery is not None
+                self._nursery.start_soon(self._dial, action.address)
+            elif kind is act.CloseConnection:
+                link = self._links.get(action.conn)
+                if link is not None:
+                    link.close_reason = action.reason
+                    link.scope.cancel()
+            elif kind is act.Retire:
+                self._retire(action)
+            elif kind is act.Ready:
+                self._ready()
+            elif kind is act.ReportError:
+                log.warning("%s: %s", self.options.serverName, action.text)
+                self._error(action.code, action.text)
+
+    def _send(self, action: act.Send) -> None:
+        data = action.data
+        links = self._links
+        for conn_id in action.conns:
+            link = links.get(conn_id)
+            if link is None or link.retiring:
+                continue
+            if not link.queue.put(data):
+                self.counters["send_queue_overflow"] += 1
+                if self.counters["send_queue_overflow"] & (self.counters["send_queue_overflow"] - 1) == 0:
+                    # Report the 1st, 2nd, 4th, 8th... overflow: visible, but no error storm.
+                    self._error("overflow", f"send queue of link {conn_id} full: "
+                                f"{self.counters['send_queue_overflow']} frames dropped so far")
+
+    def _retire(self, action: act.Retire) -> None:
+        link = self._links.get(action.conn)
+        if link is None:
+            return
+        successor = self._links.get(action.successor) if action.successor is not None else None
+        unsent = link.queue.finish(action.final)
+        link.retiring = True
+        for frame in unsent:
+            if successor is None or not successor.queue.put(frame):
+                self.counters["dropped_on_retire"] += 1
+
+    # ------------------------------------------------------------------ connections
+
+    async def _accept_loop(self, listener: trio.SocketListener) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as error:  # e.g. EMFILE: back off instead of spinning
+                log.warning("accept failed: %s", error)
+                await trio.sleep(0.1)
+                continue
+            assert self._nursery is not None
+            self._nursery.start_soon(self._run_link, stream, False, None)
+
+    async def _dial(self, address: tuple[str, int]) -> None:
+        assert self.core is not None
+        try:
+            with trio.fail_after(self.options.handshakeTimeout):
+                stream = await trio.open_tcp_stream(*address)
+        except (OSError, trio.TooSlowError) as error:
+            reason = "timed out" if isinstance(error, trio.TooSlowError) else str(error)
+            self._apply(self.core.on_dial_failed(address, reason, trio.current_time()))
+            return
+        await self._run_link(stream, True, address)
+
+    async def _run_link(self, stream: trio.SocketStream, outbound: bool,
+                        address: tuple[str, int] | None) -> None:
+        core = self.core
+        assert core is not None
+        link = Link(next(self._ids), stream, self.options.sendQueueSize, outbound)
+        self._links[link.id] = link
+        try:
+            with link.scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._writer, link)
+                    self._apply(core.on_connection_open(link.id, outbound, address, trio.current_time()))
+                    try:
+                        await self._reader(link)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
+                        link.close_reason = f"connection error: {error}"
+                    nursery.cancel_scope.cancel()
+        finally:
+            del self._links[link.id]
+            dropped = len(link.queue.frames)
+            if dropped and not link.retiring:
+                self.counters["dropped_on_close"] += dropped
+            self._room.unpark_all()
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(stream)
+            self._apply(core.on_connection_closed(link.id, link.close_reason, trio.current_time()))
+
+    async def _reader(self, link: Link) -> None:
+        core = self.core
+        assert core is not None
+        reader = FrameReader(self._max_body)
+        receive = link.stream.receive_some
+        apply = self._apply
+        on_frame = core.on_frame
+        conn_id = link.id
+        while True:
+            data = await receive(RECEIVE_SIZE)
+            if not data:
+                link.close_reason = "peer closed the connection"
+                return
+            try:
+                frames = reader.feed(data)
+            except ProtocolError as error:
+                apply(core.on_stream_error(conn_id, str(error), trio.current_time()))
+                return
+            now = trio.current_time()
+            for body in frames:
+                actions = on_frame(conn_id, body, now)
+                if actions:
+                    apply(actions)
+
+    async def _writer(self, link: Link) -> None:
+        try:
+            await self._write_queue(link)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
+            link.close_reason = f"connection error: {error}"
+            link.scope.cancel()
+
+    async def _write_queue(self, link: Link) -> None:
+        queue = link.queue
+        send_all = link.stream.send_all
+        while True:
+            await queue.wait_nonempty()
+            data = queue.take()
+            if data:
+                await send_all(data)
+            if len(queue.frames) * 2 <= queue.limit:
+                self._room.unpark_all()
+            if link.retiring and not queue.frames:
+                # Retired: everything we owed this connection is written; tell the peer and let the
+                # reader run on to the peer's end of stream.
+                try:
+                    await link.stream.send_eof()
+                except (AttributeError, NotImplementedError):
+                    pass
+                return
+
+    async def _ticker(self) -> None:
+        core = self.core
+        assert core is not None
+        while True:
+            await trio.sleep(self._tick)
+            self._apply(core.on_tick(trio.current_time()))
