@@ -60,10 +60,12 @@ class Connector:
         self._handlers: dict[str, list[Callable[..., Any]]] = {event: [] for event in EVENTS}
         self._callbacks: dict[str | int, list[Callable[[Any], Any]]] = {}
         self._engine = Engine(self.options, deliver=self._on_deliver, ready=self._on_ready,
-                              error=self._on_error, topics=lambda: list(self._callbacks))
+                              error=self._on_error, topics=lambda: list(self._callbacks),
+                              delivery_room=self._delivery_room)
         self._ready_event = trio.Event()
         self._async_queue: deque[tuple[Callable[[Any], Any], Any]] = deque()
         self._async_wakeup = trio.Event()
+        self._async_room = trio.lowlevel.ParkingLot()
         self._nursery_manager: Any = None
         self._closed = False
 
@@ -179,8 +181,7 @@ class Connector:
     async def drain(self) -> None:
         """Wait until every peer's send queue has room again (asyncio's StreamWriter.drain)."""
         await self._engine.drain()
-        while len(self._async_queue) > ASYNC_BACKLOG:
-            await trio.sleep(0.001)
+        await self._delivery_room()
 
     def status(self) -> dict[str, Any]:
         """The node's links, view and counters (see `python -m swarm status`)."""
@@ -220,6 +221,11 @@ class Connector:
         self._on_error("callback", f"subscriber {getattr(callback, '__qualname__', callback)!r} raised "
                                    f"{type(error).__name__}: {error}")
 
+    async def _delivery_room(self) -> None:
+        """Wait while more than ASYNC_BACKLOG async callbacks are queued."""
+        while len(self._async_queue) > ASYNC_BACKLOG:
+            await self._async_room.park()
+
     async def _run_async_callbacks(self) -> None:
         queue = self._async_queue
         while True:
@@ -227,6 +233,8 @@ class Connector:
                 self._async_wakeup = trio.Event()
                 await self._async_wakeup.wait()
             callback, awaitable = queue.popleft()
+            if len(queue) <= ASYNC_BACKLOG // 2:
+                self._async_room.unpark_all()
             try:
                 await awaitable
             except Exception as error:

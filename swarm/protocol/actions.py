@@ -29,10 +29,15 @@ class Dial:
 
 @dataclass(frozen=True, slots=True)
 class CloseConnection:
-    """Close `conn` now (unsent frames are dropped); report back with `on_connection_closed`."""
+    """Close `conn`; report back with `on_connection_closed`.
+
+    With `flush`, the frames already queued for it (a REFUSE, say) are written first, within a short
+    bound; otherwise they are dropped.
+    """
 
     conn: int
     reason: str
+    flush: bool = False
 
 
 @dataclass(frozen=True, slots=True)

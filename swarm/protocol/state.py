@@ -530,7 +530,7 @@ class NodeState:
         self.counters[counter] += 1
         self._out.append(ReportError("refused", f"refusing peer at {conn.address or 'inbound'}: {reason}"))
         self._send_to(conn, wire.encode_control(wire.KIND_REFUSE, {"reason": reason}))
-        self._close(conn, reason)
+        self._close(conn, reason, flush=True)
 
     def _protocol_error(self, conn: _Connection, reason: str) -> None:
         self.counters["protocol_errors"] += 1
@@ -543,7 +543,7 @@ class NodeState:
     def _send_to(self, conn: _Connection, frame: bytes) -> None:
         self._out.append(Send((conn.id,), frame))
 
-    def _close(self, conn: _Connection, reason: str) -> None:
+    def _close(self, conn: _Connection, reason: str, *, flush: bool = False) -> None:
         """Ask the driver to close; the bookkeeping happens in on_connection_closed."""
         if conn.state == CLOSING:
             return
@@ -551,7 +551,7 @@ class NodeState:
         if member is not None and member.conn == conn.id:
             self._unlink(member, conn.last_received, reason)
         conn.state = CLOSING
-        self._out.append(CloseConnection(conn.id, reason))
+        self._out.append(CloseConnection(conn.id, reason, flush))
 
     def _unlink(self, member: _Member, now: float, reason: str) -> None:
         member.conn = None

@@ -24,7 +24,7 @@ import logging
 import random
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import trio
@@ -47,6 +47,8 @@ RECEIVE_SIZE = 65536
 MAX_WRITE_BYTES = 1 << 20
 # How long a closing node waits for its queues to empty before it cuts the links.
 CLOSE_FLUSH_TIMEOUT = 2.0
+# How long a connection closed with `flush` (after a REFUSE) may take to write its last frames.
+LINK_FLUSH_TIMEOUT = 1.0
 
 
 class SendQueue:
@@ -119,10 +121,14 @@ class Engine:
     def __init__(self, options: Options, *, deliver: Callable[[act.Deliver], None],
                  ready: Callable[[], None], error: Callable[[str, str], None],
                  topics: Callable[[], Iterable[str | int]] = tuple,
+                 delivery_room: Callable[[], Awaitable[None]] | None = None,
                  rng: random.Random | None = None) -> None:
         self.options = options
         self._deliver = deliver
         self._topics = topics
+        # Awaited after each read: lets the application's slow (async) callbacks hold the reader back,
+        # so TCP backpressure, not memory, absorbs a burst.
+        self._delivery_room = delivery_room
         self._ready = ready
         self._error = error
         self._rng = rng or random.Random()
@@ -215,7 +221,11 @@ class Engine:
                 link = self._links.get(action.conn)
                 if link is not None:
                     link.close_reason = action.reason
-                    link.scope.cancel()
+                    if action.flush and link.queue.frames:
+                        link.queue.closed = True  # the writer ends the link once the queue is empty
+                        link.scope.deadline = trio.current_time() + LINK_FLUSH_TIMEOUT
+                    else:
+                        link.scope.cancel()
             elif kind is act.Retire:
                 self._retire(action)
             elif kind is act.Ready:
@@ -229,7 +239,7 @@ class Engine:
         links = self._links
         for conn_id in action.conns:
             link = links.get(conn_id)
-            if link is None or link.retiring:
+            if link is None or link.queue.closed:
                 continue
             if not link.queue.put(data):
                 self.counters["send_queue_overflow"] += 1
@@ -307,6 +317,7 @@ class Engine:
         apply = self._apply
         on_frame = core.on_frame
         conn_id = link.id
+        delivery_room = self._delivery_room
         while True:
             data = await receive(RECEIVE_SIZE)
             if not data:
@@ -322,6 +333,8 @@ class Engine:
                 actions = on_frame(conn_id, body, now)
                 if actions:
                     apply(actions)
+            if delivery_room is not None:
+                await delivery_room()
 
     async def _writer(self, link: Link) -> None:
         try:
@@ -340,6 +353,9 @@ class Engine:
                 await send_all(data)
             if len(queue.frames) * 2 <= queue.limit:
                 self._room.unpark_all()
+            if queue.closed and not link.retiring and not queue.frames:
+                link.scope.cancel()  # closed with flush: the last frames are out
+                return
             if link.retiring and not queue.frames:
                 # Retired: everything we owed this connection is written; tell the peer and let the
                 # reader run on to the peer's end of stream.
