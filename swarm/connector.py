@@ -211,7 +211,7 @@ class Connector:
         except Exception as error:
             self._callback_failed(callback, error)
             return
-        if inspect.isawaitable(result):
+        if result is not None and inspect.isawaitable(result):
             self._async_queue.append((callback, result))
             self._async_wakeup.set()
 

@@ -150,6 +150,7 @@ class NodeState:
         self._active: tuple[int, ...] = ()  # ids of the connections that carry data, one per peer
         self._active_pairs: tuple[tuple[int, bytes], ...] = ()  # (connection id, peer name) of the same
         self._origin_names: dict[bytes, str] = {}
+        self._topic_cache: dict[str | int, bytes] = {}
         self._timers = _Timers()
         self._nonce = rng.getrandbits(63)
         self._out: list[Action] = []
@@ -199,7 +200,12 @@ class NodeState:
         Raises MessageTooLarge, or TypeError/ValueError for a message or topic the wire cannot carry,
         before anything is sent.
         """
-        frame = wire.encode_data(self._origin_header, self.epoch, self._seq + 1, wire.encode_topic(topic),
+        topic_bytes = self._topic_cache.get(topic)
+        if topic_bytes is None or type(topic) is bool:
+            topic_bytes = wire.encode_topic(topic)
+            if len(self._topic_cache) < 1024:  # topics are few (deepstream's are a handful)
+                self._topic_cache[topic] = topic_bytes
+        frame = wire.encode_data(self._origin_header, self.epoch, self._seq + 1, topic_bytes,
                                  wire.encode_message(message), self.config.max_message_size)
         self._seq += 1
         self.counters["published"] += 1
