@@ -62,9 +62,9 @@ class Option:
                  "addresses": "a list of 'host:port' strings"}
         text = names[self.kind]
         if self.minimum is not None and self.maximum is not None:
-            text += f" in {self.minimum:g}..{self.maximum:g}"
+            text += f" in {_number(self.minimum)}..{_number(self.maximum)}"
         elif self.minimum is not None:
-            text += f" >= {self.minimum:g}"
+            text += f" >= {_number(self.minimum)}"
         return text
 
     def coerce(self, value: Any, *, from_text: bool = False) -> Any:
@@ -96,6 +96,10 @@ class Option:
                 raise ConfigError(f"{key}: expected {self.expected()}, got {value!r}")
             return tuple(parse_address(item, f"{key}[{i}]") for i, item in enumerate(value))
         raise AssertionError(self.kind)
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def _parse_text(option: Option, text: str) -> Any:

@@ -14,7 +14,9 @@ turn (flooding brought it over a faster path) is held and delivered in order onc
 does not fill within `reorder_timeout` is given up, counted, and the held messages go out in order.
 
 The first message seen from an origin sets its starting point: a node that joins later delivers from
-there on.
+there on. Because flooding may bring a later message first (say seq 5 over a short path before seq 4
+over a longer one), a new origin's messages are held for a short `settle` window and its starting point
+is the lowest sequence number seen in that window.
 
 Bounds (both configurable): an origin silent for `ttl` seconds is forgotten, and the total of records plus
 held messages never exceeds `max_entries` (the least recently active origin is dropped first; a single
@@ -32,20 +34,22 @@ __all__ = ["SeenRecord"]
 
 
 class _OriginLog:
-    __slots__ = ("next_seq", "held", "last_active", "gap_since")
+    __slots__ = ("next_seq", "held", "last_active", "gap_since", "settle_until")
 
-    def __init__(self, next_seq: int, now: float) -> None:
+    def __init__(self, next_seq: int, now: float, settle_until: float) -> None:
         self.next_seq = next_seq
         self.held: dict[int, Any] = {}
         self.last_active = now
         self.gap_since = 0.0
+        self.settle_until = settle_until  # 0.0 once the starting point is fixed
 
 
 class SeenRecord:
     """Duplicate detection and in-order release of messages, per origin."""
 
-    def __init__(self, max_entries: int, ttl: float, reorder_timeout: float) -> None:
+    def __init__(self, max_entries: int, ttl: float, reorder_timeout: float, settle: float = 0.0) -> None:
         self.max_entries = max_entries
+        self.settle = settle
         self.ttl = ttl
         self.reorder_timeout = reorder_timeout
         self._logs: dict[Hashable, _OriginLog] = {}
@@ -70,9 +74,24 @@ class SeenRecord:
         if log is None:
             if len(self._logs) + self.held_count >= self.max_entries:
                 self._evict_one()
-            log = self._logs[origin] = _OriginLog(seq, now)
+            if self.settle > 0:
+                log = self._logs[origin] = _OriginLog(seq, now, now + self.settle)
+                log.held[seq] = item
+                self.held_count += 1
+                self._gapped.add(origin)
+                return []
+            log = self._logs[origin] = _OriginLog(seq, now, 0.0)
         else:
             log.last_active = now
+        if log.settle_until:
+            # Still choosing the starting point: hold everything, the lowest seq seen starts the run.
+            if seq in log.held:
+                self.duplicates += 1
+                return None
+            log.held[seq] = item
+            self.held_count += 1
+            log.next_seq = min(log.next_seq, seq)
+            return []
         next_seq = log.next_seq
         if seq == next_seq:
             if not log.held:
@@ -108,6 +127,12 @@ class SeenRecord:
         released: list[Any] = []
         for origin in list(self._gapped):
             log = self._logs[origin]
+            if log.settle_until:
+                if now < log.settle_until:
+                    continue
+                log.settle_until = 0.0
+                log.gap_since = now
+                released.extend(self._give_up_gap(origin, log, now))  # no gap: next_seq is the lowest held
             while log.held and now - log.gap_since >= self.reorder_timeout:
                 released.extend(self._give_up_gap(origin, log, log.gap_since + self.reorder_timeout))
         deadline = now - self.ttl

@@ -115,6 +115,7 @@ class _DialTarget:
     failures: int = 0
     next_attempt: float = 0.0
     in_flight: bool = False
+    refused: bool = False  # the peer there refused us (other cluster or version)
 
 
 @dataclass(slots=True)
@@ -134,7 +135,10 @@ class NodeState:
         self.rng = rng
         self.policy = policy or FullMesh()
         self.counters: Counter[str] = Counter()
-        self.seen = SeenRecord(config.seen_max_entries, config.seen_ttl, config.reorder_timeout)
+        # A new origin's first messages settle for up to 0.1 s (a few flooding round trips on a LAN)
+        # so that one that overtook an earlier one does not fix the starting point too late.
+        self.seen = SeenRecord(config.seen_max_entries, config.seen_ttl, config.reorder_timeout,
+                               settle=min(0.1, config.reorder_timeout))
         self.ready = False
         self.leaving = False
         self._origin_header = wire.encode_origin(self.name)
@@ -152,7 +156,6 @@ class NodeState:
         self._origin_names: dict[bytes, str] = {}
         self._topic_cache: dict[str | int, bytes] = {}
         self._timers = _Timers()
-        self._nonce = rng.getrandbits(63)
         self._out: list[Action] = []
 
     # ------------------------------------------------------------------ queries
@@ -329,35 +332,33 @@ class NodeState:
             self.counters["own_messages_returned"] += 1
             return
         key = body[2:header.topic_offset - 8]  # origin length, origin, epoch: names one (origin, epoch)
-        ready = self.seen.observe(key, header.seq, now, (body, header))
+        topic, offset = wire.parse_topic(body, header.topic_offset)  # a bad header is never relayed
+        ready = self.seen.observe(key, header.seq, now, (body, header.hops, topic, offset))
         if ready is None:
             return
         self.counters["received_new"] += 1
-        from_id = conn.id
-        targets = tuple(c for c, peer in self._active_pairs if c != from_id and peer != origin)
+        # Not back to the peer it came from (by name: it may have come on a connection being retired).
+        sender = conn.peer_bytes
+        targets = tuple(c for c, peer in self._active_pairs if peer != sender and peer != origin)
         if targets:
             self._out.append(Send(targets, wire.relay_prefix(len(body), header.hops + 1) + body[2:]))
             self.counters["forwarded"] += 1
         for item in ready:
             self._deliver(item)
 
-    def _deliver(self, item: tuple[bytes, wire.DataHeader]) -> None:
-        body, header = item
-        try:
-            topic, offset = wire.parse_topic(body, header.topic_offset)
-        except ProtocolError:
-            self.counters["malformed_topics"] += 1
-            return
+    def _deliver(self, item: tuple[bytes, int, str | int, int]) -> None:
+        body, hops, topic, offset = item
         if topic not in self._topics:
             self.counters["dropped_no_subscriber"] += 1
             return
-        origin = self._origin_names.get(header.origin)
+        origin_bytes = body[3:3 + body[2]]
+        origin = self._origin_names.get(origin_bytes)
         if origin is None:
-            origin = header.origin.decode("utf-8", "replace")
+            origin = origin_bytes.decode("utf-8", "replace")
             if len(self._origin_names) < 4096:
-                self._origin_names[header.origin] = origin
+                self._origin_names[origin_bytes] = origin
         self.counters["delivered"] += 1
-        self._out.append(Deliver(origin, topic, body, offset, header.hops + 1))
+        self._out.append(Deliver(origin, topic, body, offset, hops + 1))
 
     # ------------------------------------------------------------------ control path
 
@@ -387,11 +388,13 @@ class NodeState:
 
     def _send_hello(self, conn: _Connection) -> None:
         conn.hello_sent = True
+        # A fresh nonce per connection: two connections dialled by the same node must still differ.
+        nonce = self.rng.getrandbits(63)
         if conn.outbound:
-            conn.dialer_nonce = self._nonce
+            conn.dialer_nonce = nonce
         self._send_to(conn, wire.encode_control(wire.KIND_HELLO, {
             "version": wire.PROTOCOL_VERSION, "cluster": self.config.cluster_name, "name": self.name,
-            "epoch": self.epoch, "address": list(self.listen_address), "nonce": self._nonce,
+            "epoch": self.epoch, "address": list(self.listen_address), "nonce": nonce,
         }))
 
     def _on_hello(self, conn: _Connection, fields: dict[str, Any], now: float) -> None:
@@ -523,13 +526,21 @@ class NodeState:
         member = self._members.get(name) if isinstance(name, str) else None
         if member is not None and epoch == member.epoch:
             member.left = True
+            if member.address not in self._seeds:
+                self._dials.pop(member.address, None)
             self.counters["members_left"] += 1
             log.info("%s: %s left the cluster", self.name, name)
 
     def _on_refuse(self, conn: _Connection, fields: dict[str, Any]) -> None:
         reason = str(fields.get("reason", "no reason given"))[:300]
         self.counters["refused_by_peer"] += 1
-        self._out.append(ReportError("refused", f"peer {conn.peer or conn.address} refused us: {reason}"))
+        target = self._dials.get(conn.address) if conn.address is not None else None
+        if target is None or not target.refused:
+            # Once per address: a misconfigured seed retried for ever must not become an error storm.
+            self._out.append(ReportError("refused", f"peer {conn.peer or conn.address} refused us: {reason}"))
+        if target is not None:
+            target.refused = True
+            target.failures = max(target.failures, 30)  # retry, but only at reconnectMaxDelay
         self._close(conn, f"refused by peer: {reason}")
 
     def _refuse(self, conn: _Connection, reason: str, counter: str) -> None:

@@ -12,7 +12,7 @@ its kind. Two families (full description in docs/protocol.md):
 
   Forwarding rewrites only the 6-byte prefix (length, kind, hops) and reuses the rest of the received
   bytes as they are.
-* **Control** frames (hello, peers, ping, pong, leave, refuse, bye) are rare; their body after the kind
+* **Control** frames (hello, peers, ping, leave, refuse, bye) are rare; their body after the kind
   byte is one msgpack map, decoded in full.
 
 Nothing here does I/O: these are pure functions over bytes.
@@ -41,11 +41,10 @@ KIND_DATA = 1
 KIND_HELLO = 16
 KIND_PEERS = 17
 KIND_PING = 18
-KIND_PONG = 19
 KIND_LEAVE = 20
 KIND_REFUSE = 21
 KIND_BYE = 22
-CONTROL_KINDS = frozenset({KIND_HELLO, KIND_PEERS, KIND_PING, KIND_PONG, KIND_LEAVE, KIND_REFUSE, KIND_BYE})
+CONTROL_KINDS = frozenset({KIND_HELLO, KIND_PEERS, KIND_PING, KIND_LEAVE, KIND_REFUSE, KIND_BYE})
 
 MAX_NAME_BYTES = 255  # a server name must fit the one-byte origin length
 MAX_TOPIC_BYTES = 1024  # topics are few and coarse; a long one is a bug or an attack

@@ -6,7 +6,7 @@ This is the only place where swarm touches sockets and the clock. One `Engine` o
 * per link a reader task, which cuts the byte stream into frames (`FrameReader`) and feeds them to the
   core, and a writer task, which drains the link's `SendQueue` into one `send_all` per wake-up: writes
   are coalesced, so a burst of a hundred frames costs one system call (an order of magnitude on this
-  machine, see docs/performance.md);
+  machine: 99k frames/s one write each against 1.18M coalesced, in the anchors of shared/reference);
 * a ticker that passes time to the core.
 
 Everything runs in the nursery of `run`; cancelling it (or `close`) ends every task, and no task
@@ -33,7 +33,7 @@ from ..config import Options
 from ..errors import ProtocolError
 from ..protocol import actions as act
 from ..protocol.state import CoreConfig, NodeState
-from ..protocol.wire import max_frame_body
+from ..protocol.wire import KIND_DATA, max_frame_body
 from .framing import FrameReader
 
 __all__ = ["Engine", "SendQueue"]
@@ -85,9 +85,15 @@ class SendQueue:
         return b"".join(batch)
 
     def finish(self, final: bytes) -> list[bytes]:
-        """Close the queue for new frames, leaving only `final` to write; return the unsent frames."""
-        unsent = list(self.frames)
+        """Close the queue for new frames; return the unsent DATA frames, to be sent on another link.
+
+        Control frames stay and are written before `final`: they belong to this connection (its HELLO
+        may not be out yet, and the peer needs it before anything else).
+        """
+        unsent = [frame for frame in self.frames if frame[4] == KIND_DATA]
+        kept = [frame for frame in self.frames if frame[4] != KIND_DATA]
         self.frames.clear()
+        self.frames.extend(kept)
         self.frames.append(final)
         self.closed = True
         self._nonempty.set()

@@ -1,0 +1,400 @@
+"""The `swarm` command line: run a node, subscribe, publish one message, and the demo.
+
+    python -m swarm node --config config.yml [--option key=value ...]
+    python -m swarm sub  [--config FILE] [--option ...] TOPIC
+    python -m swarm pub  [--config FILE] [--option ...] TOPIC JSON [--timeout S]
+    python -m swarm demo [--nodes 8] [--messages N] [--publishers P] [--size BYTES] [--rate R]
+
+Options come from a deepstream-style config file (`plugins.message.options`, see `swarm.config`) and from
+`--option key=value` flags, which win over the file. A bad configuration prints one line,
+`swarm: error: <key>: <what was expected>`, on stderr and exits with status 2.
+
+Lines meant for programs (each flushed at once):
+
+* `node` prints `listening <serverName> <host>:<port>` once bound, then `ready <serverName>` once joined,
+  on stdout.
+* `sub` keeps stdout for the messages, one JSON value per line (bytes as base64 strings), and prints the
+  same `listening ...` and `ready ...` lines on stderr. A message published after `ready` is printed.
+* `pub` prints nothing on success; it exits 1 with a reason on stderr when no peer is reachable.
+
+`pub` and `sub` are short-lived clients: unless the file or a flag sets `port`, they listen on an
+ephemeral port (a node's default is 6021), so they run beside a node on the same machine.
+
+`node` and `sub` run until SIGINT (Ctrl-C) or SIGTERM, then leave the cluster cleanly and exit 0.
+The demo's logic lives in `swarm.demo`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import logging
+import math
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+import trio
+
+from . import __version__
+from .config import OPTIONS_BY_KEY, Options, _parse_text, load_config_file
+from .connector import Connector
+from .errors import ConfigError, MessageTooLarge
+
+__all__ = ["build_parser", "json_default", "load_options", "main", "parse_topic"]
+
+log = logging.getLogger("swarm.cli")
+
+PROG = "swarm"
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+# 128 + SIGINT, the shell's convention for "stopped by Ctrl-C".
+EXIT_INTERRUPTED = 130
+# How often `pub` looks at its send queues while waiting for the message to leave.
+POLL_INTERVAL = 0.005
+
+
+class CommandFailed(Exception):
+    """A command could not do its job; the message is printed as `swarm: error: ...`, exit status 1."""
+
+
+# ---------------------------------------------------------------------- helpers shared by the commands
+
+
+def error_line(text: str) -> str:
+    """`swarm: error: <text>` squeezed onto one line (YAML errors, for one, span several)."""
+    return f"{PROG}: error: " + " ".join(str(text).split())
+
+
+def emit(stream: TextIO, line: str) -> None:
+    """Write one line and flush it: the readers are programs waiting for it."""
+    stream.write(line + "\n")
+    stream.flush()
+
+
+def parse_option_flags(flags: Sequence[str]) -> dict[str, Any]:
+    """`["port=0", "seedNodes=a:1,b:2"]` -> typed values, parsed like the config file would have them."""
+    values: dict[str, Any] = {}
+    for flag in flags:
+        key, sep, text = flag.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--option: expected key=value, got {flag!r}")
+        option = OPTIONS_BY_KEY.get(key)
+        if option is None:
+            raise ConfigError(f"{key}: unknown option (known: {', '.join(sorted(OPTIONS_BY_KEY))})")
+        values[key] = _parse_text(option, text)
+    return values
+
+
+def load_options(config: str | None, flags: Sequence[str], *,
+                 defaults: dict[str, Any] | None = None) -> Options:
+    """Options from the config file (if any), then `--option` flags on top; raise ConfigError on error.
+
+    `defaults` fill keys that neither the file nor the flags set (pub and sub default `port` to 0).
+    """
+    mapping: dict[str, Any] = dict(defaults or {})
+    if config is not None:
+        file_options, _document = load_config_file(config)
+        mapping.update(file_options)
+    mapping.update(parse_option_flags(flags))
+    return Options.from_mapping(mapping)
+
+
+def parse_topic(text: str) -> str | int:
+    """A topic of digits is an int topic (deepstream 4+ numbers its topics), anything else a str."""
+    if text.isascii() and text.isdigit():
+        return int(text)
+    return text
+
+
+def json_default(value: Any) -> Any:
+    """`json.dumps` hook: bytes become base64 strings, tuples lists; anything else is an error."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _json_keys(value: Any) -> Any:
+    """Make map keys JSON can carry (msgpack allows bytes keys); values are left to `json_default`."""
+    if isinstance(value, dict):
+        return {(json_default(key) if isinstance(key, (bytes, bytearray)) else key): _json_keys(item)
+                for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_keys(item) for item in value]
+    return value
+
+
+def to_json_line(message: Any) -> str:
+    """One message as one line of JSON."""
+    try:
+        return json.dumps(message, default=json_default, ensure_ascii=False, separators=(",", ":"))
+    except TypeError:
+        return json.dumps(_json_keys(message), default=json_default, ensure_ascii=False,
+                          separators=(",", ":"))
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(stream=sys.stderr, level=getattr(logging, level),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _log_errors(conn: Connector) -> None:
+    conn.on("error", lambda error: log.debug("%s: %s: %s", conn.server_name, error.code, error))
+
+
+async def _wait_for_signal(signals: Any, stop: trio.Event | None = None) -> None:
+    """Return at the first SIGINT/SIGTERM (or when `stop` is set)."""
+    async with trio.open_nursery() as nursery:
+        if stop is not None:
+            async def watch_stop() -> None:
+                await stop.wait()
+                nursery.cancel_scope.cancel()
+            nursery.start_soon(watch_stop)
+        async for signum in signals:
+            log.info("received %s, leaving the cluster", signal.Signals(signum).name)
+            break
+        nursery.cancel_scope.cancel()
+
+
+async def _announce(conn: Connector, stream: TextIO) -> None:
+    host, port = conn.address
+    emit(stream, f"listening {conn.server_name} {host}:{port}")
+    await conn.wait_ready()
+    emit(stream, f"ready {conn.server_name}")
+
+
+# ---------------------------------------------------------------------- the commands
+
+
+async def run_node(options: Options) -> int:
+    """Run a node until SIGINT/SIGTERM, then leave cleanly."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with Connector(options) as conn:
+            _log_errors(conn)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_announce, conn, sys.stdout)
+                await _wait_for_signal(signals)
+                nursery.cancel_scope.cancel()
+        log.info("%s left the cluster", options.serverName)
+    return EXIT_OK
+
+
+async def run_sub(options: Options, topic: str | int) -> int:
+    """Print every message on `topic` as a JSON line until SIGINT/SIGTERM (or stdout is closed)."""
+    stop = trio.Event()
+    out = sys.stdout
+
+    def on_message(message: Any) -> None:
+        if stop.is_set():
+            return
+        try:
+            emit(out, to_json_line(message))
+        except BrokenPipeError:  # e.g. `swarm sub t | head -3`: the reader has gone, so do we
+            stop.set()
+
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        conn = Connector(options)
+        _log_errors(conn)
+        conn.subscribe(topic, on_message)
+        async with conn:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_announce, conn, sys.stderr)
+                await _wait_for_signal(signals, stop)
+                nursery.cancel_scope.cancel()
+    return EXIT_OK
+
+
+async def run_pub(options: Options, topic: str | int, message: Any, timeout: float) -> int:
+    """Join, publish `message` once, and return once it has left for a peer (or fail after `timeout`)."""
+    seeds = ", ".join(f"{host}:{port}" for host, port in options.seedNodes) or "none"
+    async with Connector(options) as conn:
+        _log_errors(conn)
+        deadline = trio.current_time() + timeout
+        with trio.move_on_at(deadline):
+            await conn.wait_ready()
+            while not conn.status()["links"]:
+                await trio.sleep(POLL_INTERVAL)
+        if not conn.status()["links"]:
+            raise CommandFailed(f"no peer reachable within {timeout:g} s (seedNodes: {seeds})")
+        conn.publish(topic, message)
+        # The frame is queued for every linked peer. Once the queues are empty it has been handed to TCP,
+        # and the leave that `close()` sends follows it on the same connections.
+        with trio.move_on_at(deadline):
+            await conn.drain()
+            while any(conn.status()["queued"].values()):
+                await trio.sleep(POLL_INTERVAL)
+        if any(conn.status()["queued"].values()):
+            raise CommandFailed(f"the message did not leave for a peer within {timeout:g} s")
+    counters = conn.status()["counters"]
+    lost = sum(counters.get(key, 0) for key in
+               ("published_without_peers", "send_queue_overflow", "dropped_on_close"))
+    if lost:
+        raise CommandFailed("the link to the peers was lost before the message was sent")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------- argument parsing
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE",
+                        help="deepstream-style config.yml with a `plugins: message: type: direct` section")
+    parser.add_argument("--option", metavar="KEY=VALUE", action="append", default=[],
+                        help="set one option (repeatable); wins over the config file. "
+                             "Lists are comma-separated: seedNodes=127.0.0.1:6021,127.0.0.1:6022")
+    parser.add_argument("--log-level", default="WARNING",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+                        help="log level on stderr (default: WARNING)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `python -m swarm`."""
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="swarm: a brokerless small-world message bus (deepstream's direct connector).")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="{node,sub,pub,demo}", required=True)
+
+    node = commands.add_parser("node", help="run a node until SIGINT/SIGTERM",
+                               description="Run a node. Prints `listening <name> <host>:<port>` and "
+                                           "`ready <name>` on stdout.")
+    _add_config_arguments(node)
+
+    sub = commands.add_parser("sub", help="print each message on TOPIC as a JSON line",
+                              description="Join the cluster and print each message on TOPIC as one JSON "
+                                          "line on stdout (bytes as base64). Status lines go to stderr.")
+    _add_config_arguments(sub)
+    sub.add_argument("topic", metavar="TOPIC", help="topic; digits make an int topic")
+
+    pub = commands.add_parser("pub", help="publish one JSON message on TOPIC",
+                              description="Join the cluster, publish one message, exit once a peer has "
+                                          "it (exit 1 if no peer is reachable within --timeout).")
+    _add_config_arguments(pub)
+    pub.add_argument("topic", metavar="TOPIC", help="topic; digits make an int topic")
+    pub.add_argument("message", metavar="JSON", help="the message, as JSON")
+    pub.add_argument("--timeout", type=_positive_float, default=10.0,
+                     help="seconds to find a peer and hand it the message (default: 10)")
+
+    demo = commands.add_parser("demo", help="run N node processes on loopback and check delivery",
+                               description="Start N node processes on loopback, publish streams from "
+                                           "several of them, print a table per node; exit 0 only when "
+                                           "nothing was lost, duplicated or reordered.")
+    demo.add_argument("--nodes", type=_positive_int, default=8, help="node processes (default: 8)")
+    demo.add_argument("--messages", type=_positive_int, default=2000,
+                      help="messages per publisher (default: 2000)")
+    demo.add_argument("--publishers", type=_positive_int, default=3,
+                      help="nodes that publish, at most --nodes (default: 3)")
+    demo.add_argument("--size", type=_non_negative_int, default=64,
+                      help="payload bytes per message (default: 64)")
+    demo.add_argument("--rate", type=_non_negative_float, default=0.0,
+                      help="messages per second per publisher; 0 = as fast as flow control allows "
+                           "(default: 0)")
+    demo.add_argument("--timeout", type=_positive_float, default=120.0,
+                      help="give up after this many seconds (default: 120)")
+    demo.add_argument("--log-level", default="WARNING",
+                      choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+                      help="log level of the node processes on stderr (default: WARNING)")
+
+    # Internal: one node process of the demo, driven over stdin/stdout by the parent (see swarm.demo).
+    child = commands.add_parser("_demo-node")
+    _add_config_arguments(child)
+    child.add_argument("--peers", type=_non_negative_int, required=True,
+                       help="links to wait for before reporting `linked`")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m swarm` and of the `swarm` script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.log_level)
+    try:
+        return _dispatch(args)
+    except BaseException as raised:  # noqa: B036 - re-raised below unless it is one we report
+        error = _leaf(raised)
+        if isinstance(error, KeyboardInterrupt):
+            return EXIT_INTERRUPTED
+        if isinstance(error, MessageTooLarge):
+            error = ConfigError(f"JSON: {error}")
+        if isinstance(error, ConfigError):
+            print(error_line(error), file=sys.stderr, flush=True)
+            return EXIT_CONFIG
+        if isinstance(error, CommandFailed):
+            print(error_line(error), file=sys.stderr, flush=True)
+            return EXIT_FAILURE
+        if isinstance(error, OSError):  # e.g. the port is taken
+            print(error_line(str(error)), file=sys.stderr, flush=True)
+            return EXIT_FAILURE
+        raise
+
+
+def _leaf(error: BaseException) -> BaseException:
+    """The one exception inside nested single-member exception groups (trio's nurseries wrap them)."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    command = args.command
+    if command == "demo":
+        from .demo import run_demo
+        return trio.run(run_demo, args.nodes, args.messages, args.publishers, args.size, args.rate,
+                        args.timeout, args.log_level)
+    if command == "_demo-node":
+        from .demo import run_demo_node
+        return trio.run(run_demo_node, load_options(args.config, args.option), args.peers)
+    if command == "node":
+        return trio.run(run_node, load_options(args.config, args.option))
+    # pub and sub are clients: an ephemeral port unless told otherwise.
+    options = load_options(args.config, args.option, defaults={"port": 0})
+    topic = parse_topic(args.topic)
+    if command == "sub":
+        return trio.run(run_sub, options, topic)
+    try:
+        message = json.loads(args.message)
+    except ValueError as error:
+        raise ConfigError(f"JSON: expected a JSON value, got {args.message!r} ({error})") from None
+    return trio.run(run_pub, options, topic, message, args.timeout)
