@@ -114,6 +114,10 @@ def _parse_text(option: Option, text: str) -> Any:
         return text
 
 
+def _default_advertise(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+
+
 def _default_server_name() -> str:
     # Unique per process start, readable in logs: the host name says where, the suffix tells restarts apart.
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -128,6 +132,10 @@ OPTIONS: tuple[Option, ...] = (
            "Nodes only link with nodes of the same cluster name; a peer of another cluster is refused."),
     Option("host", "str", "127.0.0.1",
            "Address to listen on. Loopback by default, so nothing is exposed unless asked for."),
+    Option("advertiseHost", "str", None,
+           "Address peers should dial to reach this node (sent in the handshake and gossiped). Default: "
+           "`host`; when `host` is a wildcard (0.0.0.0, ::), 127.0.0.1 with a warning, so set it on "
+           "multi-host clusters.", derive=lambda o: _default_advertise(o["host"])),
     Option("port", "int", 6021, "TCP port to listen on; 0 picks a free ephemeral port.",
            minimum=0, maximum=65535),
     Option("seedNodes", "addresses", (),
@@ -179,6 +187,7 @@ class Options:
     serverName: str
     clusterName: str
     host: str
+    advertiseHost: str
     port: int
     seedNodes: tuple[tuple[str, int], ...]
     minimumPeers: int

@@ -163,8 +163,11 @@ class Engine:
         # The epoch tells this process's messages from those of an earlier run under the same name:
         # wall-clock microseconds grow across restarts, and two starts in one microsecond do not happen.
         epoch = time.time_ns() // 1000
-        self.core = NodeState(CoreConfig.from_options(options), epoch=epoch, listen_address=(host, port),
-                              rng=self._rng)
+        if options.host in ("0.0.0.0", "::") and options.advertiseHost == "127.0.0.1":
+            log.warning("%s: listening on %s but advertising 127.0.0.1; set advertiseHost so that peers on "
+                        "other hosts can dial this node", options.serverName, options.host)
+        self.core = NodeState(CoreConfig.from_options(options), epoch=epoch,
+                              listen_address=(options.advertiseHost, port), rng=self._rng)
         for topic in self._topics():
             self.core.subscribe(topic)
         try:
