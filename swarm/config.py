@@ -49,15 +49,18 @@ class Option:
     """One configuration key: its type, default, allowed range and meaning."""
 
     key: str
-    kind: str  # "str" | "int" | "float" | "bool" | "addresses"
+    kind: str  # "str" | "int" | "float" | "bool" | "addresses" | "choice"
     default: Any
     doc: str
     minimum: float | None = None
     maximum: float | None = None
     # Computed default, given the options already validated (e.g. minimumPeers depends on seedNodes).
     derive: Callable[[dict[str, Any]], Any] | None = None
+    choices: tuple[str, ...] = ()
 
     def expected(self) -> str:
+        if self.kind == "choice":
+            return "one of " + ", ".join(self.choices)
         names = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
                  "addresses": "a list of 'host:port' strings"}
         text = names[self.kind]
@@ -72,6 +75,10 @@ class Option:
         key = self.key
         if from_text and isinstance(value, str):
             value = _parse_text(self, value)
+        if self.kind == "choice":
+            if value not in self.choices:
+                raise ConfigError(f"{key}: expected {self.expected()}, got {value!r}")
+            return value
         if self.kind == "str":
             if not isinstance(value, str) or not value:
                 raise ConfigError(f"{key}: expected {self.expected()}, got {value!r}")
@@ -104,7 +111,7 @@ def _number(value: float) -> str:
 
 def _parse_text(option: Option, text: str) -> Any:
     """Turn a command-line string into the option's type, with YAML's rules (so `true`, `3`, `[a, b]`)."""
-    if option.kind == "str":
+    if option.kind in ("str", "choice"):
         return text
     if option.kind == "addresses":
         return [part.strip() for part in text.split(",") if part.strip()]
@@ -172,6 +179,27 @@ OPTIONS: tuple[Option, ...] = (
            minimum=0.001),
     Option("reconnectMaxDelay", "float", 2.0,
            "Upper bound of the re-dial delay.", minimum=0.01),
+    Option("localLinks", "int", 4,
+           "Ring links per node: the nearest live nodes on the ring, half on each side (a Watts-Strogatz "
+           "lattice of degree k). 4 keeps the ring connected when any one node fails.", minimum=2,
+           maximum=64),
+    Option("shortcuts", "int", 2,
+           "Long-range links per node, drawn from the nodes it knows: they cut the hop count from ~N/k "
+           "to ~log N (docs/simulations.md).", minimum=0, maximum=64),
+    Option("shortcutDistribution", "choice", "harmonic",
+           "How shortcuts are drawn: `harmonic` (probability ~ 1/ring distance, which lets greedy routing "
+           "of direct messages find short paths, after Kleinberg) or `uniform`.",
+           choices=("harmonic", "uniform")),
+    Option("maxPeers", "int", None,
+           "Most links a node keeps, inbound included. Default 2 x (localLinks + shortcuts). Further "
+           "inbound requests are refused with hints of better peers, and counted.", minimum=2,
+           derive=lambda o: 2 * (o["localLinks"] + o["shortcuts"])),
+    Option("reserveSize", "int", 32,
+           "Nodes kept in the view besides the ring neighbourhood and the links: the pool shortcuts are "
+           "drawn from and partitions are repaired with (HyParView's passive view is 30).", minimum=0),
+    Option("gossipInterval", "float", 0.5,
+           "Seconds between view exchanges with each linked peer (T-Man rounds), which also carry whether "
+           "a node still wants each link.", minimum=0.01),
     Option("forgetAfter", "float", 60.0,
            "Seconds after which a member that cannot be reached is forgotten and no longer dialled "
            "(seeds are kept and re-dialled at `reconnectMaxDelay`).", minimum=0.1),
@@ -201,6 +229,12 @@ class Options:
     reconnectMinDelay: float
     reconnectMaxDelay: float
     forgetAfter: float
+    localLinks: int
+    shortcuts: int
+    shortcutDistribution: str
+    maxPeers: int
+    reserveSize: int
+    gossipInterval: float
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any] | None = None, *, from_text: bool = False) -> Options:
@@ -225,6 +259,9 @@ class Options:
             raise ConfigError("reconnectMaxDelay: expected a number >= reconnectMinDelay "
                               f"({values['reconnectMinDelay']:g}), got {values['reconnectMaxDelay']:g}")
         _check_host(values["host"])
+        if values["maxPeers"] < values["localLinks"] + values["shortcuts"]:
+            raise ConfigError(f"maxPeers: expected an integer >= localLinks + shortcuts "
+                              f"({values['localLinks'] + values['shortcuts']}), got {values['maxPeers']}")
         return cls(**values)
 
     def replace(self, **changes: Any) -> Options:

@@ -36,12 +36,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ProtocolError
-from ..topology import FullMesh, MemberView, NeighbourPolicy
+from ..topology import MemberView, NeighbourPolicy, ring
+from ..topology.smallworld import SmallWorld
 from . import wire
 from .actions import Action, CloseConnection, Deliver, Dial, Ready, ReportError, Retire, Send
 from .seen import SeenRecord
 
 __all__ = ["CoreConfig", "NodeState"]
+
+
+def ring_nearest(members: Iterable[Any], target: int, count: int) -> list[Any]:
+    """The `count` members (anything with .name and .position) nearest to ring position `target`."""
+    return sorted(members, key=lambda m: (ring.ring_distance(m.position, target), m.name))[:count]
 
 log = logging.getLogger("swarm.protocol")
 
@@ -67,9 +73,17 @@ class CoreConfig:
     reconnect_min_delay: float = 0.05
     reconnect_max_delay: float = 2.0
     forget_after: float = 60.0
-    # How often a node tells a random peer whom it is linked to; a repair path, not the main one
-    # (new links announce themselves at once).
-    gossip_interval: float = 1.0
+    # Overlay shape (swarm.topology.smallworld).
+    local_links: int = 4
+    shortcuts: int = 2
+    shortcut_distribution: str = "harmonic"
+    max_peers: int = 12
+    reserve_size: int = 32
+    # How often a node tells each peer what it knows near that peer (T-Man's round), and whether it
+    # still wants the link. Half a second lets 20 nodes find their ring in a few seconds.
+    gossip_interval: float = 0.5
+    # How often an isolated or partitioned node re-dials a seed or a node it once knew.
+    probe_interval: float = 2.0
 
     @classmethod
     def from_options(cls, options: Any) -> CoreConfig:
@@ -80,6 +94,9 @@ class CoreConfig:
             reorder_timeout=options.reorderTimeout, seen_max_entries=options.seenMaxEntries,
             seen_ttl=options.seenTtl, reconnect_min_delay=options.reconnectMinDelay,
             reconnect_max_delay=options.reconnectMaxDelay, forget_after=options.forgetAfter,
+            local_links=options.localLinks, shortcuts=options.shortcuts,
+            shortcut_distribution=options.shortcutDistribution, max_peers=options.maxPeers,
+            reserve_size=options.reserveSize, gossip_interval=options.gossipInterval,
         )
 
 
@@ -96,6 +113,7 @@ class _Connection:
     peer_bytes: bytes = b""
     dialer_nonce: int = 0  # the hello nonce of whichever end dialled: a tie-breaker both ends agree on
     hello_sent: bool = False
+    pruned: bool = False  # retired because neither end wants it: do not re-dial
 
 
 @dataclass(slots=True)
@@ -103,9 +121,18 @@ class _Member:
     name: str
     address: Address
     epoch: int
+    position: int
     conn: int | None = None  # the active connection, if linked
     left: bool = False  # announced a graceful leave (for this epoch)
     unreachable_since: float | None = None
+    failures: int = 0  # dials failed, or links lost, since the last good handshake
+    refused_until: float = 0.0  # a full peer turned us away: do not ask again before
+    linked_since: float = 0.0
+    peer_wants: bool = True  # the peer's last word on whether it wants the link (PEERS "want")
+
+    def reachable(self, now: float) -> bool:
+        """Worth linking to: linked, or not failed twice in a row and not turning us away."""
+        return self.conn is not None or (self.failures < 2 and now >= self.refused_until)
 
 
 @dataclass(slots=True)
@@ -121,6 +148,7 @@ class _DialTarget:
 @dataclass(slots=True)
 class _Timers:
     next_gossip: float = 0.0
+    next_probe: float = 0.0
 
 
 class NodeState:
@@ -133,7 +161,10 @@ class NodeState:
         self.epoch = epoch
         self.listen_address = listen_address
         self.rng = rng
-        self.policy = policy or FullMesh()
+        self.position = ring.position(self.name)
+        self.policy: NeighbourPolicy = policy or SmallWorld(
+            self.position, local_links=config.local_links, shortcuts=config.shortcuts,
+            distribution=config.shortcut_distribution, reserve_size=config.reserve_size, rng=rng)
         self.counters: Counter[str] = Counter()
         # A new origin's first messages settle for up to 0.1 s (a few flooding round trips on a LAN)
         # so that one that overtook an earlier one does not fix the starting point too late.
@@ -149,6 +180,9 @@ class NodeState:
         self._dials: dict[Address, _DialTarget] = {}
         self._self_addresses: set[Address] = {listen_address}
         self._address_owner: dict[Address, str] = {}  # dialled address -> the member that answered there
+        self._probes: set[Address] = set()  # addresses to dial once (partition repair)
+        self._remembered: list[Address] = []  # addresses of forgotten members, for probes
+        self._wanted: set[str] = set()
         self._seeds = tuple(config.seeds)
         self._topics: set[str | int] = set()
         self._active: tuple[int, ...] = ()  # ids of the connections that carry data, one per peer
@@ -157,6 +191,7 @@ class NodeState:
         self._topic_cache: dict[str | int, bytes] = {}
         self._timers = _Timers()
         self._out: list[Action] = []
+        self._now = 0.0  # the `now` of the event being handled
 
     # ------------------------------------------------------------------ queries
 
@@ -169,11 +204,22 @@ class NodeState:
     def known_members(self) -> dict[str, Address]:
         return {m.name: m.address for m in self._members.values() if not m.left}
 
+    def link_kind(self, name: str) -> str:
+        """"local" (a ring neighbour), "shortcut", or "inbound" (kept because the peer wants it)."""
+        if name in getattr(self.policy, "shortcuts", ()):
+            return "shortcut"
+        return "local" if name in self._wanted else "inbound"
+
     def status(self) -> dict[str, Any]:
-        """A snapshot for operators and tests: links, view, counters."""
+        """A snapshot for operators and tests: ring position, links, view, counters."""
+        links = [{"name": m.name, "address": list(m.address), "kind": self.link_kind(m.name),
+                  "position": m.position} for m in self._members.values() if m.conn is not None]
         return {
             "name": self.name, "epoch": self.epoch, "address": list(self.listen_address), "ready": self.ready,
-            "links": sorted(self.linked_peers), "members": len(self.known_members),
+            "position": self.position, "links": sorted(self.linked_peers),
+            "link_details": sorted(links, key=lambda link: link["name"]),
+            "view_size": len(self._members), "max_peers": self.config.max_peers,
+            "members": len(self.known_members),
             "seen_entries": len(self.seen), "held": self.seen.held_count,
             "counters": dict(self.counters, duplicates=self.seen.duplicates,
                              gaps_given_up=self.seen.gaps_given_up),
@@ -183,10 +229,9 @@ class NodeState:
 
     def start(self, now: float) -> list[Action]:
         """Begin: become ready at once if no peers are required, dial the seeds."""
+        self._now = now
         self._timers.next_gossip = now + self.config.gossip_interval
-        for address in self._seeds:
-            if address not in self._self_addresses:
-                self._dials.setdefault(address, _DialTarget())
+        self._timers.next_probe = now + self.config.probe_interval
         self._check_ready()
         self._dial_due(now)
         return self._flush()
@@ -220,6 +265,7 @@ class NodeState:
 
     def leave(self, now: float) -> list[Action]:
         """Announce a graceful exit to every linked peer. The driver then flushes and closes."""
+        self._now = now
         self.leaving = True
         if self._active:
             self._out.append(Send(self._active, wire.encode_control(
@@ -231,12 +277,14 @@ class NodeState:
     def on_connection_open(self, conn_id: int, outbound: bool, address: Address | None,
                            now: float) -> list[Action]:
         """A TCP connection is up (we dialled `address`, or accepted one). Start the handshake."""
+        self._now = now
         conn = _Connection(conn_id, outbound, address, now, now, now)
         self._conns[conn_id] = conn
         if outbound and address is not None:
             target = self._dials.get(address)
             if target is not None:
                 target.in_flight = False
+            self._probes.discard(address)
         if self.leaving:
             self._out.append(CloseConnection(conn_id, "node is leaving"))
             return self._flush()
@@ -244,6 +292,8 @@ class NodeState:
         return self._flush()
 
     def on_dial_failed(self, address: Address, reason: str, now: float) -> list[Action]:
+        self._now = now
+        self._probes.discard(address)
         target = self._dials.get(address)
         if target is not None:
             target.in_flight = False
@@ -253,15 +303,18 @@ class NodeState:
         return self._flush()
 
     def on_connection_closed(self, conn_id: int, reason: str, now: float) -> list[Action]:
+        self._now = now
         conn = self._conns.pop(conn_id, None)
         if conn is None:
             return self._flush()
         member = self._members.get(conn.peer) if conn.peer is not None else None
         if member is not None and member.conn == conn_id:
             self._unlink(member, now, reason)
-        if member is not None and member.conn is None and not member.left:
-            # Re-dial soon: a dropped link must come back (the old connector's bug 5).
-            self._schedule_redial(member.address, now)
+            if not member.left and not conn.pruned:
+                # Re-dial soon, if still wanted: a dropped link must come back (the old connector's
+                # bug 5). A second loss without a handshake in between marks it unreachable.
+                member.failures += 1
+                self._schedule_redial(member.address, now)
         if conn.outbound and conn.address is not None and conn.peer is None:
             target = self._dials.get(conn.address)
             if target is not None:
@@ -274,7 +327,7 @@ class NodeState:
         conn = self._conns.get(conn_id)
         if conn is None or conn.state == CLOSING:
             return self._flush()
-        conn.last_received = now
+        conn.last_received = self._now = now
         try:
             if body[0] == wire.KIND_DATA:
                 if conn.state == HANDSHAKE:
@@ -288,6 +341,7 @@ class NodeState:
 
     def on_stream_error(self, conn_id: int, reason: str, now: float) -> list[Action]:
         """The driver could not cut the byte stream into frames (say, an oversized length prefix)."""
+        self._now = now
         conn = self._conns.get(conn_id)
         if conn is not None:
             self._protocol_error(conn, reason)
@@ -295,6 +349,7 @@ class NodeState:
 
     def on_tick(self, now: float) -> list[Action]:
         """Time passed: keepalives, failure detection, timeouts, re-dials, reorder gaps, gossip."""
+        self._now = now
         keepalive_after = self.config.failure_timeout / 3
         ping: list[int] = []
         for conn in list(self._conns.values()):
@@ -317,8 +372,15 @@ class NodeState:
         self._forget_unreachable(now)
         if now >= self._timers.next_gossip:
             self._timers.next_gossip = now + self.config.gossip_interval
-            if self._active:
-                self._out.append(Send((self.rng.choice(self._active),), self._peers_frame()))
+            self._trim_view(now)
+            self._dial_due(now)
+            self._prune(now)
+            for member in self._members.values():
+                if member.conn is not None:
+                    self._send_to(self._conns[member.conn], self._peers_frame_for(member))
+        if now >= self._timers.next_probe:
+            self._timers.next_probe = now + self.config.probe_interval * (0.5 + self.rng.random())
+            self._probe()
         self._dial_due(now)
         return self._flush()
 
@@ -372,19 +434,19 @@ class NodeState:
             return
         if conn.state == HANDSHAKE:
             if kind == wire.KIND_REFUSE:
-                self._on_refuse(conn, fields)
+                self._on_refuse(conn, fields, now)
                 return
             raise ProtocolError(f"frame kind {kind} before the handshake")
         if kind == wire.KIND_PING:
             return
         if kind == wire.KIND_PEERS:
-            self._on_peers(fields, now)
+            self._on_peers(conn, fields, now)
         elif kind == wire.KIND_LEAVE:
             self._on_leave(conn, fields)
         elif kind == wire.KIND_BYE:
             self._on_bye(conn, now)
         elif kind == wire.KIND_REFUSE:
-            self._on_refuse(conn, fields)
+            self._on_refuse(conn, fields, now)
 
     def _send_hello(self, conn: _Connection) -> None:
         conn.hello_sent = True
@@ -441,7 +503,7 @@ class NodeState:
                 old = self._conns.get(member.conn)
                 if old is not None:
                     self._close(old, "peer restarted with a new epoch")
-            member = self._members[name] = _Member(name, address, epoch)
+            member = self._members[name] = _Member(name, address, epoch, ring.position(name))
             self.counters["members_joined"] += 1
         elif epoch < member.epoch:
             self._refuse(conn, "stale epoch: a newer instance of this node is known", "stale_epoch")
@@ -449,9 +511,15 @@ class NodeState:
         member.address = address
         member.left = False
         member.unreachable_since = None
+        member.failures = 0
         if conn.address is not None:
             self._address_owner[conn.address] = name
         current = self._conns.get(member.conn) if member.conn is not None else None
+        if current is None and not conn.outbound and len(self._active) >= self.config.max_peers:
+            if not self._would_be_local(member):
+                self._refuse_full(conn, member)
+                return
+            self._make_room()
         if current is None:
             self._link(member, conn)
         else:
@@ -468,15 +536,49 @@ class NodeState:
             return (not dialled_by_smaller, conn.dialer_nonce)
         return rank(a) <= rank(b)
 
+    def _would_be_local(self, member: _Member) -> bool:
+        """Would `member` be one of our ring links if we linked it? (Such a joiner is never refused.)"""
+        linked = [(m.name, m.position) for m in self._members.values() if m.conn is not None]
+        local = ring.nearest_per_side(self.position, linked + [(member.name, member.position)],
+                                      max(1, (self.config.local_links + 1) // 2))
+        return member.name in local
+
+    def _refuse_full(self, conn: _Connection, member: _Member) -> None:
+        """Turn a joiner away politely: we are at maxPeers. Hint at the nodes nearest to it."""
+        self.counters["refused_full"] += 1
+        hints = self._entries(ring_nearest(self._linked_members(), member.position, 8))
+        self._send_to(conn, wire.encode_control(wire.KIND_REFUSE, {
+            "reason": f"{self.name} is at maxPeers ({self.config.max_peers})", "code": "full",
+            "peers": hints}))
+        self._close(conn, "at maxPeers", flush=True)
+
+    def _make_room(self) -> None:
+        """Retire one link neither end wants (or, failing that, one we do not want) for a ring joiner."""
+        linked = self._linked_members()
+        spare = ([m for m in linked if m.name not in self._wanted and not m.peer_wants]
+                 or [m for m in linked if m.name not in self._wanted])
+        if spare:
+            victim = min(spare, key=lambda m: m.linked_since)
+            self._prune_link(victim, "room for a ring neighbour")
+
+    def _linked_members(self) -> list[_Member]:
+        return [m for m in self._members.values() if m.conn is not None]
+
+    @staticmethod
+    def _entries(members: Iterable[_Member]) -> list[list[Any]]:
+        return [[m.name, list(m.address), m.epoch] for m in members]
+
     def _link(self, member: _Member, conn: _Connection) -> None:
         new_link = member.conn is None
         member.conn = conn.id
+        member.peer_wants = True
         self._refresh_active()
         if new_link:
+            member.linked_since = self._now
             self.counters["links_made"] += 1
             log.info("%s: linked to %s at %s:%s", self.name, member.name, *member.address)
-        # Tell the new peer whom we are linked to, and everyone else about the new peer.
-        self._send_to(conn, self._peers_frame())
+        # Tell the new peer what we know near it, and everyone else about the new peer.
+        self._send_to(conn, self._peers_frame_for(member))
         others = tuple(c for c in self._active if c != conn.id)
         if others:
             self._out.append(Send(others, wire.encode_control(wire.KIND_PEERS, {"peers": [
@@ -497,12 +599,27 @@ class NodeState:
             self._schedule_redial(member.address, now)
         self._retire(conn, None)
 
-    def _peers_frame(self) -> bytes:
-        linked = [[m.name, list(m.address), m.epoch] for m in self._members.values() if m.conn is not None]
-        return wire.encode_control(wire.KIND_PEERS, {"peers": linked})
+    def _peers_frame_for(self, peer: _Member) -> bytes:
+        """PEERS for one linked peer: what we know nearest its ring position (T-Man's exchange), a few
+        others at random (for its reserve), and whether we still want the link."""
+        linked = [m for m in self._linked_members() if m.name != peer.name]
+        chosen = self.policy.share(self.name, self._views(self._now), peer.position) if linked else []
+        entries = self._entries(self._members[name] for name in chosen
+                                if name != peer.name and self._members[name].conn is not None)
+        return wire.encode_control(wire.KIND_PEERS, {"peers": entries,
+                                                     "want": peer.name in self._wanted})
 
-    def _on_peers(self, fields: dict[str, Any], now: float) -> None:
-        peers = fields.get("peers")
+    def _on_peers(self, conn: _Connection, fields: dict[str, Any], now: float) -> None:
+        want = fields.get("want")
+        if isinstance(want, bool):
+            member = self._members.get(conn.peer or "")
+            if member is not None and member.conn == conn.id:
+                member.peer_wants = want
+        self._learn(fields.get("peers"), now)
+        self._dial_due(now)
+
+    def _learn(self, peers: Any, now: float) -> None:
+        """Merge a list of [name, [host, port], epoch] entries (from PEERS or a REFUSE's hints)."""
         if not isinstance(peers, list):
             raise ProtocolError("PEERS without a list of peers")
         for entry in peers[:1024]:
@@ -515,11 +632,14 @@ class NodeState:
                 continue
             member = self._members.get(name)
             if member is None:
-                self._members[name] = _Member(name, (host, port), epoch, unreachable_since=now)
+                self._members[name] = _Member(name, (host, port), epoch, ring.position(name),
+                                              unreachable_since=now)
                 self.counters["members_learned"] += 1
             elif epoch > member.epoch:
                 member.epoch, member.address, member.left = epoch, (host, port), False
-        self._dial_due(now)
+                member.failures = 0
+        if len(self._members) > 2 * self.config.reserve_size + 8 * self.config.local_links:
+            self._trim_view(now)
 
     def _on_leave(self, conn: _Connection, fields: dict[str, Any]) -> None:
         name, epoch = fields.get("name"), fields.get("epoch")
@@ -531,8 +651,17 @@ class NodeState:
             self.counters["members_left"] += 1
             log.info("%s: %s left the cluster", self.name, name)
 
-    def _on_refuse(self, conn: _Connection, fields: dict[str, Any]) -> None:
+    def _on_refuse(self, conn: _Connection, fields: dict[str, Any], now: float) -> None:
         reason = str(fields.get("reason", "no reason given"))[:300]
+        if fields.get("code") == "full":
+            # Polite: the peer is at maxPeers and named better peers to try. Not an error.
+            self.counters["turned_away_full"] += 1
+            member = self._members.get(conn.peer or self._address_owner.get(conn.address or ("", 0), ""))
+            if member is not None:
+                member.refused_until = now + 5 * self.config.gossip_interval + 2.0
+            self._learn(fields.get("peers", []), now)
+            self._close(conn, f"turned away: {reason}")
+            return
         self.counters["refused_by_peer"] += 1
         target = self._dials.get(conn.address) if conn.address is not None else None
         if target is None or not target.refused:
@@ -587,20 +716,30 @@ class NodeState:
             self.ready = True
             self._out.append(Ready())
 
-    def _views(self) -> Iterable[MemberView]:
-        return (MemberView(m.name, m.address, m.conn is not None)
-                for m in self._members.values() if not m.left)
+    def _views(self, now: float) -> list[MemberView]:
+        return [MemberView(m.name, m.address, m.conn is not None, m.position, m.reachable(now))
+                for m in self._members.values() if not m.left]
 
     def _dial_due(self, now: float) -> None:
+        """Dial what should be linked and is not: wanted members, seeds while isolated, probes."""
         if self.leaving:
             return
-        for name in self.policy.wanted(self.name, self._views()):
+        self._wanted = self.policy.wanted(self.name, self._views(now))
+        desired: set[Address] = set()
+        for name in self._wanted:
             member = self._members[name]
-            if member.conn is None and member.address not in self._self_addresses:
-                self._dials.setdefault(member.address, _DialTarget(next_attempt=now))
-        linked = {m.address for m in self._members.values() if m.conn is not None}
-        for address, target in self._dials.items():
-            if target.in_flight or target.next_attempt > now or address in linked:
+            if member.conn is None:
+                desired.add(member.address)
+        if not self._active:
+            # Isolated (just started, or cut off): the seeds are the way in.
+            desired.update(self._seeds)
+        desired.update(self._probes)
+        desired -= self._self_addresses
+        for address in desired:
+            target = self._dials.get(address)
+            if target is None:
+                target = self._dials[address] = _DialTarget(next_attempt=now)
+            if target.in_flight or target.next_attempt > now:
                 continue
             owner = self._members.get(self._address_owner.get(address, ""))
             if owner is not None and owner.conn is not None:
@@ -608,9 +747,18 @@ class NodeState:
             target.in_flight = True
             self.counters["dials"] += 1
             self._out.append(Dial(address))
+        for address in [a for a, t in self._dials.items() if a not in desired and not t.in_flight]:
+            del self._dials[address]
 
     def _dial_failed(self, address: Address, target: _DialTarget, now: float) -> None:
         target.failures += 1
+        member = self._members.get(self._address_owner.get(address, ""))
+        if member is None:
+            member = next((m for m in self._members.values() if m.address == address), None)
+        if member is not None and member.conn is None:
+            member.failures += 1
+            if member.unreachable_since is None:
+                member.unreachable_since = now
         self._schedule_redial(address, now)
 
     def _schedule_redial(self, address: Address, now: float) -> None:
@@ -621,15 +769,49 @@ class NodeState:
                       self.config.reconnect_min_delay * (2 ** min(target.failures, 30)))
         target.next_attempt = now + self.config.reconnect_min_delay / 2 + self.rng.uniform(0, ceiling)
 
+    def _prune(self, now: float) -> None:
+        """Retire links neither end wants any more (after a grace period for the peer's word)."""
+        grace = 2 * self.config.gossip_interval
+        for member in self._linked_members():
+            if (member.name not in self._wanted and not member.peer_wants
+                    and now - member.linked_since > grace):
+                self._prune_link(member, "neither end wants the link")
+
+    def _prune_link(self, member: _Member, reason: str) -> None:
+        conn = self._conns[member.conn]
+        self.counters["links_pruned"] += 1
+        self._unlink(member, self._now, reason)
+        member.failures = 0
+        conn.pruned = True
+        self._retire(conn, None)
+
+    def _probe(self) -> None:
+        """Dial one seed or once-known node we are not linked to: how partitions heal."""
+        linked_addresses = {m.address for m in self._linked_members()}
+        candidates = [a for a in self._seeds if a not in linked_addresses]
+        candidates += [m.address for m in self._members.values() if m.conn is None and m.failures >= 2]
+        candidates += [a for a in self._remembered if a not in linked_addresses]
+        candidates = [a for a in candidates if a not in self._self_addresses]
+        if candidates:
+            address = self.rng.choice(candidates)
+            self._probes.add(address)
+            self.counters["probes"] += 1
+
+    def _trim_view(self, now: float) -> None:
+        keep = self.policy.retained(self.name, self._views(now))
+        for name in [n for n, m in self._members.items() if n not in keep and m.conn is None]:
+            del self._members[name]
+
     def _forget_unreachable(self, now: float) -> None:
         limit = self.config.forget_after
         gone = [m for m in self._members.values()
-                if m.conn is None and (m.left or (m.unreachable_since is not None
+                if m.conn is None and (m.left or (m.unreachable_since is not None and m.failures >= 2
                                                   and now - m.unreachable_since > limit))]
         for member in gone:
             del self._members[member.name]
-            if member.address not in self._seeds:
-                self._dials.pop(member.address, None)
+            if not member.left:
+                self._remembered = [a for a in self._remembered if a != member.address][-31:]
+                self._remembered.append(member.address)
             self.counters["members_forgotten"] += 1
 
     def _flush(self) -> list[Action]:

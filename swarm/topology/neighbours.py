@@ -1,10 +1,14 @@
 """The interface between the protocol core and the overlay's shape.
 
-`NeighbourPolicy.wanted` gets the members a node currently knows and returns the names it should be
-linked to. The core dials the wanted members it is not linked to; it never closes a link because a
-member is no longer wanted (a link a peer opened to us is kept, within `maxPeers` once the overlay
-lands). `FullMesh` links to every member: what the first release does, and correct for small clusters.
-The small-world overlay (ring neighbours plus shortcuts) replaces it behind the same interface.
+A `NeighbourPolicy` answers three questions about the members a node knows:
+
+* `wanted`: which of them it should be linked to. The core dials those it is not linked to, and retires
+  a link once neither end wants it any more.
+* `retained`: which of them to keep in its view; the rest are forgotten (a bounded view).
+* `share`: which of them to tell a peer at a given ring position about (T-Man's exchange).
+
+`SmallWorld` (ring neighbours plus shortcuts, `smallworld.py`) is the default; `FullMesh` links to every
+member, as swarm's first release did and the old deepstream connector does, and serves as a baseline.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ class MemberView:
     name: str
     address: tuple[str, int]
     linked: bool
+    position: int = 0
+    reachable: bool = True
 
 
 class NeighbourPolicy(Protocol):
@@ -30,9 +36,23 @@ class NeighbourPolicy(Protocol):
         """Names of the members this node should keep links to."""
         ...
 
+    def retained(self, own_name: str, members: Iterable[MemberView]) -> set[str]:
+        """Names of the members to keep in the view."""
+        ...
+
+    def share(self, own_name: str, members: Iterable[MemberView], position: int) -> list[str]:
+        """Names of the linked members to tell a peer at ring `position` about."""
+        ...
+
 
 class FullMesh:
-    """Link to every known member (N-1 links per node)."""
+    """Link to every known member (N-1 links per node); keep and share everything."""
 
     def wanted(self, own_name: str, members: Iterable[MemberView]) -> set[str]:
-        return {member.name for member in members if member.name != own_name}
+        return {m.name for m in members if m.name != own_name and m.reachable}
+
+    def retained(self, own_name: str, members: Iterable[MemberView]) -> set[str]:
+        return {m.name for m in members}
+
+    def share(self, own_name: str, members: Iterable[MemberView], position: int) -> list[str]:
+        return [m.name for m in members if m.linked]

@@ -85,7 +85,11 @@ class SmallWorld:
                 self.reserve.add(name)
         return keep | self.reserve
 
-    def nearest_to(self, target: int, members: Iterable[MemberView], count: int) -> list[str]:
-        """The `count` members nearest to ring position `target` (what to tell a peer there)."""
-        ranked = sorted(members, key=lambda m: (ring_distance(m.position, target), m.name))
-        return [m.name for m in ranked[:count]]
+    def share(self, own_name: str, members: Iterable[MemberView], position: int) -> list[str]:
+        """Linked members to tell a peer at `position` about: the nearest to it (so that it finds its
+        ring neighbours in a few exchanges, as in T-Man) and a few at random (for its reserve)."""
+        linked = [m for m in members if m.linked]
+        ranked = sorted(linked, key=lambda m: (ring_distance(m.position, position), m.name))
+        near = [m.name for m in ranked[:2 * self.per_side + 2]]
+        rest = [m.name for m in ranked[2 * self.per_side + 2:]]
+        return near + self.rng.sample(rest, min(len(rest), 4))
