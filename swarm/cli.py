@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import logging
 import math
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -39,7 +41,7 @@ from typing import Any, TextIO
 import trio
 
 from . import __version__
-from .config import OPTIONS_BY_KEY, Options, _parse_text, load_config_file
+from .config import OPTIONS_BY_KEY, Options, load_config_file, parse_option_text
 from .connector import Connector
 from .errors import ConfigError, MessageTooLarge
 
@@ -84,7 +86,7 @@ def parse_option_flags(flags: Sequence[str]) -> dict[str, Any]:
         option = OPTIONS_BY_KEY.get(key)
         if option is None:
             raise ConfigError(f"{key}: unknown option (known: {', '.join(sorted(OPTIONS_BY_KEY))})")
-        values[key] = _parse_text(option, text)
+        values[key] = parse_option_text(option, text)
     return values
 
 
@@ -160,6 +162,21 @@ async def _wait_for_signal(signals: Any, stop: trio.Event | None = None) -> None
         nursery.cancel_scope.cancel()
 
 
+async def _join(stack: contextlib.AsyncExitStack, conn: Connector) -> Connector:
+    """Start `conn` inside `stack` (left with it); a port that cannot be bound is a CommandFailed."""
+    try:
+        await stack.enter_async_context(conn)
+    except BaseException as raised:  # noqa: B036 - re-raised unless it is the bind failing
+        error = _leaf(raised)
+        if isinstance(error, OSError):
+            options = conn.options
+            raise CommandFailed(f"cannot listen on {options.host}:{options.port}: "
+                                f"{error.strerror or error}") from None
+        raise
+    _log_errors(conn)
+    return conn
+
+
 async def _announce(conn: Connector, stream: TextIO) -> None:
     host, port = conn.address
     emit(stream, f"listening {conn.server_name} {host}:{port}")
@@ -173,8 +190,8 @@ async def _announce(conn: Connector, stream: TextIO) -> None:
 async def run_node(options: Options) -> int:
     """Run a node until SIGINT/SIGTERM, then leave cleanly."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with Connector(options) as conn:
-            _log_errors(conn)
+        async with contextlib.AsyncExitStack() as stack:
+            conn = await _join(stack, Connector(options))
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_announce, conn, sys.stdout)
                 await _wait_for_signal(signals)
@@ -195,12 +212,14 @@ async def run_sub(options: Options, topic: str | int) -> int:
             emit(out, to_json_line(message))
         except BrokenPipeError:  # e.g. `swarm sub t | head -3`: the reader has gone, so do we
             stop.set()
+            # Nothing more can be written; keep the interpreter's final flush from complaining.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         conn = Connector(options)
-        _log_errors(conn)
         conn.subscribe(topic, on_message)
-        async with conn:
+        async with contextlib.AsyncExitStack() as stack:
+            await _join(stack, conn)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_announce, conn, sys.stderr)
                 await _wait_for_signal(signals, stop)
@@ -211,8 +230,8 @@ async def run_sub(options: Options, topic: str | int) -> int:
 async def run_pub(options: Options, topic: str | int, message: Any, timeout: float) -> int:
     """Join, publish `message` once, and return once it has left for a peer (or fail after `timeout`)."""
     seeds = ", ".join(f"{host}:{port}" for host, port in options.seedNodes) or "none"
-    async with Connector(options) as conn:
-        _log_errors(conn)
+    async with contextlib.AsyncExitStack() as stack:
+        conn = await _join(stack, Connector(options))
         deadline = trio.current_time() + timeout
         with trio.move_on_at(deadline):
             await conn.wait_ready()
@@ -223,11 +242,9 @@ async def run_pub(options: Options, topic: str | int, message: Any, timeout: flo
         conn.publish(topic, message)
         # The frame is queued for every linked peer. Once the queues are empty it has been handed to TCP,
         # and the leave that `close()` sends follows it on the same connections.
-        with trio.move_on_at(deadline):
-            await conn.drain()
-            while any(conn.status()["queued"].values()):
-                await trio.sleep(POLL_INTERVAL)
-        if any(conn.status()["queued"].values()):
+        with trio.move_on_at(deadline) as scope:
+            await conn.flush()
+        if scope.cancelled_caught:
             raise CommandFailed(f"the message did not leave for a peer within {timeout:g} s")
     counters = conn.status()["counters"]
     lost = sum(counters.get(key, 0) for key in
@@ -363,9 +380,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_CONFIG
         if isinstance(error, CommandFailed):
             print(error_line(error), file=sys.stderr, flush=True)
-            return EXIT_FAILURE
-        if isinstance(error, OSError):  # e.g. the port is taken
-            print(error_line(str(error)), file=sys.stderr, flush=True)
             return EXIT_FAILURE
         raise
 

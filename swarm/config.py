@@ -23,7 +23,8 @@ import yaml
 
 from .errors import ConfigError
 
-__all__ = ["OPTIONS", "Option", "Options", "load_config_file", "parse_address", "render_markdown"]
+__all__ = ["OPTIONS", "Option", "Options", "load_config_file", "parse_address", "parse_option_text",
+           "render_markdown"]
 
 
 def parse_address(value: str, key: str = "address") -> tuple[str, int]:
@@ -74,7 +75,7 @@ class Option:
         """Check `value` (or parse it, when it came from a `--option key=value` flag)."""
         key = self.key
         if from_text and isinstance(value, str):
-            value = _parse_text(self, value)
+            value = parse_option_text(self, value)
         if self.kind == "choice":
             if value not in self.choices:
                 raise ConfigError(f"{key}: expected {self.expected()}, got {value!r}")
@@ -109,7 +110,7 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
-def _parse_text(option: Option, text: str) -> Any:
+def parse_option_text(option: Option, text: str) -> Any:
     """Turn a command-line string into the option's type, with YAML's rules (so `true`, `3`, `[a, b]`)."""
     if option.kind in ("str", "choice"):
         return text

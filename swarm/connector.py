@@ -67,6 +67,7 @@ class Connector:
         self._async_wakeup = trio.Event()
         self._async_room = trio.lowlevel.ParkingLot()
         self._nursery_manager: Any = None
+        self._scope = trio.CancelScope()
         self._closed = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -89,14 +90,21 @@ class Connector:
         self._nursery_manager = trio.open_nursery()
         nursery = await self._nursery_manager.__aenter__()
         try:
-            await nursery.start(self._engine.run)
+            await nursery.start(self._serve)
         except BaseException:
-            nursery.cancel_scope.cancel()
+            self._scope.cancel()
             manager, self._nursery_manager = self._nursery_manager, None
             await manager.__aexit__(None, None, None)
             raise
-        nursery.start_soon(self._run_async_callbacks)
-        self._nursery = nursery
+
+    async def _serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        # The node's tasks live under a cancel scope of their own: the nursery opened by `start` also
+        # encloses the caller's `async with` body, which `close()` must not cancel.
+        with self._scope:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self._engine.run)
+                nursery.start_soon(self._run_async_callbacks)
+                task_status.started()
 
     async def close(self) -> None:
         """Leave the cluster cleanly and stop the node; emits `close` once."""
@@ -105,7 +113,12 @@ class Connector:
         self._closed = True
         if self._nursery_manager is not None:
             await self._engine.close()
-            self._nursery.cancel_scope.cancel()
+            self._scope.cancel()
+        for _, awaitable in self._async_queue:
+            close = getattr(awaitable, "close", None)
+            if close is not None:
+                close()  # a coroutine never to be awaited: close it rather than leak a warning
+        self._async_queue.clear()
         self._emit("close")
 
     @property
@@ -182,6 +195,10 @@ class Connector:
         """Wait until every peer's send queue has room again (asyncio's StreamWriter.drain)."""
         await self._engine.drain()
         await self._delivery_room()
+
+    async def flush(self) -> None:
+        """Wait until every send queue is empty: all published so far is handed to the kernel."""
+        await self._engine.flush()
 
     def status(self) -> dict[str, Any]:
         """The node's links, view and counters (see `python -m swarm status`)."""

@@ -73,7 +73,7 @@ class Pair:
 async def pair():
     options = {"port": 0, "handshakeTimeout": 0.5}
     async with swarm.Connector({"serverName": "target", **options}) as target:
-        seed = "%s:%d" % target.address
+        seed = "{}:{}".format(*target.address)
         async with swarm.Connector({"serverName": "honest", "seedNodes": [seed], **options}) as honest:
             with trio.fail_after(5):
                 await honest.wait_ready()

@@ -53,7 +53,11 @@ class SeenRecord:
         self.ttl = ttl
         self.reorder_timeout = reorder_timeout
         self._logs: dict[Hashable, _OriginLog] = {}
-        self._gapped: set[Hashable] = set()
+        # Origins with held messages, in the order their gaps opened (a dict, not a set: iteration order
+        # must not depend on hashing, or two runs of the simulator would differ).
+        self._gapped: dict[Hashable, None] = {}
+        # Earliest time at which `expire` has something to do (a settle window or a gap timing out).
+        self.wakeup = float("inf")
         self.held_count = 0
         # Counters, read by the node's status.
         self.duplicates = 0
@@ -76,9 +80,10 @@ class SeenRecord:
                 self._evict_one()
             if self.settle > 0:
                 log = self._logs[origin] = _OriginLog(seq, now, now + self.settle)
+                self.wakeup = min(self.wakeup, now + self.settle)
                 log.held[seq] = item
                 self.held_count += 1
-                self._gapped.add(origin)
+                self._gapped[origin] = None
                 return []
             log = self._logs[origin] = _OriginLog(seq, now, 0.0)
         else:
@@ -108,14 +113,15 @@ class SeenRecord:
             if held:
                 log.gap_since = now  # a new gap starts now
             else:
-                self._gapped.discard(origin)
+                self._gapped.pop(origin, None)
             return ready
         if seq < next_seq or seq in log.held:
             self.duplicates += 1
             return None
         if not log.held:
             log.gap_since = now
-            self._gapped.add(origin)
+            self._gapped[origin] = None
+            self.wakeup = min(self.wakeup, now + self.reorder_timeout)
         log.held[seq] = item
         self.held_count += 1
         if self.held_count + len(self._logs) > self.max_entries:
@@ -135,6 +141,10 @@ class SeenRecord:
                 released.extend(self._give_up_gap(origin, log, now))  # no gap: next_seq is the lowest held
             while log.held and now - log.gap_since >= self.reorder_timeout:
                 released.extend(self._give_up_gap(origin, log, log.gap_since + self.reorder_timeout))
+        self.wakeup = float("inf")
+        for origin in self._gapped:
+            log = self._logs[origin]
+            self.wakeup = min(self.wakeup, log.settle_until or log.gap_since + self.reorder_timeout)
         deadline = now - self.ttl
         stale = [origin for origin, log in self._logs.items() if log.last_active < deadline and not log.held]
         for origin in stale:
@@ -156,7 +166,7 @@ class SeenRecord:
         if held:
             log.gap_since = now
         else:
-            self._gapped.discard(origin)
+            self._gapped.pop(origin, None)
         return ready
 
     def _evict_one(self) -> None:
@@ -164,5 +174,5 @@ class SeenRecord:
         origin = min(self._logs, key=lambda key: self._logs[key].last_active)
         log = self._logs.pop(origin)
         self.held_count -= len(log.held)
-        self._gapped.discard(origin)
+        self._gapped.pop(origin, None)
         self.origins_evicted += 1

@@ -114,6 +114,7 @@ class _Connection:
     dialer_nonce: int = 0  # the hello nonce of whichever end dialled: a tie-breaker both ends agree on
     hello_sent: bool = False
     pruned: bool = False  # retired because neither end wants it: do not re-dial
+    confirmed: bool = False  # the peer has linked us too (its first PEERS arrived)
 
 
 @dataclass(slots=True)
@@ -210,6 +211,11 @@ class NodeState:
             return "shortcut"
         return "local" if name in self._wanted else "inbound"
 
+    @property
+    def wakeup(self) -> float:
+        """The earliest `now` at which `on_tick` has ordering work to do (sooner than the next tick)."""
+        return self.seen.wakeup
+
     def status(self) -> dict[str, Any]:
         """A snapshot for operators and tests: ring position, links, view, counters."""
         links = [{"name": m.name, "address": list(m.address), "kind": self.link_kind(m.name),
@@ -281,10 +287,9 @@ class NodeState:
         conn = _Connection(conn_id, outbound, address, now, now, now)
         self._conns[conn_id] = conn
         if outbound and address is not None:
-            target = self._dials.get(address)
-            if target is not None:
-                target.in_flight = False
             self._probes.discard(address)
+        # The dial stays in flight until the handshake ends either way: a peer whose kernel accepts
+        # but whose process is hung must not get a new connection on every tick.
         if self.leaving:
             self._out.append(CloseConnection(conn_id, "node is leaving"))
             return self._flush()
@@ -315,10 +320,12 @@ class NodeState:
                 # bug 5). A second loss without a handshake in between marks it unreachable.
                 member.failures += 1
                 self._schedule_redial(member.address, now)
-        if conn.outbound and conn.address is not None and conn.peer is None:
+        if conn.outbound and conn.address is not None:
             target = self._dials.get(conn.address)
             if target is not None:
-                self._dial_failed(conn.address, target, now)
+                target.in_flight = False
+                if conn.peer is None:
+                    self._dial_failed(conn.address, target, now)
         self._dial_due(now)
         return self._flush()
 
@@ -441,6 +448,9 @@ class NodeState:
             return
         if kind == wire.KIND_PEERS:
             self._on_peers(conn, fields, now)
+            if not conn.confirmed:
+                conn.confirmed = True  # the peer sends PEERS first thing when it links us
+                self._check_ready()
         elif kind == wire.KIND_LEAVE:
             self._on_leave(conn, fields)
         elif kind == wire.KIND_BYE:
@@ -496,6 +506,7 @@ class NodeState:
             target = self._dials.get(conn.address)
             if target is not None:
                 target.failures = 0
+                target.in_flight = False
         member = self._members.get(name)
         if member is None or epoch > member.epoch:
             if member is not None and member.conn is not None and member.conn != conn.id:
@@ -712,7 +723,12 @@ class NodeState:
         self._active_pairs = tuple((m.conn, self._conns[m.conn].peer_bytes) for m in linked)
 
     def _check_ready(self) -> None:
-        if not self.ready and len(self._active) >= self.config.minimum_peers:
+        # Count only links the peer has confirmed: until the peer has linked us it forwards us nothing,
+        # and "ready" promises that what is published from now on arrives.
+        if self.ready:
+            return
+        confirmed = sum(1 for c in self._active if self._conns[c].confirmed)
+        if confirmed >= self.config.minimum_peers:
             self.ready = True
             self._out.append(Ready())
 

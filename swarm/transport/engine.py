@@ -147,6 +147,9 @@ class Engine:
         self._room = trio.lowlevel.ParkingLot()
         self._max_body = max_frame_body(options.maxMessageSize)
         self._tick = min(0.1, options.failureTimeout / 10)
+        # The ticker sleeps in this scope; moving its deadline earlier wakes it (for a settle window or
+        # a reorder gap that ends before the next regular tick).
+        self._tick_scope = trio.CancelScope()
         self._closed = trio.Event()
 
     # ------------------------------------------------------------------ lifecycle
@@ -190,8 +193,7 @@ class Engine:
             return
         self._apply(self.core.leave(trio.current_time()))
         with trio.move_on_after(CLOSE_FLUSH_TIMEOUT):
-            while any(link.queue.frames for link in self._links.values()):
-                await self._room.park()
+            await self.flush()
         self._closed.set()
 
     # ------------------------------------------------------------------ application side
@@ -199,6 +201,11 @@ class Engine:
     def publish(self, topic: str | int, message: Any) -> None:
         assert self.core is not None, "the node is not running"
         self._apply(self.core.publish(topic, message, trio.current_time()))
+
+    async def flush(self) -> None:
+        """Wait until every link's send queue is empty (everything handed to the kernel)."""
+        while any(link.queue.frames for link in self._links.values()):
+            await self._room.park()
 
     async def drain(self) -> None:
         """Wait until every link's send queue is at most half full."""
@@ -342,6 +349,8 @@ class Engine:
                 actions = on_frame(conn_id, body, now)
                 if actions:
                     apply(actions)
+            if core.wakeup < self._tick_scope.deadline:
+                self._tick_scope.deadline = core.wakeup
             if delivery_room is not None:
                 await delivery_room()
 
@@ -360,7 +369,7 @@ class Engine:
             data = queue.take()
             if data:
                 await send_all(data)
-            if len(queue.frames) * 2 <= queue.limit:
+            if len(queue.frames) * 2 <= queue.limit or not queue.frames:
                 self._room.unpark_all()
             if queue.closed and not link.retiring and not queue.frames:
                 link.scope.cancel()  # closed with flush: the last frames are out
@@ -378,5 +387,8 @@ class Engine:
         core = self.core
         assert core is not None
         while True:
-            await trio.sleep(self._tick)
+            now = trio.current_time()
+            self._tick_scope = trio.CancelScope(deadline=min(now + self._tick, core.wakeup))
+            with self._tick_scope:
+                await trio.sleep_forever()
             self._apply(core.on_tick(trio.current_time()))

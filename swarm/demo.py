@@ -1,0 +1,397 @@
+"""`python -m swarm demo`: a cluster of node processes on loopback, checked end to end.
+
+The parent (`run_demo`) starts N processes of the hidden command `python -m swarm _demo-node` — the first
+on an ephemeral port, the others seeded with the first one's address — and drives each over its stdin
+and stdout, one line at a time:
+
+    child  -> parent   listening <name> <host>:<port>     bound
+    child  -> parent   ready <name>                       joined (minimumPeers links)
+    child  -> parent   linked <name>                      linked to all N-1 other nodes
+    parent -> child    start {"publishers": [...], "messages": M, "size": S, "rate": R}
+    child  -> parent   result {...}                       what it received (see `Tally.result`)
+    parent -> child    stop                               leave the cluster and exit 0
+
+Every message carries its publisher's name, a per-publisher sequence number from 1 and the wall-clock
+send time (`time.time_ns()`, one clock on one machine), so each receiver can count what it lost, got
+twice or got out of order, and how long each message took. Publishers `await conn.drain()` as they go,
+so no send queue overflows. A child also leaves when its stdin closes (the parent died) or on SIGTERM;
+the parent stops every child, whatever happens: closed stdin, then SIGTERM, then SIGKILL.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from .config import Options
+from .connector import Connector
+
+__all__ = ["DemoError", "Tally", "format_table", "percentile", "run_demo", "run_demo_node"]
+
+TOPIC = "swarm-demo"
+# A receiver that has heard nothing new for this long after the start reports what it has.
+STALL_TIMEOUT = 10.0
+# How long the cluster may take to start and link up.
+STARTUP_TIMEOUT = 30.0
+# Per stage of stopping a child: closed stdin, then SIGTERM, then SIGKILL.
+STOP_GRACE = 3.0
+# Publishers yield to the node's own tasks every this many messages, and wait for room in the queues.
+BATCH = 32
+
+
+class DemoError(Exception):
+    """The demo could not run (a child died, a stage timed out)."""
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of `values` (sorted or not); NaN when empty."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
+
+
+@dataclass
+class Tally:
+    """What one node received from each publisher.
+
+    Messages are recorded from the first one on, even before the node knows whom to expect (a fast
+    publisher may start before the `start` line reached every node); `expected_from` is applied at the end.
+    """
+
+    expected_from: dict[str, int]
+    seen: dict[str, set[int]] = field(default_factory=dict)
+    highest: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0
+    out_of_order: int = 0
+    foreign: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+
+    @property
+    def expected(self) -> int:
+        return sum(self.expected_from.values())
+
+    @property
+    def delivered(self) -> int:
+        return sum(len(self.seen.get(publisher, ())) for publisher in self.expected_from)
+
+    def add(self, message: Any, now_ns: int) -> None:
+        try:
+            publisher, seq, sent_ns = message["from"], message["seq"], message["ts"]
+        except (TypeError, KeyError):
+            self.foreign += 1
+            return
+        seqs = self.seen.setdefault(publisher, set())
+        if seq in seqs:
+            self.duplicates += 1
+            return
+        seqs.add(seq)
+        if seq < self.highest.get(publisher, 0):
+            self.out_of_order += 1
+        else:
+            self.highest[publisher] = seq
+        self.latencies_ms.append((now_ns - sent_ns) / 1e6)
+
+    def complete(self) -> bool:
+        return self.delivered >= self.expected
+
+    def result(self) -> dict[str, Any]:
+        foreign = self.foreign + sum(len(seqs) for publisher, seqs in self.seen.items()
+                                     if publisher not in self.expected_from)
+        return {"expected": self.expected, "delivered": self.delivered, "duplicates": self.duplicates,
+                "out_of_order": self.out_of_order, "foreign": foreign,
+                "p50_ms": percentile(self.latencies_ms, 0.50), "p99_ms": percentile(self.latencies_ms, 0.99)}
+
+
+# ---------------------------------------------------------------------- the child: one node
+
+
+def _say(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+async def _lines(stream: trio.abc.ReceiveStream) -> AsyncIterator[str]:
+    """Yield the lines (str, without the newline) of `stream` until it ends."""
+    buffer = b""
+    while True:
+        chunk = await stream.receive_some(65536)
+        if not chunk:
+            if buffer:
+                yield buffer.decode("utf-8", "replace")
+            return
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            yield line.decode("utf-8", "replace")
+
+
+async def _publish(conn: Connector, name: str, messages: int, size: int, rate: float) -> None:
+    payload = bytes(size)
+    start = trio.current_time()
+    for seq in range(1, messages + 1):
+        if rate:
+            delay = start + (seq - 1) / rate - trio.current_time()
+            if delay > 0:
+                await trio.sleep(delay)
+        conn.publish(TOPIC, {"from": name, "seq": seq, "ts": time.time_ns(), "pad": payload})
+        if seq % BATCH == 0:
+            await conn.drain()
+            await trio.sleep(0)
+    await conn.drain()
+
+
+async def _run_round(conn: Connector, tally: Tally, command: dict[str, Any]) -> None:
+    name = conn.server_name
+    async with trio.open_nursery() as nursery:
+        if name in command["publishers"]:
+            nursery.start_soon(_publish, conn, name, command["messages"], command["size"], command["rate"])
+        last_count, last_change = -1, trio.current_time()
+        while not tally.complete():
+            await trio.sleep(0.02)
+            if tally.delivered != last_count:
+                last_count, last_change = tally.delivered, trio.current_time()
+            elif trio.current_time() - last_change > STALL_TIMEOUT:
+                break
+    status = conn.status()
+    counters = status["counters"]
+    result = tally.result()
+    result["dropped"] = sum(counters.get(key, 0) for key in
+                            ("send_queue_overflow", "dropped_on_close", "dropped_on_retire"))
+    result["links"] = len(status["links"])
+    _say("result " + json.dumps(result))
+
+
+async def run_demo_node(options: Options, peers: int) -> int:
+    """One demo node: report `listening`/`ready`/`linked`, then obey `start` and `stop` from stdin."""
+    tally = Tally({})
+
+    def on_message(message: Any) -> None:
+        tally.add(message, time.time_ns())
+
+    stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        conn = Connector(options)
+        conn.subscribe(TOPIC, on_message)
+        async with conn, trio.open_nursery() as nursery:
+            async def stop_on_signal() -> None:
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+            nursery.start_soon(stop_on_signal)
+
+            host, port = conn.address
+            _say(f"listening {conn.server_name} {host}:{port}")
+            await conn.wait_ready()
+            _say(f"ready {conn.server_name}")
+
+            async def announce_linked() -> None:
+                while len(conn.status()["links"]) < peers:
+                    await trio.sleep(0.02)
+                _say(f"linked {conn.server_name}")
+            nursery.start_soon(announce_linked)
+
+            async for line in _lines(stdin):
+                verb, _, rest = line.partition(" ")
+                if verb == "start":
+                    command = json.loads(rest)
+                    tally.expected_from = {name: command["messages"] for name in command["publishers"]
+                                           if name != conn.server_name}
+                    nursery.start_soon(_run_round, conn, tally, command)
+                elif verb == "stop":
+                    break
+            nursery.cancel_scope.cancel()  # stop, or stdin closed: the parent is gone
+    await stdin.aclose()
+    return 0
+
+
+# ---------------------------------------------------------------------- the parent
+
+
+class Child:
+    """One node process of the demo, with its stdout read line by line."""
+
+    def __init__(self, name: str, process: trio.Process) -> None:
+        self.name = name
+        self.process = process
+        assert process.stdout is not None
+        self._lines = _lines(process.stdout).__aiter__()
+
+    async def expect(self, verb: str) -> str:
+        """The rest of the next line that starts with `verb` (other lines are skipped)."""
+        async for line in self._lines:
+            head, _, rest = line.partition(" ")
+            if head == verb:
+                return rest
+        code = await self.process.wait()
+        raise DemoError(f"node {self.name} exited with status {code} before saying {verb!r}")
+
+    async def send(self, line: str) -> None:
+        assert self.process.stdin is not None
+        try:
+            await self.process.stdin.send_all((line + "\n").encode())
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise DemoError(f"node {self.name} is gone") from None
+
+    async def stop(self) -> None:
+        """Closed stdin (the node leaves), then SIGTERM, then SIGKILL; returns once it has exited."""
+        process = self.process
+        with trio.CancelScope(shield=True):
+            if process.stdin is not None:
+                await process.stdin.aclose()
+            for signal_it in (None, process.terminate, process.kill):
+                if signal_it is not None and process.returncode is None:
+                    signal_it()
+                with trio.move_on_after(STOP_GRACE):
+                    await process.wait()
+                if process.returncode is not None:
+                    break
+            if process.stdout is not None:
+                await process.stdout.aclose()
+
+
+async def _start_child(children: list[Child], name: str, seeds: list[str], peers: int,
+                       log_level: str) -> Child:
+    # A cluster name of its own, so two demos on one machine never mix (and their processes are easy
+    # to find: `pgrep -f swarm-demo-<pid>`).
+    command = [sys.executable, "-m", "swarm", "_demo-node", "--peers", str(peers), "--log-level", log_level,
+               "--option", f"serverName={name}", "--option", "port=0", "--option", "host=127.0.0.1",
+               "--option", f"clusterName=swarm-demo-{os.getpid()}"]
+    if seeds:
+        command += ["--option", "seedNodes=" + ",".join(seeds)]
+    # A session of its own: Ctrl-C in the terminal reaches the parent only, which then stops the nodes.
+    process = await trio.lowlevel.open_process(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                               start_new_session=True)
+    child = Child(name, process)
+    children.append(child)
+    return child
+
+
+async def _await_all(children: list[Child], verb: str) -> dict[str, str]:
+    answers: dict[str, str] = {}
+
+    async def one(child: Child) -> None:
+        answers[child.name] = await child.expect(verb)
+
+    async with trio.open_nursery() as nursery:
+        for child in children:
+            nursery.start_soon(one, child)
+    return answers
+
+
+async def _demo(children: list[Child], nodes: int, messages: int, publishers: int, size: int,
+                rate: float, log_level: str, out: Any) -> tuple[dict[str, dict[str, Any]], list[str], float]:
+    names = [f"node-{i}" for i in range(nodes)]
+    publishing = [names[i * nodes // publishers] for i in range(publishers)]
+    with trio.fail_after(STARTUP_TIMEOUT):
+        first = await _start_child(children, names[0], [], nodes - 1, log_level)
+        seed = (await first.expect("listening")).split()[1]
+        for name in names[1:]:
+            await _start_child(children, name, [seed], nodes - 1, log_level)
+        await _await_all(children, "ready")
+        await _await_all(children, "linked")
+    print(f"{nodes} nodes linked in a full mesh; {publishers} of them "
+          f"{'publishes' if publishers == 1 else 'publish'} {messages} messages of "
+          f"{size} bytes each, {f'{rate:g}/s' if rate else 'as fast as flow control allows'}", file=out,
+          flush=True)
+    command = json.dumps({"publishers": publishing, "messages": messages, "size": size, "rate": rate})
+    started = time.monotonic()
+    for child in children:
+        await child.send("start " + command)
+    answers = await _await_all(children, "result")
+    elapsed = time.monotonic() - started
+    for child in children:
+        await child.send("stop")
+    return {name: json.loads(answers[name]) for name in names}, publishing, elapsed
+
+
+def format_table(results: dict[str, dict[str, Any]], publishers: list[str]) -> str:
+    """The per-node table the demo prints."""
+    header = (f"{'node':<10} {'delivered/expected':>20} {'duplicates':>10} {'out-of-order':>12} "
+              f"{'dropped':>7} {'p50 ms':>8} {'p99 ms':>8}")
+    lines = [header, "-" * len(header)]
+    for name, result in results.items():
+        label = name + (" *" if name in publishers else "")
+        ratio = f"{result['delivered']}/{result['expected']}"
+        p50, p99 = (f"{result[key]:.1f}" if math.isfinite(result[key]) else "-"
+                    for key in ("p50_ms", "p99_ms"))
+        lines.append(f"{label:<10} {ratio:>20} {result['duplicates']:>10} {result['out_of_order']:>12} "
+                     f"{result['dropped']:>7} {p50:>8} {p99:>8}")
+    lines.append("(* publishes)")
+    return "\n".join(lines)
+
+
+def _first_of(error: BaseException, kinds: tuple[type[BaseException], ...]) -> BaseException | None:
+    """The first exception of one of `kinds` in `error` or in the exception groups it nests."""
+    if isinstance(error, kinds):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            found = _first_of(inner, kinds)
+            if found is not None:
+                return found
+    return None
+
+
+async def run_demo(nodes: int = 8, messages: int = 2000, publishers: int = 3, size: int = 64,
+                   rate: float = 0.0, timeout: float = 120.0, log_level: str = "WARNING") -> int:
+    """Run the demo; print the table; 0 if nothing was lost, duplicated or reordered, else 1."""
+    out = sys.stdout
+    if nodes < 2:
+        print("swarm: error: --nodes: expected at least 2 nodes", file=sys.stderr)
+        return 2
+    if publishers > nodes:
+        print(f"swarm: error: --publishers: expected at most --nodes ({nodes}), got {publishers}",
+              file=sys.stderr)
+        return 2
+    children: list[Child] = []
+    interrupted = False
+    results: dict[str, dict[str, Any]] | None = None
+    # Signals are received (and so ignored) until every child is stopped: a second Ctrl-C cannot cut
+    # the clean-up short.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        try:
+            async with trio.open_nursery() as nursery:
+                async def watch_signals() -> None:
+                    nonlocal interrupted
+                    async for _ in signals:
+                        interrupted = True
+                        nursery.cancel_scope.cancel()
+                nursery.start_soon(watch_signals)
+                with trio.fail_after(timeout):
+                    results, publishing, elapsed = await _demo(children, nodes, messages, publishers, size,
+                                                               rate, log_level, out)
+                nursery.cancel_scope.cancel()
+        except BaseException as raised:  # noqa: B036 - re-raised unless the demo failed in a known way
+            error = _first_of(raised, (DemoError, trio.TooSlowError))
+            if error is None:
+                raise
+            reason = error if isinstance(error, DemoError) else f"no result within {timeout:g} s"
+            print(f"swarm: error: demo failed: {reason}", file=sys.stderr, flush=True)
+            return 1
+        finally:
+            async with trio.open_nursery() as nursery:
+                for child in children:
+                    nursery.start_soon(child.stop)
+    if interrupted or results is None:
+        print("swarm: demo interrupted; every node process was stopped", file=sys.stderr, flush=True)
+        return 130
+    print(format_table(results, publishing), file=out)
+    lost = sum(r["expected"] - r["delivered"] for r in results.values())
+    duplicated = sum(r["duplicates"] for r in results.values())
+    reordered = sum(r["out_of_order"] for r in results.values())
+    delivered = sum(r["delivered"] for r in results.values())
+    verdict = "OK" if not (lost or duplicated or reordered) else "FAILED"
+    print(f"{verdict}: {delivered} deliveries in {elapsed:.1f} s ({delivered / elapsed:,.0f}/s); "
+          f"{lost} lost, {duplicated} duplicated, {reordered} out of order", file=out, flush=True)
+    return 0 if verdict == "OK" else 1
