@@ -7,15 +7,19 @@ and stdout, one line at a time:
     child  -> parent   listening <name> <host>:<port>     bound
     child  -> parent   ready <name>                       joined (minimumPeers links)
     child  -> parent   linked <name>                      linked to all N-1 other nodes
-    parent -> child    start {"publishers": [...], "messages": M, "size": S, "rate": R}
+    parent -> child    start {"publishers": [...], "messages": M, "size": S, "rate": R, "burst": B}
     child  -> parent   result {...}                       what it received (see `Tally.result`)
     parent -> child    stop                               leave the cluster and exit 0
 
 Every message carries its publisher's name, a per-publisher sequence number from 1 and the wall-clock
 send time (`time.time_ns()`, one clock on one machine), so each receiver can count what it lost, got
-twice or got out of order, and how long each message took. Publishers `await conn.drain()` as they go,
-so no send queue overflows. A child also leaves when its stdin closes (the parent died) or on SIGTERM;
-the parent stops every child, whatever happens: closed stdin, then SIGTERM, then SIGKILL.
+twice or got out of order, and how long each message took. Publishers `await conn.drain()` after every
+B messages (default `BATCH`), so no send queue overflows. A child also leaves when its stdin closes (the
+parent died) or on SIGTERM; the parent stops every child, whatever happens: closed stdin, then SIGTERM,
+then SIGKILL.
+
+The parent's pieces (`supervise`, `start_process`, `run_cluster`, `Tally`, ...) are public:
+`benchmarks/throughput.py` reuses them.
 """
 
 from __future__ import annotations
@@ -27,16 +31,19 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
 from .config import Options
 from .connector import Connector
 
-__all__ = ["DemoError", "Tally", "format_table", "percentile", "run_demo", "run_demo_node"]
+__all__ = ["Child", "DemoError", "Tally", "await_all", "first_of", "format_table", "percentile", "read_lines",
+           "run_cluster", "run_demo", "run_demo_node", "start_node", "start_process", "supervise"]
+
+T = TypeVar("T")
 
 TOPIC = "swarm-demo"
 # A receiver that has heard nothing new for this long after the start reports what it has.
@@ -45,7 +52,8 @@ STALL_TIMEOUT = 10.0
 STARTUP_TIMEOUT = 30.0
 # Per stage of stopping a child: closed stdin, then SIGTERM, then SIGKILL.
 STOP_GRACE = 3.0
-# Publishers yield to the node's own tasks every this many messages, and wait for room in the queues.
+# Publishers yield to the node's own tasks every this many messages, and wait for room in the queues
+# (the default of the `start` command's "burst").
 BATCH = 32
 
 
@@ -77,6 +85,9 @@ class Tally:
     out_of_order: int = 0
     foreign: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    # time.time_ns() of the first and the last new message (None until one arrives).
+    first_ns: int | None = None
+    last_ns: int | None = None
 
     @property
     def expected(self) -> int:
@@ -102,6 +113,9 @@ class Tally:
         else:
             self.highest[publisher] = seq
         self.latencies_ms.append((now_ns - sent_ns) / 1e6)
+        if self.first_ns is None:
+            self.first_ns = now_ns
+        self.last_ns = now_ns
 
     def complete(self) -> bool:
         return self.delivered >= self.expected
@@ -111,7 +125,8 @@ class Tally:
                                      if publisher not in self.expected_from)
         return {"expected": self.expected, "delivered": self.delivered, "duplicates": self.duplicates,
                 "out_of_order": self.out_of_order, "foreign": foreign,
-                "p50_ms": percentile(self.latencies_ms, 0.50), "p99_ms": percentile(self.latencies_ms, 0.99)}
+                "p50_ms": percentile(self.latencies_ms, 0.50), "p99_ms": percentile(self.latencies_ms, 0.99),
+                "first_ns": self.first_ns, "last_ns": self.last_ns}
 
 
 # ---------------------------------------------------------------------- the child: one node
@@ -122,7 +137,7 @@ def _say(line: str) -> None:
     sys.stdout.flush()
 
 
-async def _lines(stream: trio.abc.ReceiveStream) -> AsyncIterator[str]:
+async def read_lines(stream: trio.abc.ReceiveStream) -> AsyncIterator[str]:
     """Yield the lines (str, without the newline) of `stream` until it ends."""
     buffer = b""
     while True:
@@ -137,7 +152,7 @@ async def _lines(stream: trio.abc.ReceiveStream) -> AsyncIterator[str]:
             yield line.decode("utf-8", "replace")
 
 
-async def _publish(conn: Connector, name: str, messages: int, size: int, rate: float) -> None:
+async def _publish(conn: Connector, name: str, messages: int, size: int, rate: float, burst: int) -> None:
     payload = bytes(size)
     start = trio.current_time()
     for seq in range(1, messages + 1):
@@ -146,7 +161,7 @@ async def _publish(conn: Connector, name: str, messages: int, size: int, rate: f
             if delay > 0:
                 await trio.sleep(delay)
         conn.publish(TOPIC, {"from": name, "seq": seq, "ts": time.time_ns(), "pad": payload})
-        if seq % BATCH == 0:
+        if seq % burst == 0:
             await conn.drain()
             await trio.sleep(0)
     await conn.drain()
@@ -156,7 +171,8 @@ async def _run_round(conn: Connector, tally: Tally, command: dict[str, Any]) -> 
     name = conn.server_name
     async with trio.open_nursery() as nursery:
         if name in command["publishers"]:
-            nursery.start_soon(_publish, conn, name, command["messages"], command["size"], command["rate"])
+            nursery.start_soon(_publish, conn, name, command["messages"], command["size"], command["rate"],
+                               command.get("burst", BATCH))
         last_count, last_change = -1, trio.current_time()
         while not tally.complete():
             await trio.sleep(0.02)
@@ -201,7 +217,7 @@ async def run_demo_node(options: Options, peers: int) -> int:
                 _say(f"linked {conn.server_name}")
             nursery.start_soon(announce_linked)
 
-            async for line in _lines(stdin):
+            async for line in read_lines(stdin):
                 verb, _, rest = line.partition(" ")
                 if verb == "start":
                     command = json.loads(rest)
@@ -225,7 +241,7 @@ class Child:
         self.name = name
         self.process = process
         assert process.stdout is not None
-        self._lines = _lines(process.stdout).__aiter__()
+        self._lines = read_lines(process.stdout).__aiter__()
 
     async def expect(self, verb: str) -> str:
         """The rest of the next line that starts with `verb` (other lines are skipped)."""
@@ -260,16 +276,9 @@ class Child:
                 await process.stdout.aclose()
 
 
-async def _start_child(children: list[Child], name: str, seeds: list[str], peers: int,
-                       log_level: str) -> Child:
-    # A cluster name of its own, so two demos on one machine never mix (and their processes are easy
-    # to find: `pgrep -f swarm-demo-<pid>`).
-    command = [sys.executable, "-m", "swarm", "_demo-node", "--peers", str(peers), "--log-level", log_level,
-               "--option", f"serverName={name}", "--option", "port=0", "--option", "host=127.0.0.1",
-               "--option", f"clusterName=swarm-demo-{os.getpid()}"]
-    if seeds:
-        command += ["--option", "seedNodes=" + ",".join(seeds)]
-    # A session of its own: Ctrl-C in the terminal reaches the parent only, which then stops the nodes.
+async def start_process(children: list[Child], name: str, command: list[str]) -> Child:
+    """Start `command` with piped stdin and stdout, in a session of its own (so Ctrl-C in the terminal
+    reaches the parent only, which then stops it); append it to `children`, whose owner stops it."""
     process = await trio.lowlevel.open_process(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                                start_new_session=True)
     child = Child(name, process)
@@ -277,7 +286,21 @@ async def _start_child(children: list[Child], name: str, seeds: list[str], peers
     return child
 
 
-async def _await_all(children: list[Child], verb: str) -> dict[str, str]:
+async def start_node(children: list[Child], name: str, seeds: list[str], peers: int,
+                     log_level: str) -> Child:
+    """Start one `_demo-node` process on an ephemeral loopback port, seeded with `seeds`."""
+    # A cluster name of its own, so two demos on one machine never mix (and their processes are easy
+    # to find: `pgrep -f swarm-demo-<pid>`).
+    command = [sys.executable, "-m", "swarm", "_demo-node", "--peers", str(peers), "--log-level", log_level,
+               "--option", f"serverName={name}", "--option", "port=0", "--option", "host=127.0.0.1",
+               "--option", f"clusterName=swarm-demo-{os.getpid()}"]
+    if seeds:
+        command += ["--option", "seedNodes=" + ",".join(seeds)]
+    return await start_process(children, name, command)
+
+
+async def await_all(children: list[Child], verb: str) -> dict[str, str]:
+    """The rest of each child's next `verb` line, by child name."""
     answers: dict[str, str] = {}
 
     async def one(child: Child) -> None:
@@ -289,26 +312,35 @@ async def _await_all(children: list[Child], verb: str) -> dict[str, str]:
     return answers
 
 
-async def _demo(children: list[Child], nodes: int, messages: int, publishers: int, size: int,
-                rate: float, log_level: str, out: Any) -> tuple[dict[str, dict[str, Any]], list[str], float]:
+async def run_cluster(children: list[Child], nodes: int, messages: int, publishers: int, size: int,
+                      rate: float, log_level: str, out: Any,
+                      burst: int = BATCH) -> tuple[dict[str, dict[str, Any]], list[str], float]:
+    """Start `nodes` node processes (into `children`), let `publishers` of them publish `messages`
+    messages each (`size` bytes of padding, `burst` messages between drains), and tell them to stop.
+
+    Returns each node's result (see `Tally.result`) by name, the publishing names and the seconds from
+    `start` to the last result. Prints one line to `out` once the cluster is linked, unless it is None.
+    """
     names = [f"node-{i}" for i in range(nodes)]
     publishing = [names[i * nodes // publishers] for i in range(publishers)]
     with trio.fail_after(STARTUP_TIMEOUT):
-        first = await _start_child(children, names[0], [], nodes - 1, log_level)
+        first = await start_node(children, names[0], [], nodes - 1, log_level)
         seed = (await first.expect("listening")).split()[1]
         for name in names[1:]:
-            await _start_child(children, name, [seed], nodes - 1, log_level)
-        await _await_all(children, "ready")
-        await _await_all(children, "linked")
-    print(f"{nodes} nodes linked in a full mesh; {publishers} of them "
-          f"{'publishes' if publishers == 1 else 'publish'} {messages} messages of "
-          f"{size} bytes each, {f'{rate:g}/s' if rate else 'as fast as flow control allows'}", file=out,
-          flush=True)
-    command = json.dumps({"publishers": publishing, "messages": messages, "size": size, "rate": rate})
+            await start_node(children, name, [seed], nodes - 1, log_level)
+        await await_all(children, "ready")
+        await await_all(children, "linked")
+    if out is not None:
+        print(f"{nodes} nodes linked in a full mesh; {publishers} of them "
+              f"{'publishes' if publishers == 1 else 'publish'} {messages} messages of "
+              f"{size} bytes each, {f'{rate:g}/s' if rate else 'as fast as flow control allows'}", file=out,
+              flush=True)
+    command = json.dumps({"publishers": publishing, "messages": messages, "size": size, "rate": rate,
+                          "burst": burst})
     started = time.monotonic()
     for child in children:
         await child.send("start " + command)
-    answers = await _await_all(children, "result")
+    answers = await await_all(children, "result")
     elapsed = time.monotonic() - started
     for child in children:
         await child.send("stop")
@@ -331,16 +363,47 @@ def format_table(results: dict[str, dict[str, Any]], publishers: list[str]) -> s
     return "\n".join(lines)
 
 
-def _first_of(error: BaseException, kinds: tuple[type[BaseException], ...]) -> BaseException | None:
+def first_of(error: BaseException, kinds: tuple[type[BaseException], ...]) -> BaseException | None:
     """The first exception of one of `kinds` in `error` or in the exception groups it nests."""
     if isinstance(error, kinds):
         return error
     if isinstance(error, BaseExceptionGroup):
         for inner in error.exceptions:
-            found = _first_of(inner, kinds)
+            found = first_of(inner, kinds)
             if found is not None:
                 return found
     return None
+
+
+async def supervise(work: Callable[[list[Child]], Awaitable[T]], timeout: float) -> tuple[bool, T | None]:
+    """Run `work(children)` within `timeout` seconds and stop every child it started, whatever happens.
+
+    `work` appends the processes it starts to the list it is given (`start_process` and `start_node` do).
+    Returns (False, what `work` returned), or (True, None) when SIGINT or SIGTERM cut it short. Errors
+    propagate, wrapped in trio's exception groups (look for them with `first_of`); trio.TooSlowError
+    means `timeout` passed. Signals are received, and so ignored, until every child is stopped: a second
+    Ctrl-C cannot cut the clean-up short.
+    """
+    children: list[Child] = []
+    interrupted = False
+    result: T | None = None
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        try:
+            async with trio.open_nursery() as nursery:
+                async def watch_signals() -> None:
+                    nonlocal interrupted
+                    async for _ in signals:
+                        interrupted = True
+                        nursery.cancel_scope.cancel()
+                nursery.start_soon(watch_signals)
+                with trio.fail_after(timeout):
+                    result = await work(children)
+                nursery.cancel_scope.cancel()
+        finally:
+            async with trio.open_nursery() as nursery:
+                for child in children:
+                    nursery.start_soon(child.stop)
+    return interrupted, None if interrupted else result
 
 
 async def run_demo(nodes: int = 8, messages: int = 2000, publishers: int = 3, size: int = 64,
@@ -354,38 +417,21 @@ async def run_demo(nodes: int = 8, messages: int = 2000, publishers: int = 3, si
         print(f"swarm: error: --publishers: expected at most --nodes ({nodes}), got {publishers}",
               file=sys.stderr)
         return 2
-    children: list[Child] = []
-    interrupted = False
-    results: dict[str, dict[str, Any]] | None = None
-    # Signals are received (and so ignored) until every child is stopped: a second Ctrl-C cannot cut
-    # the clean-up short.
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        try:
-            async with trio.open_nursery() as nursery:
-                async def watch_signals() -> None:
-                    nonlocal interrupted
-                    async for _ in signals:
-                        interrupted = True
-                        nursery.cancel_scope.cancel()
-                nursery.start_soon(watch_signals)
-                with trio.fail_after(timeout):
-                    results, publishing, elapsed = await _demo(children, nodes, messages, publishers, size,
-                                                               rate, log_level, out)
-                nursery.cancel_scope.cancel()
-        except BaseException as raised:  # noqa: B036 - re-raised unless the demo failed in a known way
-            error = _first_of(raised, (DemoError, trio.TooSlowError))
-            if error is None:
-                raise
-            reason = error if isinstance(error, DemoError) else f"no result within {timeout:g} s"
-            print(f"swarm: error: demo failed: {reason}", file=sys.stderr, flush=True)
-            return 1
-        finally:
-            async with trio.open_nursery() as nursery:
-                for child in children:
-                    nursery.start_soon(child.stop)
-    if interrupted or results is None:
+    try:
+        interrupted, outcome = await supervise(
+            lambda children: run_cluster(children, nodes, messages, publishers, size, rate, log_level, out),
+            timeout)
+    except BaseException as raised:  # noqa: B036 - re-raised unless the demo failed in a known way
+        error = first_of(raised, (DemoError, trio.TooSlowError))
+        if error is None:
+            raise
+        reason = error if isinstance(error, DemoError) else f"no result within {timeout:g} s"
+        print(f"swarm: error: demo failed: {reason}", file=sys.stderr, flush=True)
+        return 1
+    if interrupted or outcome is None:
         print("swarm: demo interrupted; every node process was stopped", file=sys.stderr, flush=True)
         return 130
+    results, publishing, elapsed = outcome
     print(format_table(results, publishing), file=out)
     lost = sum(r["expected"] - r["delivered"] for r in results.values())
     duplicated = sum(r["duplicates"] for r in results.values())

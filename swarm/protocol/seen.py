@@ -76,9 +76,11 @@ class SeenRecord:
         """
         log = self._logs.get(origin)
         if log is None:
-            if len(self._logs) + self.held_count >= self.max_entries:
+            while self._logs and len(self) + 1 > self.max_entries:
                 self._evict_one()
-            if self.settle > 0:
+            # Settle only with room for the record and a held message; a new epoch's first message
+            # (seq 1) needs no settling: nothing can come before it.
+            if self.settle > 0 and seq > 1 and len(self) + 2 <= self.max_entries:
                 log = self._logs[origin] = _OriginLog(seq, now, now + self.settle)
                 self.wakeup = min(self.wakeup, now + self.settle)
                 log.held[seq] = item
@@ -96,6 +98,9 @@ class SeenRecord:
             log.held[seq] = item
             self.held_count += 1
             log.next_seq = min(log.next_seq, seq)
+            if len(self) > self.max_entries:
+                log.settle_until = 0.0  # out of room: the starting point is fixed now
+                return self._give_up_gap(origin, log, now)
             return []
         next_seq = log.next_seq
         if seq == next_seq:
@@ -127,6 +132,24 @@ class SeenRecord:
         if self.held_count + len(self._logs) > self.max_entries:
             return self._give_up_gap(origin, log, now)
         return []
+
+    def snapshot(self, limit: int) -> list[tuple[Hashable, int]]:
+        """(origin, highest seq seen) of up to `limit` most recently active origins.
+
+        A peer that has just linked a newcomer sends this: every message up to those numbers reached the
+        peer before the link existed, so it was published before the newcomer could be ready, and the
+        newcomer can start each origin right after it (`adopt`) instead of guessing from arrivals.
+        """
+        recent = sorted(self._logs.items(), key=lambda item: item[1].last_active, reverse=True)[:limit]
+        return [(origin, max(log.next_seq - 1, max(log.held, default=0))) for origin, log in recent]
+
+    def adopt(self, origin: Hashable, highest_seen: int, now: float) -> None:
+        """Start tracking `origin` after `highest_seen`, unless it is already tracked."""
+        if origin in self._logs or highest_seen < 0:
+            return
+        while self._logs and len(self) + 1 > self.max_entries:
+            self._evict_one()
+        self._logs[origin] = _OriginLog(highest_seen + 1, now, 0.0)
 
     def expire(self, now: float) -> list[Any]:
         """Give up gaps older than `reorder_timeout`, forget silent origins; return items released."""

@@ -54,6 +54,9 @@ log = logging.getLogger("swarm.protocol")
 Address = tuple[str, int]
 
 HANDSHAKE, ACTIVE, RETIRING, CLOSING = "handshake", "active", "retiring", "closing"
+# Origins whose stream position a peer shares with a newcomer (a PEERS frame stays far below the
+# control-frame limit: ~40 bytes each).
+SEEN_SNAPSHOT_LIMIT = 2048
 
 
 @dataclass(frozen=True)
@@ -167,10 +170,11 @@ class NodeState:
             self.position, local_links=config.local_links, shortcuts=config.shortcuts,
             distribution=config.shortcut_distribution, reserve_size=config.reserve_size, rng=rng)
         self.counters: Counter[str] = Counter()
-        # A new origin's first messages settle for up to 0.1 s (a few flooding round trips on a LAN)
-        # so that one that overtook an earlier one does not fix the starting point too late.
+        # An origin first met mid-stream (not at seq 1, and not in the position list a peer sends when it
+        # links us) settles for `reorder_timeout`, as long as a gap may stay open: a message that
+        # overtook an earlier one must not fix the starting point past it. Rare, so the wait is cheap.
         self.seen = SeenRecord(config.seen_max_entries, config.seen_ttl, config.reorder_timeout,
-                               settle=min(0.1, config.reorder_timeout))
+                               settle=config.reorder_timeout)
         self.ready = False
         self.leaving = False
         self._origin_header = wire.encode_origin(self.name)
@@ -588,8 +592,9 @@ class NodeState:
             member.linked_since = self._now
             self.counters["links_made"] += 1
             log.info("%s: linked to %s at %s:%s", self.name, member.name, *member.address)
-        # Tell the new peer what we know near it, and everyone else about the new peer.
-        self._send_to(conn, self._peers_frame_for(member))
+        # Tell the new peer what we know near it, and where each origin's stream stands here (so it
+        # knows what was published before it could be ready), and everyone else about the new peer.
+        self._send_to(conn, self._peers_frame_for(member, with_seen=new_link))
         others = tuple(c for c in self._active if c != conn.id)
         if others:
             self._out.append(Send(others, wire.encode_control(wire.KIND_PEERS, {"peers": [
@@ -610,15 +615,17 @@ class NodeState:
             self._schedule_redial(member.address, now)
         self._retire(conn, None)
 
-    def _peers_frame_for(self, peer: _Member) -> bytes:
+    def _peers_frame_for(self, peer: _Member, *, with_seen: bool = False) -> bytes:
         """PEERS for one linked peer: what we know nearest its ring position (T-Man's exchange), a few
         others at random (for its reserve), and whether we still want the link."""
         linked = [m for m in self._linked_members() if m.name != peer.name]
         chosen = self.policy.share(self.name, self._views(self._now), peer.position) if linked else []
         entries = self._entries(self._members[name] for name in chosen
                                 if name != peer.name and self._members[name].conn is not None)
-        return wire.encode_control(wire.KIND_PEERS, {"peers": entries,
-                                                     "want": peer.name in self._wanted})
+        fields: dict[str, Any] = {"peers": entries, "want": peer.name in self._wanted}
+        if with_seen:
+            fields["seen"] = [[key, seq] for key, seq in self.seen.snapshot(SEEN_SNAPSHOT_LIMIT)]
+        return wire.encode_control(wire.KIND_PEERS, fields)
 
     def _on_peers(self, conn: _Connection, fields: dict[str, Any], now: float) -> None:
         want = fields.get("want")
@@ -626,6 +633,15 @@ class NodeState:
             member = self._members.get(conn.peer or "")
             if member is not None and member.conn == conn.id:
                 member.peer_wants = want
+        seen = fields.get("seen")
+        if seen is not None:
+            if not isinstance(seen, list) or not all(
+                    isinstance(e, list) and len(e) == 2 and isinstance(e[0], bytes) and isinstance(e[1], int)
+                    for e in seen):
+                raise ProtocolError("PEERS seen-list malformed")
+            for key, highest in seen[:SEEN_SNAPSHOT_LIMIT]:
+                if key and key[1:1 + key[0]] != self._name_bytes:  # never track our own stream
+                    self.seen.adopt(key, highest, now)
         self._learn(fields.get("peers"), now)
         self._dial_due(now)
 
@@ -647,6 +663,10 @@ class NodeState:
                                               unreachable_since=now)
                 self.counters["members_learned"] += 1
             elif epoch > member.epoch:
+                # Restarted: whatever connection we hold to the old process is dead.
+                old = self._conns.get(member.conn) if member.conn is not None else None
+                if old is not None:
+                    self._close(old, "peer restarted with a new epoch")
                 member.epoch, member.address, member.left = epoch, (host, port), False
                 member.failures = 0
         if len(self._members) > 2 * self.config.reserve_size + 8 * self.config.local_links:

@@ -1,0 +1,267 @@
+"""SeenRecord (swarm.protocol.seen): duplicate detection and per-origin ordering, driven by hand."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from swarm.protocol.seen import SeenRecord
+
+A = (b"a", 1)
+B = (b"b", 1)
+
+
+def record(max_entries: int = 1000, ttl: float = 60.0, reorder_timeout: float = 1.0,
+           settle: float = 0.0) -> SeenRecord:
+    return SeenRecord(max_entries, ttl, reorder_timeout, settle=settle)
+
+
+def test_in_order_delivery() -> None:
+    seen = record()
+    for seq in range(1, 11):
+        assert seen.observe(A, seq, 0.0, f"m{seq}") == [f"m{seq}"]
+    assert seen.held_count == 0
+    assert len(seen) == 1
+
+
+def test_duplicates_return_none_and_are_counted() -> None:
+    seen = record()
+    assert seen.observe(A, 1, 0.0, 1) == [1]
+    assert seen.observe(A, 2, 0.0, 2) == [2]
+    assert seen.observe(A, 1, 0.0, 1) is None
+    assert seen.observe(A, 2, 0.0, 2) is None
+    assert seen.observe(A, 4, 0.0, 4) == []  # held
+    assert seen.observe(A, 4, 0.0, 4) is None  # a duplicate of a held message
+    assert seen.duplicates == 3
+
+
+def test_out_of_order_held_and_released_in_order() -> None:
+    seen = record()
+    assert seen.observe(A, 1, 0.0, 1) == [1]
+    assert seen.observe(A, 4, 0.1, 4) == []
+    assert seen.observe(A, 3, 0.2, 3) == []
+    assert seen.observe(A, 6, 0.3, 6) == []
+    assert seen.held_count == 3
+    assert seen.observe(A, 2, 0.4, 2) == [2, 3, 4]
+    assert seen.held_count == 1
+    assert seen.observe(A, 5, 0.5, 5) == [5, 6]
+    assert seen.held_count == 0
+    assert seen.gaps_given_up == 0
+    assert seen.expire(10.0) == []
+
+
+def test_gap_given_up_after_reorder_timeout() -> None:
+    seen = record(reorder_timeout=1.0)
+    assert seen.observe(A, 1, 0.0, 1) == [1]
+    assert seen.observe(A, 4, 5.0, 4) == []  # 2 and 3 missing: gap starts at 5.0
+    assert seen.observe(A, 5, 5.5, 5) == []
+    assert seen.expire(5.9) == []
+    assert seen.gaps_given_up == 0
+    assert seen.expire(6.0) == [4, 5]
+    assert seen.gaps_given_up == 2
+    assert seen.held_count == 0
+    # The given-up messages are now old: late copies are duplicates; the stream goes on from 6.
+    assert seen.observe(A, 2, 6.1, 2) is None
+    assert seen.observe(A, 3, 6.1, 3) is None
+    assert seen.observe(A, 6, 6.2, 6) == [6]
+
+
+def test_second_gap_gets_its_own_timeout() -> None:
+    seen = record(reorder_timeout=1.0)
+    seen.observe(A, 1, 0.0, 1)
+    assert seen.observe(A, 3, 0.0, 3) == []
+    assert seen.observe(A, 5, 0.5, 5) == []
+    # At 1.0 the first gap (2) is given up, releasing 3; the second gap (4) starts then.
+    assert seen.expire(1.0) == [3]
+    assert seen.gaps_given_up == 1
+    assert seen.expire(1.9) == []
+    assert seen.expire(2.0) == [5]
+    assert seen.gaps_given_up == 2
+
+
+def test_expire_releases_only_after_timeout_even_when_called_late() -> None:
+    seen = record(reorder_timeout=1.0)
+    seen.observe(A, 1, 0.0, 1)
+    seen.observe(A, 3, 0.0, 3)
+    seen.observe(A, 5, 0.0, 5)
+    seen.observe(A, 7, 0.0, 7)
+    # One late expire gives up every gap whose time has come, in order.
+    assert seen.expire(100.0) == [3, 5, 7]
+    assert seen.gaps_given_up == 3
+
+
+def test_ttl_forgets_silent_origins() -> None:
+    seen = record(ttl=10.0)
+    seen.observe(A, 1, 0.0, 1)
+    seen.observe(B, 1, 8.0, 1)
+    assert len(seen) == 2
+    seen.expire(10.5)
+    assert len(seen) == 1  # A silent for 10.5 s is forgotten, B is not
+    assert seen.observe(B, 1, 10.5, 1) is None  # B is still remembered
+    seen.expire(30.0)
+    assert len(seen) == 0
+    # A forgotten origin starts afresh from whatever arrives next.
+    assert seen.observe(A, 50, 31.0, 50) == [50]
+
+
+def test_ttl_keeps_origin_with_held_messages() -> None:
+    seen = record(ttl=1.0, reorder_timeout=100.0)
+    seen.observe(A, 1, 0.0, 1)
+    seen.observe(A, 3, 0.0, 3)
+    seen.expire(50.0)
+    assert seen.held_count == 1
+    assert seen.observe(A, 2, 50.0, 2) == [2, 3]
+
+
+def test_separate_origin_epoch_keys_are_independent() -> None:
+    seen = record()
+    a1, a2 = (b"a", 1), (b"a", 2)
+    assert seen.observe(a1, 1, 0.0, "a1-1") == ["a1-1"]
+    assert seen.observe(a1, 2, 0.0, "a1-2") == ["a1-2"]
+    # A new epoch of the same name starts at 1 again and is not a duplicate.
+    assert seen.observe(a2, 1, 0.0, "a2-1") == ["a2-1"]
+    assert seen.observe(B, 1, 0.0, "b-1") == ["b-1"]
+    assert seen.observe(a2, 3, 0.0, "a2-3") == []
+    assert seen.observe(a1, 3, 0.0, "a1-3") == ["a1-3"]  # a gap in a2 does not hold a1
+    assert seen.observe(a2, 2, 0.0, "a2-2") == ["a2-2", "a2-3"]
+    assert seen.observe(a1, 2, 0.0, "x") is None
+    assert len(seen) == 3
+
+
+def test_settle_window_picks_lowest_seq_as_starting_point() -> None:
+    seen = record(settle=0.1, reorder_timeout=1.0)
+    assert seen.observe(A, 5, 0.0, 5) == []  # a new origin: held while the window is open
+    assert seen.observe(A, 3, 0.05, 3) == []
+    assert seen.observe(A, 5, 0.06, 5) is None
+    assert seen.expire(0.09) == []
+    assert seen.observe(A, 4, 0.095, 4) == []
+    assert seen.expire(0.1) == [3, 4, 5]
+    assert seen.gaps_given_up == 0
+    assert seen.observe(A, 6, 0.2, 6) == [6]  # after the window, in order at once
+    assert seen.observe(A, 2, 0.2, 2) is None
+
+
+def test_settle_window_then_gap_waits_reorder_timeout() -> None:
+    seen = record(settle=0.1, reorder_timeout=1.0)
+    seen.observe(A, 3, 0.0, 3)
+    seen.observe(A, 5, 0.0, 5)
+    assert seen.expire(0.1) == [3]  # 4 is missing: 5 waits its reorder_timeout
+    assert seen.expire(1.05) == []
+    assert seen.observe(A, 4, 1.05, 4) == [4, 5]
+    assert seen.gaps_given_up == 0
+
+
+def test_settle_window_respects_max_entries() -> None:
+    """Messages held while a new origin's starting point settles count against max_entries too."""
+    seen = record(max_entries=10, settle=0.1)
+    for seq in range(1, 51):
+        seen.observe(A, seq, seq * 0.001, seq)
+        assert len(seen) <= 10, seq
+
+
+def test_max_entries_evicts_least_recently_active_origin() -> None:
+    seen = record(max_entries=3)
+    for i, origin in enumerate([b"a", b"b", b"c"]):
+        seen.observe(origin, 1, float(i), origin)
+    seen.observe(b"a", 2, 3.0, "a2")  # a is now the most recently active
+    seen.observe(b"d", 1, 4.0, "d1")
+    assert len(seen) <= 3
+    assert seen.origins_evicted == 1
+    assert seen.observe(b"a", 2, 5.0, "a2") is None  # a was kept
+    assert seen.observe(b"b", 1, 5.0, "b1") == ["b1"]  # b (least recent) was forgotten
+
+
+def test_max_entries_gives_up_gap_when_held_messages_pass_the_bound() -> None:
+    seen = record(max_entries=4, reorder_timeout=100.0)
+    seen.observe(A, 1, 0.0, 1)
+    assert seen.observe(A, 3, 0.0, 3) == []
+    assert seen.observe(A, 4, 0.0, 4) == []
+    assert seen.observe(A, 5, 0.0, 5) == []
+    assert len(seen) == 4
+    released = seen.observe(A, 7, 0.0, 7)
+    assert released == [3, 4, 5]
+    assert len(seen) <= 4
+    assert seen.gaps_given_up == 1
+
+
+arrivals = st.lists(st.tuples(st.integers(0, 5), st.integers(1, 25), st.floats(0, 2.0)), max_size=200)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(max_entries=st.integers(1, 12), events=arrivals, expire_every=st.integers(1, 10),
+       settle=st.sampled_from([0.0, 0.1]))
+def test_max_entries_bound_always_holds(max_entries: int, events: list[tuple[int, int, float]],
+                                        expire_every: int, settle: float) -> None:
+    seen = record(max_entries=max_entries, ttl=3.0, reorder_timeout=0.5, settle=settle)
+    now = 0.0
+    for i, (origin, seq, dt) in enumerate(events):
+        now += dt
+        seen.observe((origin, 1), seq, now, (origin, seq))
+        assert len(seen) <= max_entries, (i, len(seen))
+        assert seen.held_count >= 0
+        if i % expire_every == 0:
+            seen.expire(now)
+            assert len(seen) <= max_entries
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(events=arrivals)
+def test_released_items_are_never_duplicated_and_in_order_per_origin(events: list[tuple[int, int, float]]
+                                                                    ) -> None:
+    """Gaps given up on timeouts: what comes out per origin is increasing (so never twice)."""
+    seen = record(max_entries=1000, ttl=1000.0, reorder_timeout=0.5)
+    out: dict[int, list[int]] = {}
+    now = 0.0
+    for origin, seq, dt in events:
+        now += dt
+        for key, s in (seen.observe((origin, 1), seq, now, (origin, seq)) or []) + seen.expire(now):
+            out.setdefault(key, []).append(s)
+    assert seen.origins_evicted == 0
+    for key, released in out.items():
+        assert all(x < y for x, y in zip(released, released[1:], strict=False)), key
+
+
+@st.composite
+def permutations_with_duplicates(draw: st.DrawFn) -> tuple[int, list[int]]:
+    n = draw(st.integers(1, 40))
+    seqs = list(range(1, n + 1))
+    extra = draw(st.lists(st.sampled_from(seqs), max_size=2 * n))
+    order = draw(st.permutations(seqs + extra))
+    return n, order
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(case=permutations_with_duplicates(), settle=st.sampled_from([0.1, 0.5]))
+def test_any_arrival_order_releases_each_seq_once_in_order(case: tuple[int, list[int]],
+                                                           settle: float) -> None:
+    """The property from the issue, with the settle window NodeState uses: whatever order (with
+    duplicates) 1..n arrive in at one instant, 1..n come out, in order, each once."""
+    n, order = case
+    seen = record(max_entries=10 * n + 10, ttl=1000.0, reorder_timeout=1000.0, settle=settle)
+    released: list[int] = []
+    for seq in order:
+        out = seen.observe(A, seq, 5.0, seq)
+        if out is not None:
+            released += out
+        released += seen.expire(5.0)
+    released += seen.expire(5.0 + settle)
+    assert released == list(range(1, n + 1))
+    assert seen.held_count == 0
+    assert seen.duplicates == len(order) - n
+    assert seen.gaps_given_up == 0
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(case=permutations_with_duplicates())
+def test_arrival_order_starting_with_seq_1(case: tuple[int, list[int]]) -> None:
+    """Once seq 1 is seen first, any later order (with duplicates) yields 1..n in order, each once."""
+    n, order = case
+    order = [1] + [s for s in order if s != 1]
+    seen = record(max_entries=10 * n + 10, ttl=1000.0, reorder_timeout=1000.0)
+    released: list[int] = []
+    for seq in order:
+        out = seen.observe(A, seq, 5.0, seq)
+        if out is not None:
+            released += out
+    assert released == list(range(1, n + 1))
+    assert seen.held_count == 0
