@@ -11,16 +11,19 @@ import pytest
 from memnet import MemNet, Publisher
 
 from swarm.protocol import wire
-from swarm.topology import MemberView
+from swarm.topology import FullMesh, MemberView
 
 T = "t"
 
 
-class SeedsOnly:
-    """A neighbour policy that wants no member: a node links only to its seeds (and whoever dials it)."""
+class Fixed(FullMesh):
+    """A neighbour policy that wants exactly the given names: for fixed test topologies."""
+
+    def __init__(self, *names: str) -> None:
+        self.names = set(names)
 
     def wanted(self, own_name: str, members: Iterable[MemberView]) -> set[str]:
-        return set()
+        return {m.name for m in members if m.name in self.names and m.reachable}
 
 
 def addr(i: int) -> tuple[str, int]:
@@ -167,7 +170,8 @@ def test_per_origin_order_over_several_paths(seed: int) -> None:
     net = MemNet(seed=seed, latency=0.001, jitter=0.01)
     names = [f"r{i}" for i in range(n)]
     for i, name in enumerate(names):
-        net.add_node(name, address=addr(i), seeds=[addr((i + 1) % n)], policy=SeedsOnly())
+        net.add_node(name, address=addr(i), seeds=[addr((i + 1) % n)],
+                     policy=Fixed(names[(i + 1) % n], names[(i - 1) % n]))
     net.run_for(2.0)
     for i, name in enumerate(names):
         assert set(net.state(name).linked_peers) == {names[(i + 1) % n], names[(i - 1) % n]}
@@ -542,7 +546,8 @@ def test_hops_grow_along_a_line() -> None:
     net = MemNet(seed=33)
     names = ["l0", "l1", "l2", "l3"]
     for i, name in enumerate(names):
-        net.add_node(name, address=addr(i), seeds=[addr(i - 1)] if i else [], policy=SeedsOnly())
+        line_neighbours = [names[j] for j in (i - 1, i + 1) if 0 <= j < len(names)]
+        net.add_node(name, address=addr(i), seeds=[addr(i - 1)] if i else [], policy=Fixed(*line_neighbours))
     net.run_for(1.0)
     net.publish("l0", T, "far")
     net.run_for(0.5)

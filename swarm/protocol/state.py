@@ -767,8 +767,9 @@ class NodeState:
             if member.conn is None:
                 desired.add(member.address)
         if not self._active:
-            # Isolated (just started, or cut off): the seeds are the way in.
+            # Isolated (just started, or cut off): the seeds and every node we know are the way back.
             desired.update(self._seeds)
+            desired.update(m.address for m in self._members.values() if not m.left)
         desired.update(self._probes)
         desired -= self._self_addresses
         for address in desired:
