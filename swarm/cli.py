@@ -41,9 +41,10 @@ from typing import Any, TextIO
 import trio
 
 from . import __version__
-from .config import OPTIONS_BY_KEY, Options, load_config_file, parse_option_text
+from .config import OPTIONS_BY_KEY, Options, load_config_file, parse_address, parse_option_text
 from .connector import Connector
 from .errors import ConfigError, MessageTooLarge
+from .transport.engine import fetch_status
 
 __all__ = ["build_parser", "json_default", "load_options", "main", "parse_topic"]
 
@@ -254,6 +255,38 @@ async def run_pub(options: Options, topic: str | int, message: Any, timeout: flo
     return EXIT_OK
 
 
+async def run_status(address: tuple[str, int], as_json: bool, timeout: float) -> int:
+    """Print the status of the node at `address`."""
+    try:
+        status = await fetch_status(*address, timeout=timeout)
+    except (OSError, trio.TooSlowError) as error:
+        reason = "no answer in time" if isinstance(error, trio.TooSlowError) else str(error)
+        raise CommandFailed(f"cannot get the status of {address[0]}:{address[1]}: {reason}") from None
+    if as_json:
+        print(json.dumps(status, indent=2, sort_keys=True, default=json_default))
+    else:
+        print(format_status(status))
+    return EXIT_OK
+
+
+def format_status(status: dict[str, Any]) -> str:
+    """A node's status as a readable page."""
+    lines = [f"node      {status['name']} at {status['address'][0]}:{status['address'][1]}"
+             f" ({'ready' if status['ready'] else 'not ready'})",
+             f"position  {status['position']:#018x} ({status['position'] / 2 ** 64:.4f} of the ring)",
+             f"links     {len(status['links'])} of at most {status['max_peers']}; view {status['view_size']} "
+             f"nodes; seen-record {status['seen_entries']} entries",
+             "", f"{'peer':<24} {'kind':<9} {'address':<22} position"]
+    for link in status["link_details"]:
+        where = "{}:{}".format(*link["address"])
+        lines.append(f"{link['name']:<24} {link['kind']:<9} {where:<22} {link['position'] / 2 ** 64:.4f}")
+    lines.append("")
+    lines.append("counters")
+    for key, value in sorted(status["counters"].items()):
+        lines.append(f"  {key:<32} {value}")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------- argument parsing
 
 
@@ -313,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="swarm: a brokerless small-world message bus (deepstream's direct connector).")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="{node,sub,pub,demo}", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="{node,sub,pub,status,demo}", required=True)
 
     node = commands.add_parser("node", help="run a node until SIGINT/SIGTERM",
                                description="Run a node. Prints `listening <name> <host>:<port>` and "
@@ -334,6 +367,17 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("message", metavar="JSON", help="the message, as JSON")
     pub.add_argument("--timeout", type=_positive_float, default=10.0,
                      help="seconds to find a peer and hand it the message (default: 10)")
+
+    status = commands.add_parser("status", help="print a running node's ring position, links and counters",
+                                 description="Ask the node listening at HOST:PORT for its status: ring "
+                                             "position, links (local, shortcut or inbound, with each "
+                                             "peer's name and address), view size and counters.")
+    status.add_argument("address", metavar="HOST:PORT", help="the node's listen address")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    status.add_argument("--timeout", type=_positive_float, default=5.0,
+                        help="seconds to wait for the answer (default: 5)")
+    status.add_argument("--log-level", default="WARNING",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], help=argparse.SUPPRESS)
 
     demo = commands.add_parser("demo", help="run N node processes on loopback and check delivery",
                                description="Start N node processes on loopback, publish streams from "
@@ -402,6 +446,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return trio.run(run_demo_node, load_options(args.config, args.option), args.peers)
     if command == "node":
         return trio.run(run_node, load_options(args.config, args.option))
+    if command == "status":
+        return trio.run(run_status, parse_address(args.address, "HOST:PORT"), args.json, args.timeout)
     # pub and sub are clients: an ephemeral port unless told otherwise.
     options = load_options(args.config, args.option, defaults={"port": 0})
     topic = parse_topic(args.topic)

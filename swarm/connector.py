@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -56,12 +56,12 @@ class Connector:
         self.options = Options.from_mapping(options)  # raises ConfigError naming the bad key
         self.server_name = self.options.serverName
         self.is_ready = False
-        self.counters: dict[str, int] = defaultdict(int)
         self._handlers: dict[str, list[Callable[..., Any]]] = {event: [] for event in EVENTS}
         self._callbacks: dict[str | int, list[Callable[[Any], Any]]] = {}
         self._engine = Engine(self.options, deliver=self._on_deliver, ready=self._on_ready,
                               error=self._on_error, topics=lambda: list(self._callbacks),
                               delivery_room=self._delivery_room)
+        self.counters = self._engine.counters  # the node's one set of counters
         self._ready_event = trio.Event()
         self._async_queue: deque[tuple[Callable[[Any], Any], Any]] = deque()
         self._async_wakeup = trio.Event()
@@ -191,6 +191,17 @@ class Connector:
             raise RuntimeError("the connector is not running")
         self._engine.publish(topic, message)
 
+    def send_direct(self, server_name: str, topic: str | int, message: Any) -> None:
+        """Send `message` to the node called `server_name` only (deepstream's sendDirect); returns at once.
+
+        It is routed along the ring, through other nodes if need be, and delivered to that node's
+        subscribers of `topic` like a published message. A target that cannot be reached is reported as
+        an `error` event with code "unreachable" (and counted); the message is never delivered elsewhere.
+        """
+        if self._engine.core is None or self._closed:
+            raise RuntimeError("the connector is not running")
+        self._engine.send_direct(server_name, topic, message)
+
     async def drain(self) -> None:
         """Wait until every peer's send queue has room again (asyncio's StreamWriter.drain)."""
         await self._engine.drain()
@@ -202,16 +213,14 @@ class Connector:
 
     def status(self) -> dict[str, Any]:
         """The node's links, view and counters (see `python -m swarm status`)."""
-        status = self._engine.status()
-        status["counters"].update(self.counters)
-        return status
+        return self._engine.status()
 
     # ------------------------------------------------------------------ delivery
 
     def _on_deliver(self, delivery: Deliver) -> None:
         callbacks = self._callbacks.get(delivery.topic)
         if not callbacks:
-            self.counters["dropped_no_subscriber"] += 1
+            self.counters["dropped_after_unsubscribe"] += 1
             return
         encoded = memoryview(delivery.body)[delivery.offset:]
         for callback in callbacks:

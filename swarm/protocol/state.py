@@ -159,7 +159,7 @@ class NodeState:
     """The protocol state of one node. Every public method returns the actions to perform."""
 
     def __init__(self, config: CoreConfig, *, epoch: int, listen_address: Address, rng: random.Random,
-                 policy: NeighbourPolicy | None = None) -> None:
+                 policy: NeighbourPolicy | None = None, counters: Counter[str] | None = None) -> None:
         self.config = config
         self.name = config.server_name
         self.epoch = epoch
@@ -169,7 +169,7 @@ class NodeState:
         self.policy: NeighbourPolicy = policy or SmallWorld(
             self.position, local_links=config.local_links, shortcuts=config.shortcuts,
             distribution=config.shortcut_distribution, reserve_size=config.reserve_size, rng=rng)
-        self.counters: Counter[str] = Counter()
+        self.counters: Counter[str] = Counter() if counters is None else counters
         # An origin first met mid-stream (not at seq 1, and not in the position list a peer sends when it
         # links us) settles for `reorder_timeout`, as long as a gap may stay open: a message that
         # overtook an earlier one must not fix the starting point past it. Rare, so the wait is cheap.
@@ -194,6 +194,7 @@ class NodeState:
         self._active_pairs: tuple[tuple[int, bytes], ...] = ()  # (connection id, peer name) of the same
         self._origin_names: dict[bytes, str] = {}
         self._topic_cache: dict[str | int, bytes] = {}
+        self._direct_seq: dict[str, int] = {}  # direct messages sent, per target
         self._timers = _Timers()
         self._out: list[Action] = []
         self._now = 0.0  # the `now` of the event being handled
@@ -258,12 +259,7 @@ class NodeState:
         Raises MessageTooLarge, or TypeError/ValueError for a message or topic the wire cannot carry,
         before anything is sent.
         """
-        topic_bytes = self._topic_cache.get(topic)
-        if topic_bytes is None or type(topic) is bool:
-            topic_bytes = wire.encode_topic(topic)
-            if len(self._topic_cache) < 1024:  # topics are few (deepstream's are a handful)
-                self._topic_cache[topic] = topic_bytes
-        frame = wire.encode_data(self._origin_header, self.epoch, self._seq + 1, topic_bytes,
+        frame = wire.encode_data(self._origin_header, self.epoch, self._seq + 1, self._topic_bytes(topic),
                                  wire.encode_message(message), self.config.max_message_size)
         self._seq += 1
         self.counters["published"] += 1
@@ -272,6 +268,14 @@ class NodeState:
         else:
             self.counters["published_without_peers"] += 1
         return self._flush()
+
+    def _topic_bytes(self, topic: str | int) -> bytes:
+        topic_bytes = self._topic_cache.get(topic)
+        if topic_bytes is None or type(topic) is bool:
+            topic_bytes = wire.encode_topic(topic)
+            if len(self._topic_cache) < 1024:  # topics are few (deepstream's are a handful)
+                self._topic_cache[topic] = topic_bytes
+        return topic_bytes
 
     def leave(self, now: float) -> list[Action]:
         """Announce a graceful exit to every linked peer. The driver then flushes and closes."""
@@ -340,10 +344,15 @@ class NodeState:
             return self._flush()
         conn.last_received = self._now = now
         try:
-            if body[0] == wire.KIND_DATA:
+            kind = body[0]
+            if kind == wire.KIND_DATA:
                 if conn.state == HANDSHAKE:
                     raise ProtocolError("DATA frame before the handshake")
                 self._on_data(conn, body, now)
+            elif kind in wire.ROUTED_KINDS:
+                if conn.state == HANDSHAKE:
+                    raise ProtocolError("routed frame before the handshake")
+                self._on_routed(conn, body, now)
             else:
                 self._on_control(conn, body, now)
         except ProtocolError as error:
@@ -395,6 +404,89 @@ class NodeState:
         self._dial_due(now)
         return self._flush()
 
+    # ------------------------------------------------------------------ direct messages
+
+    def send_direct(self, target: str, topic: str | int, message: Any, now: float) -> list[Action]:
+        """Send `message` to the node called `target` only, routed greedily along the ring.
+
+        A target that cannot be reached (or does not exist) is reported as a ReportError with code
+        "unreachable", here or, once the message is under way, by an UNDELIVERABLE frame coming back.
+        """
+        self._now = now
+        if target == self.name:
+            raise ValueError("a node does not send direct messages to itself")
+        seq = self._direct_seq.get(target, 0) + 1
+        frame = wire.encode_direct(wire.encode_origin(target), self._origin_header, self.epoch, seq,
+                                   self._topic_bytes(topic), wire.encode_message(message),
+                                   self.config.max_message_size)
+        self._direct_seq[target] = seq
+        self.counters["direct_sent"] += 1
+        self._route(frame, target.encode("utf-8"), wire.KIND_DIRECT, frame[4:])
+        return self._flush()
+
+    def _on_routed(self, conn: _Connection, body: bytes, now: float) -> None:
+        hops, target, after_target = wire.parse_route(body)
+        kind = body[0]
+        if target != self._name_bytes:
+            if hops + 1 >= wire.MAX_ROUTE_HOPS:
+                self.counters["route_hop_limit"] += 1
+                if kind == wire.KIND_DIRECT:
+                    self._undeliverable(body, after_target, f"no route within {wire.MAX_ROUTE_HOPS} hops")
+                return
+            self.counters["routed"] += 1
+            self._route(wire.relay_prefix(len(body), hops + 1, kind) + body[2:], target, kind, body,
+                        after_target)
+            return
+        if kind == wire.KIND_UNDELIVERABLE:
+            fields = wire.decode_map(body[after_target:])
+            self.counters["direct_undeliverable"] += 1
+            self._out.append(ReportError("unreachable", f"direct message to {fields.get('target')!r} was "
+                                                        f"not delivered: {fields.get('reason')}"))
+            return
+        header = wire.parse_data_header(body, after_target)
+        topic, offset = wire.parse_topic(body, header.topic_offset)
+        # Direct streams are numbered per (origin, target): their own ordering key, marked by a 0 byte
+        # (a DATA key starts with the origin's length, never 0).
+        key = b"\x00" + body[after_target:header.topic_offset - 8]
+        ready = self.seen.observe(key, header.seq, now, (body, header.hops, topic, offset, header.origin))
+        if ready is None:
+            return
+        self.counters["direct_received"] += 1
+        for item in ready:
+            self._deliver(item)
+
+    def _route(self, frame: bytes, target: bytes, kind: int, body: bytes, after_target: int = 0) -> None:
+        """Send a routed frame one hop nearer `target`: to it if linked, else to the linked peer nearest
+        to its ring position, if nearer than this node (Kleinberg's greedy routing)."""
+        member = self._members.get(target.decode("utf-8", "replace"))
+        if member is not None and member.conn is not None:
+            self._out.append(Send((member.conn,), frame))
+            return
+        goal = ring.position(target)
+        best = min(self._linked_members(), key=lambda m: ring.ring_distance(m.position, goal), default=None)
+        if best is not None and ring.ring_distance(best.position, goal) < ring.ring_distance(self.position,
+                                                                                                goal):
+            self._out.append(Send((best.conn,), frame))
+            return
+        if kind == wire.KIND_DIRECT:
+            self._undeliverable(body, after_target or 3 + body[2],
+                                "no such node (the ring has no node by that name)")
+        else:
+            self.counters["undeliverable_lost"] += 1
+
+    def _undeliverable(self, body: bytes, after_target: int, reason: str) -> None:
+        """Tell the origin of the DIRECT `body` that it cannot be delivered."""
+        target = body[3:after_target].decode("utf-8", "replace")
+        origin = body[after_target + 1:after_target + 1 + body[after_target]]
+        self.counters["direct_unroutable"] += 1
+        if origin == self._name_bytes:
+            self._out.append(ReportError("unreachable", f"direct message to {target!r} was not delivered: "
+                                                        f"{reason}"))
+            return
+        frame = wire.encode_undeliverable(bytes((len(origin),)) + origin,
+                                          {"target": target, "reason": reason})
+        self._route(frame, origin, wire.KIND_UNDELIVERABLE, frame[4:])
+
     # ------------------------------------------------------------------ data path
 
     def _on_data(self, conn: _Connection, body: bytes, now: float) -> None:
@@ -406,7 +498,7 @@ class NodeState:
             return
         key = body[2:header.topic_offset - 8]  # origin length, origin, epoch: names one (origin, epoch)
         topic, offset = wire.parse_topic(body, header.topic_offset)  # a bad header is never relayed
-        ready = self.seen.observe(key, header.seq, now, (body, header.hops, topic, offset))
+        ready = self.seen.observe(key, header.seq, now, (body, header.hops, topic, offset, origin))
         if ready is None:
             return
         self.counters["received_new"] += 1
@@ -419,12 +511,11 @@ class NodeState:
         for item in ready:
             self._deliver(item)
 
-    def _deliver(self, item: tuple[bytes, int, str | int, int]) -> None:
-        body, hops, topic, offset = item
+    def _deliver(self, item: tuple[bytes, int, str | int, int, bytes]) -> None:
+        body, hops, topic, offset, origin_bytes = item
         if topic not in self._topics:
             self.counters["dropped_no_subscriber"] += 1
             return
-        origin_bytes = body[3:3 + body[2]]
         origin = self._origin_names.get(origin_bytes)
         if origin is None:
             origin = origin_bytes.decode("utf-8", "replace")
@@ -440,6 +531,12 @@ class NodeState:
         if kind not in wire.CONTROL_KINDS:
             raise ProtocolError(f"unknown frame kind {kind}")
         fields = wire.decode_control(body)
+        if kind == wire.KIND_STATUS_REQUEST and conn.state == HANDSHAKE:
+            # An operator's tool (`python -m swarm status`), not a peer: answer and hang up.
+            self.counters["status_requests"] += 1
+            self._send_to(conn, wire.encode_control(wire.KIND_STATUS, self.status()))
+            self._close(conn, "status sent", flush=True)
+            return
         if kind == wire.KIND_HELLO:
             self._on_hello(conn, fields, now)
             return
@@ -624,7 +721,7 @@ class NodeState:
                                 if name != peer.name and self._members[name].conn is not None)
         fields: dict[str, Any] = {"peers": entries, "want": peer.name in self._wanted}
         if with_seen:
-            fields["seen"] = [[key, seq] for key, seq in self.seen.snapshot(SEEN_SNAPSHOT_LIMIT)]
+            fields["seen"] = [[key, seq] for key, seq in self.seen.snapshot(SEEN_SNAPSHOT_LIMIT) if key[0]]
         return wire.encode_control(wire.KIND_PEERS, fields)
 
     def _on_peers(self, conn: _Connection, fields: dict[str, Any], now: float) -> None:

@@ -12,8 +12,16 @@ its kind. Two families (full description in docs/protocol.md):
 
   Forwarding rewrites only the 6-byte prefix (length, kind, hops) and reuses the rest of the received
   bytes as they are.
-* **Control** frames (hello, peers, ping, leave, refuse, bye) are rare; their body after the kind
-  byte is one msgpack map, decoded in full.
+* **Routed** frames go to one node, hop by hop along the ring (`sendDirect`): DIRECT carries a message
+  to `target`, UNDELIVERABLE tells an origin that its DIRECT could not reach its target. Their header
+  starts with the target, so a relay routes them without reading further::
+
+      kind=2|3 u8 | hops u8 | target_len u8 | target utf-8 | ...
+      DIRECT:        origin_len u8 | origin | epoch u64 | seq u64 | topic | message (msgpack)
+      UNDELIVERABLE: msgpack map {"target": str, "reason": str}
+
+* **Control** frames (hello, peers, ping, leave, refuse, bye, status) are rare; their body after the
+  kind byte is one msgpack map, decoded in full.
 
 Nothing here does I/O: these are pure functions over bytes.
 """
@@ -38,13 +46,22 @@ TOPIC_INT = struct.Struct(">q")
 TOPIC_STR_LEN = struct.Struct(">H")
 
 KIND_DATA = 1
+KIND_DIRECT = 2
+KIND_UNDELIVERABLE = 3
+ROUTED_KINDS = frozenset({KIND_DIRECT, KIND_UNDELIVERABLE})
 KIND_HELLO = 16
 KIND_PEERS = 17
 KIND_PING = 18
 KIND_LEAVE = 20
 KIND_REFUSE = 21
 KIND_BYE = 22
-CONTROL_KINDS = frozenset({KIND_HELLO, KIND_PEERS, KIND_PING, KIND_LEAVE, KIND_REFUSE, KIND_BYE})
+KIND_STATUS_REQUEST = 23  # allowed instead of HELLO: an operator's tool asking for the node's status
+KIND_STATUS = 24
+CONTROL_KINDS = frozenset({KIND_HELLO, KIND_PEERS, KIND_PING, KIND_LEAVE, KIND_REFUSE, KIND_BYE,
+                           KIND_STATUS_REQUEST, KIND_STATUS})
+# A routed frame that has crossed this many links is dropped: greedy routing strictly approaches its
+# target, so only a view in flux can make it wander, and a loop must not live for ever.
+MAX_ROUTE_HOPS = 64
 
 MAX_NAME_BYTES = 255  # a server name must fit the one-byte origin length
 MAX_TOPIC_BYTES = 1024  # topics are few and coarse; a long one is a bug or an attack
@@ -120,18 +137,19 @@ class DataHeader:
     topic_offset: int  # where the topic starts in the body
 
 
-def parse_data_header(body: bytes) -> DataHeader:
-    """Read a DATA body's header; raise ProtocolError if it is cut short or malformed."""
+def parse_data_header(body: bytes, start: int = 2) -> DataHeader:
+    """Read the stream header (origin, epoch, seq) of a DATA body, or of a DIRECT body from `start` (the
+    offset of its origin length, after the target); raise ProtocolError if it is cut short."""
     # body[0] is the kind byte, checked by the caller.
-    if len(body) < 3:
+    if len(body) < start + 1:
         raise ProtocolError("DATA frame shorter than its header")
     hops = body[1]
-    name_len = body[2]
-    end = 3 + name_len
+    name_len = body[start]
+    end = start + 1 + name_len
     if name_len == 0 or len(body) < end + EPOCH_SEQ.size + 1:
         raise ProtocolError("DATA frame header cut short")
     epoch, seq = EPOCH_SEQ.unpack_from(body, end)
-    return DataHeader(hops, body[3:end], epoch, seq, end + EPOCH_SEQ.size)
+    return DataHeader(hops, body[start + 1:end], epoch, seq, end + EPOCH_SEQ.size)
 
 
 def parse_topic(body: bytes, offset: int) -> tuple[str | int, int]:
@@ -152,9 +170,36 @@ def parse_topic(body: bytes, offset: int) -> tuple[str | int, int]:
     raise ProtocolError(f"DATA frame topic kind {kind} unknown")
 
 
-def relay_prefix(body_len: int, hops: int) -> bytes:
-    """The rewritten 6-byte prefix for forwarding a DATA body one hop further."""
-    return DATA_PREFIX.pack(body_len, KIND_DATA, min(hops, MAX_HOPS))
+def relay_prefix(body_len: int, hops: int, kind: int = KIND_DATA) -> bytes:
+    """The rewritten 6-byte prefix for forwarding a DATA (or routed) body one hop further."""
+    return DATA_PREFIX.pack(body_len, kind, min(hops, MAX_HOPS))
+
+
+def encode_direct(target: bytes, origin: bytes, epoch: int, seq: int, topic: bytes, message: bytes,
+                  max_size: int) -> bytes:
+    """A whole DIRECT frame, hops = 0. `target` and `origin` come from `encode_origin`."""
+    if len(message) > max_size:
+        raise MessageTooLarge(f"message is {len(message)} bytes encoded; maxMessageSize is {max_size}")
+    body_len = 2 + len(target) + len(origin) + EPOCH_SEQ.size + len(topic) + len(message)
+    return b"".join((DATA_PREFIX.pack(body_len, KIND_DIRECT, 0), target, origin,
+                     EPOCH_SEQ.pack(epoch, seq), topic, message))
+
+
+def encode_undeliverable(target: bytes, fields: dict[str, Any]) -> bytes:
+    """A whole UNDELIVERABLE frame, routed back to `target` (the DIRECT's origin)."""
+    payload = _packb(fields)
+    return b"".join((DATA_PREFIX.pack(2 + len(target) + len(payload), KIND_UNDELIVERABLE, 0), target,
+                     payload))
+
+
+def parse_route(body: bytes) -> tuple[int, bytes, int]:
+    """(hops, target name as UTF-8, offset after the target) of a routed body."""
+    if len(body) < 4:
+        raise ProtocolError("routed frame shorter than its header")
+    end = 3 + body[2]
+    if body[2] == 0 or len(body) < end:
+        raise ProtocolError("routed frame header cut short")
+    return body[1], body[3:end], end
 
 
 def encode_control(kind: int, fields: dict[str, Any]) -> bytes:
@@ -165,10 +210,15 @@ def encode_control(kind: int, fields: dict[str, Any]) -> bytes:
 
 def decode_control(body: bytes) -> dict[str, Any]:
     """Decode a control body (kind byte first) into its map; raise ProtocolError when it is not one."""
-    if len(body) > MAX_CONTROL_BODY:
-        raise ProtocolError(f"control frame of {len(body)} bytes is over the {MAX_CONTROL_BODY} limit")
+    return decode_map(body[1:])
+
+
+def decode_map(data: bytes) -> dict[str, Any]:
+    """Decode one msgpack map (a control frame's fields); raise ProtocolError when it is not one."""
+    if len(data) >= MAX_CONTROL_BODY:
+        raise ProtocolError(f"control frame of {len(data) + 1} bytes is over the {MAX_CONTROL_BODY} limit")
     try:
-        fields = msgpack.unpackb(body[1:], raw=False, strict_map_key=False)
+        fields = msgpack.unpackb(data, raw=False, strict_map_key=False)
     except Exception as error:  # msgpack raises several types for bad input: all mean the same here
         raise ProtocolError(f"control frame is not valid msgpack: {type(error).__name__}") from None
     if not isinstance(fields, dict):

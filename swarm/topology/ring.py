@@ -25,9 +25,10 @@ RING = 1 << 64
 HALF = RING >> 1
 
 
-def position(name: str) -> int:
-    """The ring position of the node called `name`."""
-    return int.from_bytes(hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest(), "big")
+def position(name: str | bytes) -> int:
+    """The ring position of the node called `name` (text, or its UTF-8 bytes)."""
+    raw = name.encode("utf-8") if isinstance(name, str) else name
+    return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "big")
 
 
 def clockwise(start: int, end: int) -> int:

@@ -32,11 +32,12 @@ import trio
 from ..config import Options
 from ..errors import ProtocolError
 from ..protocol import actions as act
+from ..protocol import wire
 from ..protocol.state import CoreConfig, NodeState
 from ..protocol.wire import KIND_DATA, max_frame_body
 from .framing import FrameReader
 
-__all__ = ["Engine", "SendQueue"]
+__all__ = ["Engine", "SendQueue", "fetch_status"]
 
 log = logging.getLogger("swarm.transport")
 
@@ -170,7 +171,8 @@ class Engine:
             log.warning("%s: listening on %s but advertising 127.0.0.1; set advertiseHost so that peers on "
                         "other hosts can dial this node", options.serverName, options.host)
         self.core = NodeState(CoreConfig.from_options(options), epoch=epoch,
-                              listen_address=(options.advertiseHost, port), rng=self._rng)
+                              listen_address=(options.advertiseHost, port), rng=self._rng,
+                              counters=self.counters)
         for topic in self._topics():
             self.core.subscribe(topic)
         try:
@@ -202,6 +204,10 @@ class Engine:
         assert self.core is not None, "the node is not running"
         self._apply(self.core.publish(topic, message, trio.current_time()))
 
+    def send_direct(self, target: str, topic: str | int, message: Any) -> None:
+        assert self.core is not None, "the node is not running"
+        self._apply(self.core.send_direct(target, topic, message, trio.current_time()))
+
     async def flush(self) -> None:
         """Wait until every link's send queue is empty (everything handed to the kernel)."""
         while any(link.queue.frames for link in self._links.values()):
@@ -216,8 +222,7 @@ class Engine:
 
     def status(self) -> dict[str, Any]:
         assert self.core is not None
-        status = self.core.status()
-        status["counters"].update(self.counters)
+        status = self.core.status()  # its counters are ours too: one set per node
         status["queued"] = {link.id: len(link.queue.frames) for link in self._links.values()}
         return status
 
@@ -392,3 +397,19 @@ class Engine:
             with self._tick_scope:
                 await trio.sleep_forever()
             self._apply(core.on_tick(trio.current_time()))
+
+
+async def fetch_status(host: str, port: int, timeout: float = 5.0) -> dict[str, Any]:
+    """Ask the node at host:port for its status (what `python -m swarm status` prints)."""
+    with trio.fail_after(timeout):
+        stream = await trio.open_tcp_stream(host, port)
+        async with stream:
+            await stream.send_all(wire.encode_control(wire.KIND_STATUS_REQUEST, {}))
+            reader = FrameReader(wire.MAX_CONTROL_BODY)
+            while True:
+                data = await stream.receive_some(RECEIVE_SIZE)
+                if not data:
+                    raise ConnectionError(f"{host}:{port} closed the connection without a status")
+                for body in reader.feed(data):
+                    if body[0] == wire.KIND_STATUS:
+                        return wire.decode_control(body)
