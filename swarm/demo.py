@@ -186,6 +186,7 @@ async def _run_round(conn: Connector, tally: Tally, command: dict[str, Any]) -> 
     result["dropped"] = sum(counters.get(key, 0) for key in
                             ("send_queue_overflow", "dropped_on_close", "dropped_on_retire"))
     result["links"] = len(status["links"])
+    result["counters"] = {key: value for key, value in sorted(counters.items()) if value}
     _say("result " + json.dumps(result))
 
 

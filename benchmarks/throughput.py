@@ -1,0 +1,474 @@
+"""Throughput: messages delivered per second from 1 publisher to 4 subscriber node processes.
+
+    .venv/bin/python benchmarks/throughput.py [--messages N] [--size BYTES ...] [--subscribers 4]
+                                              [--baseline-messages N] [--burst B] [--json FILE]
+
+What it measures, for each `--size` (the msgpack-encoded size of one message, 100 bytes by default):
+
+* **swarm**: 1 + `--subscribers` swarm nodes, each its own OS process (`python -m swarm _demo-node`, the
+  demo's node, see `swarm.demo`), on 127.0.0.1 with ephemeral ports, linked as the current topology
+  links them. One node publishes `--messages` messages as fast as flow control allows: it publishes
+  `--burst` messages, then `await conn.drain()`, so its send queues never overflow and nothing may be
+  lost (frames a relaying node drops from a full queue are counted and shown). Each subscriber counts
+  what it receives (lost, duplicated, out of order, by sequence number) and when its first and its last
+  message arrived; its rate is delivered / (last - first). The total is all deliveries / (the latest
+  last - the earliest first).
+* **baseline**, in the same invocation: Python's own limit, with no swarm in the data path. One sender
+  process and one receiver process on one TCP connection over loopback, trio on both ends; the sender
+  msgpack-encodes each message (same fields as swarm's) into a length-prefixed frame of the same size
+  as swarm's DATA frame for that message, and coalesces 100 frames into one `send_all`; the receiver
+  cuts the stream into frames, decodes each one and checks its sequence number. Same rate definition.
+
+The ratio swarm / baseline states swarm's figure as a share of that limit: per subscriber (the mean of
+the subscribers' rates) and in total. Absolute numbers move with the machine's load; the ratio is the
+figure to compare between runs. A readable table goes to stdout, progress to stderr, and `--json FILE`
+writes every figure. Exit status: 0 when nothing was lost, duplicated or reordered, 1 otherwise or on
+failure, 130 when interrupted (Ctrl-C). Every process started is stopped, whatever happens (closed
+stdin, then SIGTERM, then SIGKILL: `swarm.demo.supervise`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import struct
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import trio
+
+import swarm
+from swarm import demo
+from swarm.protocol.wire import encode_data, encode_message, encode_origin, encode_topic
+
+HOST = "127.0.0.1"
+SCRIPT = str(Path(__file__).resolve())
+# `run_cluster` names its nodes node-0, node-1, ...; with one publisher, node-0 publishes.
+PUBLISHER = "node-0"
+# Frames joined into one `send_all` by the baseline sender (the anchors' "about 100 frames").
+COALESCE = 100
+# A baseline receiver that hears nothing for this long reports what it has.
+STALL_TIMEOUT = 10.0
+# Bound on a baseline process starting up and saying `listening`.
+STARTUP_TIMEOUT = 30.0
+LENGTH = struct.Struct(">I")
+
+
+# ---------------------------------------------------------------------- message and frame sizes
+
+
+def message(seq: int, pad: int) -> dict[str, Any]:
+    """One benchmark message: the demo's fields (publisher, sequence number, send time, padding)."""
+    return {"from": PUBLISHER, "seq": seq, "ts": time.time_ns(), "pad": bytes(pad)}
+
+
+def padding_for(size: int, messages: int) -> int:
+    """Padding that makes the largest-numbered message `size` bytes msgpack-encoded (earlier ones are
+    at most 4 bytes smaller: msgpack writes small integers shorter). ValueError if `size` is too small."""
+    pad = max(0, size - len(encode_message(message(messages, 0))))
+    while pad and len(encode_message(message(messages, pad))) > size:
+        pad -= 1  # a longer bin header (bin16 from 256 bytes on)
+    if len(encode_message(message(messages, pad))) != size:
+        raise ValueError(f"at least {len(encode_message(message(messages, 0)))} bytes are needed")
+    return pad
+
+
+def swarm_frame_bytes(size: int, messages: int) -> int:
+    """Bytes on the wire of swarm's DATA frame carrying a `size`-byte message (length prefix included)."""
+    encoded = encode_message(message(messages, padding_for(size, messages)))
+    topic = encode_topic(demo.TOPIC)
+    return len(encode_data(encode_origin(PUBLISHER), 1, messages, topic, encoded, 1 << 30))
+
+
+# ---------------------------------------------------------------------- baseline child processes
+
+
+def _say(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+async def _until_stop(cancel_scope: trio.CancelScope) -> None:
+    """Cancel `cancel_scope` on a `stop` line or at the end of stdin (the parent is gone)."""
+    stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
+    async with stdin:
+        async for line in demo.read_lines(stdin):
+            if line.strip() == "stop":
+                break
+    cancel_scope.cancel()
+
+
+async def _receive_frames(stream: trio.SocketStream, messages: int) -> dict[str, Any]:
+    """Read length-prefixed msgpack frames until `messages` arrived, the stream ends or it stalls."""
+    unpack_length = LENGTH.unpack_from
+    unpackb = msgpack.unpackb
+    buffer = b""
+    delivered = duplicates = highest = 0
+    first_ns: int | None = None
+    last_ns: int | None = None
+    while delivered < messages:
+        data = b""
+        with trio.move_on_after(STALL_TIMEOUT):
+            data = await stream.receive_some(65536)
+        if not data:
+            break
+        now_ns = time.time_ns()
+        buffer = buffer + data if buffer else data
+        view = memoryview(buffer)
+        offset, end = 0, len(buffer)
+        count = 0
+        while end - offset >= 4:
+            (length,) = unpack_length(buffer, offset)
+            stop = offset + 4 + length
+            if stop > end:
+                break
+            seq = unpackb(view[offset + 4:stop])["seq"]
+            offset = stop
+            if seq > highest:  # one TCP stream: sequence numbers only grow
+                highest = seq
+                count += 1
+            else:
+                duplicates += 1
+        view.release()
+        buffer = buffer[offset:]
+        if count:
+            delivered += count
+            if first_ns is None:
+                first_ns = now_ns
+            last_ns = now_ns
+    return {"expected": messages, "delivered": delivered, "duplicates": duplicates, "out_of_order": 0,
+            "dropped": 0, "first_ns": first_ns, "last_ns": last_ns}
+
+
+async def baseline_receiver(messages: int) -> int:
+    """Child process: listen on an ephemeral loopback port, say `listening HOST:PORT`, take one connection,
+    say `result {...}` once `messages` frames arrived, then wait for `stop`."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_until_stop, nursery.cancel_scope)
+        listener = (await trio.open_tcp_listeners(0, host=HOST))[0]
+        _say(f"listening {HOST}:{listener.socket.getsockname()[1]}")
+        async with listener:
+            stream = await listener.accept()
+        async with stream:
+            result = await _receive_frames(stream, messages)
+        _say("result " + json.dumps(result))
+        await trio.sleep_forever()
+    return 0
+
+
+async def baseline_sender(port: int, messages: int, pad: int) -> int:
+    """Child process: connect to the receiver and send `messages` frames, `COALESCE` to a `send_all`; then
+    say `sent` and wait for `stop`."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_until_stop, nursery.cancel_scope)
+        pack = msgpack.Packer(use_bin_type=True).pack
+        pack_length = LENGTH.pack
+        payload = bytes(pad)
+        async with await trio.open_tcp_stream(HOST, port) as stream:
+            batch: list[bytes] = []
+            for seq in range(1, messages + 1):
+                body = pack({"from": PUBLISHER, "seq": seq, "ts": time.time_ns(), "pad": payload})
+                batch.append(pack_length(len(body)))
+                batch.append(body)
+                if seq % COALESCE == 0:
+                    await stream.send_all(b"".join(batch))
+                    batch.clear()
+            if batch:
+                await stream.send_all(b"".join(batch))
+            await stream.send_eof()
+            _say("sent")
+            await trio.sleep_forever()
+    return 0
+
+
+# ---------------------------------------------------------------------- the parent: one run each
+
+
+def rate(result: dict[str, Any]) -> float:
+    """Delivered per second from the first to the last message; NaN when that span is empty."""
+    first, last = result.get("first_ns"), result.get("last_ns")
+    if first is None or last is None or last <= first:
+        return math.nan
+    return result["delivered"] / ((last - first) / 1e9)
+
+
+def summarize(result: dict[str, Any]) -> dict[str, Any]:
+    """One receiver's figures: counts, seconds from first to last message, msgs/s."""
+    first, last = result.get("first_ns"), result.get("last_ns")
+    seconds = (last - first) / 1e9 if first is not None and last is not None else math.nan
+    return {"expected": result["expected"], "delivered": result["delivered"],
+            "lost": result["expected"] - result["delivered"], "duplicates": result["duplicates"],
+            "out_of_order": result["out_of_order"], "dropped": result.get("dropped", 0),
+            "seconds": seconds, "msgs_per_s": rate(result),
+            **{key: result[key] for key in ("p50_ms", "p99_ms", "counters") if key in result}}
+
+
+async def run_baseline(children: list[demo.Child], messages: int, pad: int) -> dict[str, Any]:
+    python = [sys.executable, SCRIPT]
+    receiver = await demo.start_process(children, "baseline-receiver",
+                                        [*python, "_baseline-receiver", "--messages", str(messages)])
+    with trio.fail_after(STARTUP_TIMEOUT):
+        port = (await receiver.expect("listening")).rsplit(":", 1)[1]
+    await demo.start_process(children, "baseline-sender", [*python, "_baseline-sender", "--port", port,
+                                                           "--messages", str(messages), "--pad", str(pad)])
+    result = json.loads(await receiver.expect("result"))
+    for child in children:
+        await child.send("stop")
+    return summarize(result)
+
+
+async def run_swarm(children: list[demo.Child], subscribers: int, messages: int, pad: int,
+                    burst: int) -> dict[str, Any]:
+    results, publishing, _ = await demo.run_cluster(children, subscribers + 1, messages, 1, pad, 0.0,
+                                                    "WARNING", None, burst=burst)
+    assert publishing == [PUBLISHER], publishing
+    publisher = results.pop(PUBLISHER)
+    per_node = {name: summarize(result) for name, result in results.items()}
+    firsts = [r["first_ns"] for r in results.values() if r["first_ns"] is not None]
+    lasts = [r["last_ns"] for r in results.values() if r["last_ns"] is not None]
+    total = {key: sum(node[key] for node in per_node.values())
+             for key in ("expected", "delivered", "lost", "duplicates", "out_of_order", "dropped")}
+    total["dropped"] += publisher["dropped"]
+    span = (max(lasts) - min(firsts)) / 1e9 if firsts and lasts else math.nan
+    total["seconds"] = span
+    total["msgs_per_s"] = total["delivered"] / span if span > 0 else math.nan
+    # Copies on the wire: flooding over a full mesh sends each subscriber one copy from the publisher and
+    # one from every other subscriber; the node drops the extra copies from the header.
+    frames = sum(r["counters"].get("received_new", 0) + r["counters"].get("duplicates", 0)
+                 for r in results.values())
+    total["frames_received_per_delivery"] = frames / total["delivered"] if total["delivered"] else math.nan
+    rates = [node["msgs_per_s"] for node in per_node.values()]
+    total["mean_per_subscriber_msgs_per_s"] = sum(rates) / len(rates)
+    total["min_per_subscriber_msgs_per_s"] = min(rates)
+    return {"publisher": {"name": PUBLISHER, "dropped": publisher["dropped"], "links": publisher["links"],
+                          "counters": publisher["counters"]},
+            "subscribers": per_node, "total": total}
+
+
+async def phase(label: str, work: Any, timeout: float) -> tuple[bool, Any]:
+    """Run one phase under `supervise` (its processes stopped after it); (interrupted, result)."""
+    print(f"{label} ...", file=sys.stderr, flush=True)
+    started = time.monotonic()
+    interrupted, result = await demo.supervise(work, timeout)
+    if not interrupted:
+        print(f"{label}: done in {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
+    return interrupted, result
+
+
+# ---------------------------------------------------------------------- report
+
+
+def _count(value: float) -> str:
+    return f"{value:,.0f}" if math.isfinite(value) else "-"
+
+
+def format_report(report: dict[str, Any]) -> str:
+    settings = report["settings"]
+    lines = [f"swarm {report['swarm_version']} throughput: 1 publisher -> {settings['subscribers']} "
+             f"subscribers, each its own process, on loopback ({report['machine']['cpus']} CPUs, "
+             f"load {report['machine']['load_before']:.2f})",
+             f"swarm: {settings['messages']:,} messages, drain() every {settings['burst']}; baseline: "
+             f"{settings['baseline_messages']:,} frames, trio, 1 sender -> 1 receiver, "
+             f"{COALESCE} frames per send_all", ""]
+    header = (f"{'size':>6} {'frame':>6}  {'run':<22} {'msgs/s':>11} {'delivered/expected':>19} {'lost':>5} "
+              f"{'dup':>5} {'ooo':>5} {'dropped':>7} {'seconds':>7}")
+    lines += [header, "-" * len(header)]
+
+    def row(size: int, frame: int, label: str, figures: dict[str, Any]) -> str:
+        ratio = f"{figures['delivered']}/{figures['expected']}"
+        return (f"{size:>6} {frame:>6}  {label:<22} {_count(figures['msgs_per_s']):>11} {ratio:>19} "
+                f"{figures['lost']:>5} {figures['duplicates']:>5} {figures['out_of_order']:>5} "
+                f"{figures['dropped']:>7} {figures['seconds']:>7.2f}")
+
+    for run in report["runs"]:
+        size, frame, swarm_run = run["size"], run["frame_bytes"], run["swarm"]
+        for name, figures in swarm_run["subscribers"].items():
+            lines.append(row(size, frame, f"swarm {name}", figures))
+        lines.append(row(size, frame, "swarm total", swarm_run["total"]))
+        lines.append(row(size, frame, "baseline (trio 1->1)", run["baseline"]))
+        ratio = run["ratio"]
+        lines.append(f"{'':>6} {'':>6}  swarm / baseline: {ratio['per_subscriber']:.3f} per subscriber "
+                     f"(mean {_count(swarm_run['total']['mean_per_subscriber_msgs_per_s'])}/s), "
+                     f"{ratio['total']:.3f} in total")
+        lines.append(f"{'':>6} {'':>6}  swarm subscribers read "
+                     f"{swarm_run['total']['frames_received_per_delivery']:.2f} frames per delivery "
+                     f"(the rest are relayed copies, dropped as duplicates)")
+        drops = _drops(swarm_run)
+        if drops:
+            lines.append(f"{'':>6} {'':>6}  dropped frames (counted by the nodes, none of them a lost "
+                         f"delivery above): {drops}")
+        lines.append("")
+    lines.append("size: message bytes (msgpack); frame: bytes on the wire per message, length prefix "
+                 "included; ooo: out of order;")
+    lines.append("msgs/s: delivered / (last - first arrival) at each receiver; total: all deliveries / "
+                 "(latest last - earliest first)")
+    return "\n".join(lines)
+
+
+DROP_COUNTERS = ("send_queue_overflow", "dropped_on_close", "dropped_on_retire")
+
+
+def _drops(swarm_run: dict[str, Any]) -> str:
+    """'node-2 send_queue_overflow 64, ...' for every node that dropped frames; '' when none did."""
+    nodes = {PUBLISHER: swarm_run["publisher"], **swarm_run["subscribers"]}
+    return ", ".join(f"{name} {key} {node['counters'][key]}" for name, node in nodes.items()
+                     for key in DROP_COUNTERS if node.get("counters", {}).get(key))
+
+
+def clean(run: dict[str, Any]) -> bool:
+    """Nothing lost, duplicated or reordered (as the demo's verdict: frames a node dropped from a full
+    send queue are shown, but fail the run only when a delivery is missing)."""
+    figures = [run["baseline"], run["swarm"]["total"]]
+    return all(not (f["lost"] or f["duplicates"] or f["out_of_order"]) for f in figures)
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN (an empty span) as null: JSON has no NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _json_safe(inner) for key, inner in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(inner) for inner in value]
+    return value
+
+
+async def benchmark(args: argparse.Namespace) -> int:
+    report: dict[str, Any] = {
+        "benchmark": "throughput", "format": 1, "swarm_version": swarm.__version__,
+        "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "platform": platform.platform(), "load_before": os.getloadavg()[0]},
+        "settings": {"messages": args.messages, "baseline_messages": args.baseline_messages,
+                     "subscribers": args.subscribers, "publishers": 1, "sizes": args.size,
+                     "burst": args.burst, "coalesce": COALESCE},
+        "runs": []}
+    interrupted = False
+    try:
+        for size in args.size:
+            frame = swarm_frame_bytes(size, args.messages)
+            # The baseline's frame is a length prefix and one message: pad it to swarm's frame size.
+            baseline_pad = padding_for(frame - LENGTH.size, args.baseline_messages)
+            label = f"{size}-byte messages ({frame}-byte frames)"
+            interrupted, baseline = await phase(
+                f"baseline, {label}",
+                lambda children, pad=baseline_pad: run_baseline(children, args.baseline_messages, pad),
+                args.timeout)
+            if interrupted:
+                break
+            swarm_pad = padding_for(size, args.messages)
+            interrupted, swarm_run = await phase(
+                f"swarm, {label}",
+                lambda children, pad=swarm_pad: run_swarm(children, args.subscribers, args.messages, pad,
+                                                          args.burst),
+                args.timeout)
+            if interrupted:
+                break
+            total = swarm_run["total"]
+            report["runs"].append({
+                "size": size, "frame_bytes": frame, "baseline": baseline, "swarm": swarm_run,
+                "ratio": {"per_subscriber": total["mean_per_subscriber_msgs_per_s"] / baseline["msgs_per_s"],
+                          "total": total["msgs_per_s"] / baseline["msgs_per_s"]}})
+    except BaseException as raised:  # noqa: B036 - re-raised unless the run failed in a known way
+        error = demo.first_of(raised, (demo.DemoError, trio.TooSlowError))
+        if error is None:
+            raise
+        reason = error if isinstance(error, demo.DemoError) else f"a phase took over {args.timeout:g} s"
+        print(f"throughput: error: {reason}; every process was stopped", file=sys.stderr, flush=True)
+        return 1
+    if interrupted:
+        print("throughput: interrupted; every process was stopped", file=sys.stderr, flush=True)
+        return 130
+    print(format_report(report), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(_json_safe(report), indent=2) + "\n")
+        print(f"wrote {args.json}", file=sys.stderr)
+    if all(clean(run) for run in report["runs"]):
+        return 0
+    print("throughput: FAILED: messages were lost, duplicated or reordered", file=sys.stderr)
+    return 1
+
+
+# ---------------------------------------------------------------------- command line
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="throughput.py", description=__doc__.split("\n\n", 1)[0],
+        epilog="See benchmarks/README.md for what is measured and how to read it.")
+    parser.add_argument("--messages", type=_positive_int, default=100_000, metavar="N",
+                        help="messages the swarm publisher sends per size (default: 100000)")
+    parser.add_argument("--baseline-messages", type=_positive_int, default=1_000_000, metavar="N",
+                        help="frames the baseline sender sends per size (default: 1000000)")
+    parser.add_argument("--size", type=_positive_int, nargs="+", default=[100], metavar="BYTES",
+                        help="msgpack-encoded message size; several values run one after another "
+                             "(default: 100)")
+    parser.add_argument("--subscribers", type=_positive_int, default=4, metavar="N",
+                        help="subscriber node processes besides the publisher (default: 4)")
+    parser.add_argument("--burst", type=_positive_int, default=demo.BATCH, metavar="N",
+                        help=f"messages published between two drain() calls (default: {demo.BATCH})")
+    parser.add_argument("--timeout", type=_positive_float, default=60.0, metavar="SECONDS",
+                        help="seconds one phase (baseline or swarm, one size) may take (default: 60)")
+    parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")
+    return parser
+
+
+def child_main(argv: Sequence[str]) -> int:
+    """The hidden roles this script runs itself as: `_baseline-receiver` and `_baseline-sender`."""
+    parser = argparse.ArgumentParser(prog="throughput.py")
+    parser.add_argument("role", choices=["_baseline-receiver", "_baseline-sender"])
+    parser.add_argument("--messages", type=_positive_int, required=True)
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--pad", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        if args.role == "_baseline-receiver":
+            return trio.run(baseline_receiver, args.messages)
+        return trio.run(baseline_sender, args.port, args.messages, args.pad)
+    except BaseException as raised:  # noqa: B036 - re-raised unless the other end went away
+        error = demo.first_of(raised, (trio.BrokenResourceError, ConnectionError))
+        if error is None:
+            raise
+        # The peer process was stopped first (the parent was interrupted or failed): no traceback.
+        print(f"throughput.py {args.role}: connection lost: {error}", file=sys.stderr, flush=True)
+        return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0].startswith("_baseline-"):
+        return child_main(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for size in args.size:
+        try:
+            padding_for(size, max(args.messages, args.baseline_messages))
+        except ValueError as error:
+            parser.error(f"--size {size}: {error}")
+    return trio.run(benchmark, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
