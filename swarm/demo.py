@@ -37,8 +37,10 @@ from typing import Any, TypeVar
 
 import trio
 
-from .config import Options
+from .config import Options, parse_address
 from .connector import Connector
+from .topology import ring
+from .transport.engine import fetch_status
 
 __all__ = ["Child", "DemoError", "Tally", "await_all", "first_of", "format_table", "percentile", "read_lines",
            "run_cluster", "run_demo", "run_demo_node", "start_node", "start_process", "supervise"]
@@ -300,6 +302,28 @@ async def start_node(children: list[Child], name: str, seeds: list[str], peers: 
     return await start_process(children, name, command)
 
 
+async def wait_converged(addresses: dict[str, tuple[str, int]]) -> dict[str, dict[str, Any]]:
+    """Poll every node's status until its ring links are its true ring neighbours; return the statuses."""
+    names = list(addresses)
+    positions = {name: ring.position(name) for name in names}
+    statuses: dict[str, dict[str, Any]] = {}
+
+    async def one(name: str) -> None:
+        statuses[name] = await fetch_status(*addresses[name])
+
+    while True:
+        async with trio.open_nursery() as nursery:
+            for name in names:
+                nursery.start_soon(one, name)
+        per_side = max(1, (statuses[names[0]]["local_links"] + 1) // 2)
+        if all({link["name"] for link in status["link_details"] if link["kind"] == "local"}
+               == set(ring.nearest_per_side(positions[name],
+                                            [(n, p) for n, p in positions.items() if n != name], per_side))
+               for name, status in statuses.items()):
+            return statuses
+        await trio.sleep(0.1)
+
+
 async def await_all(children: list[Child], verb: str) -> dict[str, str]:
     """The rest of each child's next `verb` line, by child name."""
     answers: dict[str, str] = {}
@@ -325,14 +349,17 @@ async def run_cluster(children: list[Child], nodes: int, messages: int, publishe
     names = [f"node-{i}" for i in range(nodes)]
     publishing = [names[i * nodes // publishers] for i in range(publishers)]
     with trio.fail_after(STARTUP_TIMEOUT):
-        first = await start_node(children, names[0], [], nodes - 1, log_level)
+        first = await start_node(children, names[0], [], 1, log_level)
         seed = (await first.expect("listening")).split()[1]
+        addresses = {names[0]: parse_address(seed)}
         for name in names[1:]:
-            await start_node(children, name, [seed], nodes - 1, log_level)
+            child = await start_node(children, name, [seed], 1, log_level)
+            addresses[name] = parse_address((await child.expect("listening")).split()[1])
         await await_all(children, "ready")
         await await_all(children, "linked")
+        await wait_converged(addresses)
     if out is not None:
-        print(f"{nodes} nodes linked in a full mesh; {publishers} of them "
+        print(f"{nodes} nodes on their true ring neighbours (small-world overlay); {publishers} of them "
               f"{'publishes' if publishers == 1 else 'publish'} {messages} messages of "
               f"{size} bytes each, {f'{rate:g}/s' if rate else 'as fast as flow control allows'}", file=out,
               flush=True)
@@ -350,7 +377,7 @@ async def run_cluster(children: list[Child], nodes: int, messages: int, publishe
 
 def format_table(results: dict[str, dict[str, Any]], publishers: list[str]) -> str:
     """The per-node table the demo prints."""
-    header = (f"{'node':<10} {'delivered/expected':>20} {'duplicates':>10} {'out-of-order':>12} "
+    header = (f"{'node':<10} {'links':>5} {'delivered/expected':>20} {'duplicates':>10} {'out-of-order':>12} "
               f"{'dropped':>7} {'p50 ms':>8} {'p99 ms':>8}")
     lines = [header, "-" * len(header)]
     for name, result in results.items():
@@ -358,9 +385,10 @@ def format_table(results: dict[str, dict[str, Any]], publishers: list[str]) -> s
         ratio = f"{result['delivered']}/{result['expected']}"
         p50, p99 = (f"{result[key]:.1f}" if math.isfinite(result[key]) else "-"
                     for key in ("p50_ms", "p99_ms"))
-        lines.append(f"{label:<10} {ratio:>20} {result['duplicates']:>10} {result['out_of_order']:>12} "
+        lines.append(f"{label:<10} {result.get('links', 0):>5} {ratio:>20} {result['duplicates']:>10} "
+                     f"{result['out_of_order']:>12} "
                      f"{result['dropped']:>7} {p50:>8} {p99:>8}")
-    lines.append("(* publishes)")
+    lines.append("(* publishes; links: overlay links at the end, at most maxPeers, 12 by default)")
     return "\n".join(lines)
 
 

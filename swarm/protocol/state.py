@@ -230,6 +230,7 @@ class NodeState:
             "position": self.position, "links": sorted(self.linked_peers),
             "link_details": sorted(links, key=lambda link: link["name"]),
             "view_size": len(self._members), "max_peers": self.config.max_peers,
+            "local_links": self.config.local_links,
             "members": len(self.known_members),
             "seen_entries": len(self.seen), "held": self.seen.held_count,
             "counters": dict(self.counters, duplicates=self.seen.duplicates,

@@ -50,6 +50,14 @@ MAX_WRITE_BYTES = 1 << 20
 CLOSE_FLUSH_TIMEOUT = 2.0
 # How long a connection closed with `flush` (after a REFUSE) may take to write its last frames.
 LINK_FLUSH_TIMEOUT = 1.0
+# A reader pauses while a queue it forwards into is over half full, so a relay slows its upstream
+# (TCP backpressure) instead of dropping frames. The pause is bounded: on a cycle of full queues
+# (A waits for B, B for C, C for A) waiting for ever would deadlock; after this long the reader
+# goes on and a full queue drops (and counts) instead.
+CONGESTION_WAIT = 1.0
+# Frames handled between two checks: with up to maxPeers readers each adding this many before they
+# look, the other half of a queue is the headroom.
+CONGESTION_CHECK_EVERY = 128
 
 
 class SendQueue:
@@ -85,14 +93,20 @@ class SendQueue:
             size += len(frame)
         return b"".join(batch)
 
-    def finish(self, final: bytes) -> list[bytes]:
-        """Close the queue for new frames; return the unsent DATA frames, to be sent on another link.
+    def finish(self, final: bytes, *, keep_data: bool) -> list[bytes]:
+        """Close the queue for new frames, with `final` as its last; return the DATA frames taken out.
 
         Control frames stay and are written before `final`: they belong to this connection (its HELLO
-        may not be out yet, and the peer needs it before anything else).
+        may not be out yet, and the peer needs it before anything else). DATA frames stay too with
+        `keep_data` (no other connection to the peer: the peer reads this one to its end); otherwise they
+        are returned, to go on the connection that replaces this one.
         """
-        unsent = [frame for frame in self.frames if frame[4] == KIND_DATA]
-        kept = [frame for frame in self.frames if frame[4] != KIND_DATA]
+        if keep_data:
+            unsent = []
+            kept = list(self.frames)
+        else:
+            unsent = [frame for frame in self.frames if frame[4] == KIND_DATA]
+            kept = [frame for frame in self.frames if frame[4] != KIND_DATA]
         self.frames.clear()
         self.frames.extend(kept)
         self.frames.append(final)
@@ -274,7 +288,7 @@ class Engine:
         if link is None:
             return
         successor = self._links.get(action.successor) if action.successor is not None else None
-        unsent = link.queue.finish(action.final)
+        unsent = link.queue.finish(action.final, keep_data=successor is None)
         link.retiring = True
         for frame in unsent:
             if successor is None or not successor.queue.put(frame):
@@ -350,14 +364,33 @@ class Engine:
                 apply(core.on_stream_error(conn_id, str(error), trio.current_time()))
                 return
             now = trio.current_time()
-            for body in frames:
+            for index, body in enumerate(frames, 1):
                 actions = on_frame(conn_id, body, now)
                 if actions:
                     apply(actions)
+                if index % CONGESTION_CHECK_EVERY == 0 and self._congested(link):
+                    await self._wait_for_room(link)
             if core.wakeup < self._tick_scope.deadline:
                 self._tick_scope.deadline = core.wakeup
+            if self._congested(link):
+                await self._wait_for_room(link)
             if delivery_room is not None:
                 await delivery_room()
+
+    def _congested(self, reading: Link) -> bool:
+        """Is a queue that frames read from `reading` are forwarded into over half full?"""
+        for link in self._links.values():
+            queue = link.queue
+            if link is not reading and len(queue.frames) * 2 > queue.limit and not queue.closed:
+                return True
+        return False
+
+    async def _wait_for_room(self, reading: Link) -> None:
+        with trio.move_on_after(CONGESTION_WAIT) as scope:
+            while self._congested(reading):
+                await self._room.park()
+        if scope.cancelled_caught:
+            self.counters["congestion_timeouts"] += 1
 
     async def _writer(self, link: Link) -> None:
         try:
@@ -374,8 +407,7 @@ class Engine:
             data = queue.take()
             if data:
                 await send_all(data)
-            if len(queue.frames) * 2 <= queue.limit or not queue.frames:
-                self._room.unpark_all()
+            self._room.unpark_all()  # drain(), flush() and congested readers re-check
             if queue.closed and not link.retiring and not queue.frames:
                 link.scope.cancel()  # closed with flush: the last frames are out
                 return
