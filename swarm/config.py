@@ -201,6 +201,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("gossipInterval", "float", 0.5,
            "Seconds between view exchanges with each linked peer (T-Man rounds), which also carry whether "
            "a node still wants each link.", minimum=0.01),
+    Option("peersFile", "str", None,
+           "File in which the node keeps the addresses of the nodes it knows (rewritten every few seconds "
+           "and at exit). On start they are dialled like seeds, so a restarted node rejoins through any "
+           "node it remembers even when every seed is down. Default: none (nothing is written)."),
     Option("forgetAfter", "float", 60.0,
            "Seconds after which a member that cannot be reached is forgotten and no longer dialled "
            "(seeds are kept and re-dialled at `reconnectMaxDelay`).", minimum=0.1),
@@ -230,6 +234,7 @@ class Options:
     reconnectMinDelay: float
     reconnectMaxDelay: float
     forgetAfter: float
+    peersFile: str | None
     localLinks: int
     shortcuts: int
     shortcutDistribution: str

@@ -57,6 +57,8 @@ HANDSHAKE, ACTIVE, RETIRING, CLOSING = "handshake", "active", "retiring", "closi
 # Origins whose stream position a peer shares with a newcomer (a PEERS frame stays far below the
 # control-frame limit: ~40 bytes each).
 SEEN_SNAPSHOT_LIMIT = 2048
+# Addresses of once-known nodes kept for probes and rejoining (HyParView's passive view is ~30).
+REMEMBERED = 32
 
 
 @dataclass(frozen=True)
@@ -247,6 +249,21 @@ class NodeState:
         self._check_ready()
         self._dial_due(now)
         return self._flush()
+
+    def remember(self, addresses: Iterable[Address]) -> None:
+        """Addresses of nodes known in an earlier run (the driver's peers file): dialled like seeds while
+        the node has no link, and probed now and then, so a restarted node gets back in even when every
+        seed is down."""
+        for address in addresses:
+            if address not in self._remembered and address not in self._self_addresses:
+                self._remembered.append(address)
+        self._remembered = self._remembered[-REMEMBERED:]
+
+    def addresses_to_remember(self) -> list[Address]:
+        """What a peers file should hold: linked nodes first, then the rest of the view."""
+        linked = [m.address for m in self._members.values() if m.conn is not None]
+        others = [m.address for m in self._members.values() if m.conn is None and m.failures < 2]
+        return list(dict.fromkeys(linked + others))[:REMEMBERED]
 
     def subscribe(self, topic: str | int) -> None:
         self._topics.add(topic)
@@ -867,6 +884,7 @@ class NodeState:
         if not self._active:
             # Isolated (just started, or cut off): the seeds and every node we know are the way back.
             desired.update(self._seeds)
+            desired.update(self._remembered)
             desired.update(m.address for m in self._members.values() if not m.left)
         desired.update(self._probes)
         desired -= self._self_addresses
@@ -945,7 +963,7 @@ class NodeState:
         for member in gone:
             del self._members[member.name]
             if not member.left:
-                self._remembered = [a for a in self._remembered if a != member.address][-31:]
+                self._remembered = [a for a in self._remembered if a != member.address][-(REMEMBERED - 1):]
                 self._remembered.append(member.address)
             self.counters["members_forgotten"] += 1
 

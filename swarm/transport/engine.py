@@ -20,7 +20,9 @@ until every queue is at most half full.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
+import os
 import random
 import time
 from collections import Counter, deque
@@ -46,6 +48,8 @@ RECEIVE_SIZE = 65536
 # Cap on one coalesced write: large enough to amortise the system call, small enough that one slow
 # link does not hold megabytes of joined copies.
 MAX_WRITE_BYTES = 1 << 20
+# How often the peers file is rewritten (when `peersFile` is set).
+PEERS_FILE_INTERVAL = 5.0
 # How long a closing node waits for its queues to empty before it cuts the links.
 CLOSE_FLUSH_TIMEOUT = 2.0
 # How long a connection closed with `flush` (after a REFUSE) may take to write its last frames.
@@ -189,11 +193,15 @@ class Engine:
                               counters=self.counters)
         for topic in self._topics():
             self.core.subscribe(topic)
+        if options.peersFile:
+            self.core.remember(read_peers_file(options.peersFile))
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._accept_loop, listener)
                 nursery.start_soon(self._ticker)
+                if options.peersFile:
+                    nursery.start_soon(self._keep_peers_file, options.peersFile)
                 self._apply(self.core.start(trio.current_time()))
                 task_status.started()
                 await self._closed.wait()
@@ -420,6 +428,16 @@ class Engine:
                     pass
                 return
 
+    async def _keep_peers_file(self, path: str) -> None:
+        assert self.core is not None
+        try:
+            while True:
+                await trio.sleep(PEERS_FILE_INTERVAL)
+                write_peers_file(path, self.core.addresses_to_remember())
+        finally:
+            with trio.CancelScope(shield=True):
+                write_peers_file(path, self.core.addresses_to_remember())
+
     async def _ticker(self) -> None:
         core = self.core
         assert core is not None
@@ -445,3 +463,27 @@ async def fetch_status(host: str, port: int, timeout: float = 5.0) -> dict[str, 
                 for body in reader.feed(data):
                     if body[0] == wire.KIND_STATUS:
                         return wire.decode_control(body)
+
+
+def read_peers_file(path: str) -> list[tuple[str, int]]:
+    """Addresses saved by an earlier run; a missing or unreadable file is an empty list (and logged)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            entries = json.load(handle)
+        return [(host, port) for host, port in entries if isinstance(host, str) and isinstance(port, int)]
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError, TypeError) as error:
+        log.warning("peers file %s is unreadable, ignored: %s", path, error)
+        return []
+
+
+def write_peers_file(path: str, addresses: list[tuple[str, int]]) -> None:
+    """Replace the peers file atomically (a crash mid-write leaves the old one)."""
+    temporary = f"{path}.tmp"
+    try:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump([list(address) for address in addresses], handle)
+        os.replace(temporary, path)
+    except OSError as error:
+        log.warning("cannot write peers file %s: %s", path, error)
