@@ -59,6 +59,7 @@ HANDSHAKE, ACTIVE, RETIRING, CLOSING = "handshake", "active", "retiring", "closi
 SEEN_SNAPSHOT_LIMIT = 2048
 # Addresses of once-known nodes kept for probes and rejoining (HyParView's passive view is ~30).
 REMEMBERED = 32
+REMEMBER_FACTOR = 10
 
 
 @dataclass(frozen=True)
@@ -188,7 +189,9 @@ class NodeState:
         self._self_addresses: set[Address] = {listen_address}
         self._address_owner: dict[Address, str] = {}  # dialled address -> the member that answered there
         self._probes: set[Address] = set()  # addresses to dial once (partition repair)
-        self._remembered: list[Address] = []  # addresses of forgotten members, for probes
+        # Addresses of forgotten members (and of the peers file), with when they were remembered: probed
+        # now and then so that partitions heal, for `REMEMBER_FACTOR * forget_after` seconds at most.
+        self._remembered: dict[Address, float] = {}
         self._wanted: set[str] = set()
         self._seeds = tuple(config.seeds)
         self._topics: set[str | int] = set()
@@ -250,14 +253,19 @@ class NodeState:
         self._dial_due(now)
         return self._flush()
 
-    def remember(self, addresses: Iterable[Address]) -> None:
+    def remember(self, addresses: Iterable[Address], now: float) -> None:
         """Addresses of nodes known in an earlier run (the driver's peers file): dialled like seeds while
         the node has no link, and probed now and then, so a restarted node gets back in even when every
         seed is down."""
         for address in addresses:
-            if address not in self._remembered and address not in self._self_addresses:
-                self._remembered.append(address)
-        self._remembered = self._remembered[-REMEMBERED:]
+            if address not in self._self_addresses:
+                self._remember(address, now)
+
+    def _remember(self, address: Address, now: float) -> None:
+        self._remembered.pop(address, None)
+        self._remembered[address] = now
+        while len(self._remembered) > REMEMBERED:
+            del self._remembered[next(iter(self._remembered))]  # the oldest
 
     def addresses_to_remember(self) -> list[Address]:
         """What a peers file should hold: linked nodes first, then the rest of the view."""
@@ -943,6 +951,10 @@ class NodeState:
         linked_addresses = {m.address for m in self._linked_members()}
         candidates = [a for a in self._seeds if a not in linked_addresses]
         candidates += [m.address for m in self._members.values() if m.conn is None and m.failures >= 2]
+        # The cluster stops trying a dead node after a bounded time; seeds are tried for ever.
+        horizon = self._now - REMEMBER_FACTOR * self.config.forget_after
+        for address in [a for a, since in self._remembered.items() if since < horizon]:
+            del self._remembered[address]
         candidates += [a for a in self._remembered if a not in linked_addresses]
         candidates = [a for a in candidates if a not in self._self_addresses]
         if candidates:
@@ -963,8 +975,7 @@ class NodeState:
         for member in gone:
             del self._members[member.name]
             if not member.left:
-                self._remembered = [a for a in self._remembered if a != member.address][-(REMEMBERED - 1):]
-                self._remembered.append(member.address)
+                self._remember(member.address, now)
             self.counters["members_forgotten"] += 1
 
     def _flush(self) -> list[Action]:

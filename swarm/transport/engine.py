@@ -194,7 +194,7 @@ class Engine:
         for topic in self._topics():
             self.core.subscribe(topic)
         if options.peersFile:
-            self.core.remember(read_peers_file(options.peersFile))
+            self.core.remember(read_peers_file(options.peersFile), trio.current_time())
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
