@@ -14,16 +14,26 @@ The protocol in brief (docs/protocol.md has the bytes, docs/architecture.md the 
   two connections join the same pair of nodes (simultaneous dials), both ends keep the one dialled by the
   smaller server name (ties broken by the dialler's nonce) and *retire* the other: it stops carrying new
   frames but is read to its end, so no frame in flight is lost.
-* **Membership.** A node learns members from HELLOs and from PEERS frames, which list only members the
+* **Overlay.** A node learns members from HELLOs and from PEERS frames, which list only members the
   sender is linked to right now, so a dead node is not kept alive by rumour. A `NeighbourPolicy`
-  (`swarm.topology`) says which members to keep links to; wanted members and seed addresses that are not
-  linked are dialled with exponential backoff and jitter. A member unreachable for `forgetAfter` is
-  forgotten; seeds are retried for ever, at most every `reconnectMaxDelay`. LEAVE announces a graceful
-  exit. A link silent for `failureTimeout` is closed; keepalive PINGs go out at a third of it.
+  (`swarm.topology`; by default the small-world ring of `SmallWorld`) says which members to link to,
+  which to keep in the bounded view, and which to tell each peer about: every `gossipInterval` each
+  node sends each linked peer the members nearest that peer's ring position (T-Man) and whether it
+  still wants the link; a link neither end wants is retired. Wanted members that are not linked are
+  dialled with exponential backoff and jitter; two failures in a row make a member unreachable and the
+  next nearest one takes its place. Past `maxPeers`, inbound joiners that would not be ring neighbours
+  are refused with hints of nearer nodes. An isolated node dials its seeds and everything it knows; a
+  linked one probes a seed or a once-known node now and then, which heals partitions. A member
+  unreachable for `forgetAfter` is forgotten. LEAVE announces a graceful exit. A link silent for
+  `failureTimeout` is closed; keepalive PINGs go out at a third of it.
 * **Gossip.** A DATA frame is forwarded once, the first time it is seen, to every linked peer except
   the one it came from and its origin; its body is reused byte for byte, only the hop count in the prefix
   changes. The seen-record (`swarm.protocol.seen`) recognises duplicates from the header and releases
-  messages in per-origin order.
+  messages in per-origin order. A newly linked peer is told where each origin's stream stands, so a
+  late joiner knows what was published before it could be ready.
+* **Direct messages.** DIRECT frames go to one node, each hop forwarding to the linked peer nearest the
+  target's ring position (Kleinberg's greedy routing); a node nearer than all its peers that is not the
+  target answers UNDELIVERABLE to the origin.
 """
 
 from __future__ import annotations
@@ -44,10 +54,6 @@ from .seen import SeenRecord
 
 __all__ = ["CoreConfig", "NodeState"]
 
-
-def ring_nearest(members: Iterable[Any], target: int, count: int) -> list[Any]:
-    """The `count` members (anything with .name and .position) nearest to ring position `target`."""
-    return sorted(members, key=lambda m: (ring.ring_distance(m.position, target), m.name))[:count]
 
 log = logging.getLogger("swarm.protocol")
 
@@ -684,7 +690,7 @@ class NodeState:
     def _refuse_full(self, conn: _Connection, member: _Member) -> None:
         """Turn a joiner away politely: we are at maxPeers. Hint at the nodes nearest to it."""
         self.counters["refused_full"] += 1
-        hints = self._entries(ring_nearest(self._linked_members(), member.position, 8))
+        hints = self._entries(ring.nearest_to(self._linked_members(), member.position, 8))
         self._send_to(conn, wire.encode_control(wire.KIND_REFUSE, {
             "reason": f"{self.name} is at maxPeers ({self.config.max_peers})", "code": "full",
             "peers": hints}))

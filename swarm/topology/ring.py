@@ -18,8 +18,12 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Iterable, Sequence
+from typing import TypeVar
 
-__all__ = ["RING", "choose_shortcut", "clockwise", "nearest_per_side", "position", "ring_distance"]
+T = TypeVar("T")
+
+__all__ = ["RING", "choose_shortcut", "clockwise", "nearest_per_side", "nearest_to", "position",
+           "ring_distance"]
 
 RING = 1 << 64
 HALF = RING >> 1
@@ -56,6 +60,11 @@ def nearest_per_side(own: int, candidates: Iterable[tuple[str, int]], per_side: 
     for name, _ in predecessors:
         chosen[name] = None
     return list(chosen)
+
+
+def nearest_to(members: Iterable[T], target: int, count: int) -> list[T]:
+    """The `count` members (anything with `.name` and `.position`) nearest to ring position `target`."""
+    return sorted(members, key=lambda m: (ring_distance(m.position, target), m.name))[:count]  # type: ignore[attr-defined]
 
 
 def choose_shortcut(own: int, candidates: Sequence[tuple[str, int]], distribution: str,

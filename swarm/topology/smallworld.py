@@ -26,7 +26,7 @@ import random
 from collections.abc import Iterable
 
 from .neighbours import MemberView
-from .ring import choose_shortcut, nearest_per_side, ring_distance
+from .ring import choose_shortcut, nearest_per_side, nearest_to
 
 __all__ = ["SmallWorld"]
 
@@ -89,7 +89,7 @@ class SmallWorld:
         """Linked members to tell a peer at `position` about: the nearest to it (so that it finds its
         ring neighbours in a few exchanges, as in T-Man) and a few at random (for its reserve)."""
         linked = [m for m in members if m.linked]
-        ranked = sorted(linked, key=lambda m: (ring_distance(m.position, position), m.name))
+        ranked = nearest_to(linked, position, len(linked))
         near = [m.name for m in ranked[:2 * self.per_side + 2]]
         rest = [m.name for m in ranked[2 * self.per_side + 2:]]
         return near + self.rng.sample(rest, min(len(rest), 4))
