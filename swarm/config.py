@@ -186,7 +186,7 @@ OPTIONS: tuple[Option, ...] = (
            maximum=64),
     Option("shortcuts", "int", 2,
            "Long-range links per node, drawn from the nodes it knows: they cut the hop count from ~N/k "
-           "to ~log N (docs/simulations.md).", minimum=0, maximum=64),
+           "to ~log N (docs/architecture.md).", minimum=0, maximum=64),
     Option("shortcutDistribution", "choice", "harmonic",
            "How shortcuts are drawn: `harmonic` (probability ~ 1/ring distance, which lets greedy routing "
            "of direct messages find short paths, after Kleinberg) or `uniform`.",
@@ -207,7 +207,8 @@ OPTIONS: tuple[Option, ...] = (
            "node it remembers even when every seed is down. Default: none (nothing is written)."),
     Option("forgetAfter", "float", 60.0,
            "Seconds after which a member that cannot be reached is forgotten and no longer dialled "
-           "(seeds are kept and re-dialled at `reconnectMaxDelay`).", minimum=0.1),
+           "(seeds are kept: dialled while the node is isolated, probed now and then otherwise).",
+           minimum=0.1),
 )
 
 OPTIONS_BY_KEY: dict[str, Option] = {option.key: option for option in OPTIONS}

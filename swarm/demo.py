@@ -6,7 +6,8 @@ and stdout, one line at a time:
 
     child  -> parent   listening <name> <host>:<port>     bound
     child  -> parent   ready <name>                       joined (minimumPeers links)
-    child  -> parent   linked <name>                      linked to all N-1 other nodes
+    child  -> parent   linked <name>                      linked to a peer; the parent then waits for the
+                                                      overlay to converge (each node's status)
     parent -> child    start {"publishers": [...], "messages": M, "size": S, "rate": R, "burst": B}
     child  -> parent   result {...}                       what it received (see `Tally.result`)
     parent -> child    stop                               leave the cluster and exit 0

@@ -1,4 +1,5 @@
-"""The documentation cannot drift from the code: the option table and the worked DATA frame are checked."""
+"""The documentation cannot drift from the code: the option table and the worked DATA and DIRECT frames are
+checked."""
 
 from __future__ import annotations
 
@@ -38,4 +39,12 @@ def test_protocol_worked_example_is_what_the_code_writes() -> None:
     documented = bytes.fromhex(block.replace("```", "").strip())
     frame = wire.encode_data(wire.encode_origin("n1"), 1_700_000_000_000_000, 3,
                              wire.encode_topic("t"), wire.encode_message({"k": 1}), 1 << 20)
+    assert documented == frame
+
+
+def test_protocol_direct_example_is_what_the_code_writes() -> None:
+    block = between((DOCS / "protocol.md").read_text(encoding="utf-8"), "direct-example")
+    documented = bytes.fromhex(block.replace("```", "").strip())
+    frame = wire.encode_direct(wire.encode_origin("n2"), wire.encode_origin("n1"), 1_700_000_000_000_000, 1,
+                               wire.encode_topic("t"), wire.encode_message({"k": 1}), 1 << 20)
     assert documented == frame

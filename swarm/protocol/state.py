@@ -66,6 +66,8 @@ SEEN_SNAPSHOT_LIMIT = 2048
 # Addresses of once-known nodes kept for probes and rejoining (HyParView's passive view is ~30).
 REMEMBERED = 32
 REMEMBER_FACTOR = 10
+# A seed reached this recently is not probed (unless nodes were lost): seeds are the last resort.
+SEED_RECHECK = 300.0
 
 
 @dataclass(frozen=True)
@@ -195,6 +197,7 @@ class NodeState:
         self._self_addresses: set[Address] = {listen_address}
         self._address_owner: dict[Address, str] = {}  # dialled address -> the member that answered there
         self._probes: set[Address] = set()  # addresses to dial once (partition repair)
+        self._seed_contact: dict[Address, float] = {}  # seed address -> last handshake with it
         # Addresses of forgotten members (and of the peers file), with when they were remembered: probed
         # now and then so that partitions heal, for `REMEMBER_FACTOR * forget_after` seconds at most.
         self._remembered: dict[Address, float] = {}
@@ -389,6 +392,10 @@ class NodeState:
                 self._on_control(conn, body, now)
         except ProtocolError as error:
             self._protocol_error(conn, str(error))
+        except Exception as error:  # a malformed frame this code failed to call malformed: never fatal
+            log.exception("%s: frame of kind %d from %s broke the core", self.name, body[0], conn.peer)
+            self.counters["internal_errors"] += 1
+            self._protocol_error(conn, f"frame could not be handled ({type(error).__name__})")
         return self._flush()
 
     def on_stream_error(self, conn_id: int, reason: str, now: float) -> list[Action]:
@@ -508,6 +515,8 @@ class NodeState:
 
     def _undeliverable(self, body: bytes, after_target: int, reason: str) -> None:
         """Tell the origin of the DIRECT `body` that it cannot be delivered."""
+        if len(body) <= after_target or body[after_target] == 0:
+            raise ProtocolError("DIRECT frame without an origin")
         target = body[3:after_target].decode("utf-8", "replace")
         origin = body[after_target + 1:after_target + 1 + body[after_target]]
         self.counters["direct_unroutable"] += 1
@@ -658,6 +667,8 @@ class NodeState:
         member.failures = 0
         if conn.address is not None:
             self._address_owner[conn.address] = name
+            if conn.address in self._seeds:
+                self._seed_contact[conn.address] = now
         current = self._conns.get(member.conn) if member.conn is not None else None
         if current is None and not conn.outbound and len(self._active) >= self.config.max_peers:
             if not self._would_be_local(member):
@@ -717,6 +728,10 @@ class NodeState:
         member.conn = conn.id
         member.peer_wants = True
         self._refresh_active()
+        # Whether we want this link goes out in the PEERS below: decide with the new member known.
+        self._wanted = self.policy.wanted(self.name, self._views(self._now))
+        if len(self._active) > self.config.max_peers:
+            self._make_room()
         if new_link:
             member.linked_since = self._now
             self.counters["links_made"] += 1
@@ -753,7 +768,16 @@ class NodeState:
                                 if name != peer.name and self._members[name].conn is not None)
         fields: dict[str, Any] = {"peers": entries, "want": peer.name in self._wanted}
         if with_seen:
-            fields["seen"] = [[key, seq] for key, seq in self.seen.snapshot(SEEN_SNAPSHOT_LIMIT) if key[0]]
+            # Direct streams (key starting with 0) are per target: not the newcomer's business. The list
+            # stays within half a control frame, whatever the names' lengths.
+            seen, budget = [], wire.MAX_CONTROL_BODY // 2
+            for key, seq in self.seen.snapshot(SEEN_SNAPSHOT_LIMIT):
+                budget -= len(key) + 12
+                if budget < 0:
+                    break
+                if key[0]:
+                    seen.append([key, seq])
+            fields["seen"] = seen
         return wire.encode_control(wire.KIND_PEERS, fields)
 
     def _on_peers(self, conn: _Connection, fields: dict[str, Any], now: float) -> None:
@@ -953,15 +977,22 @@ class NodeState:
         self._retire(conn, None)
 
     def _probe(self) -> None:
-        """Dial one seed or once-known node we are not linked to: how partitions heal."""
+        """Dial one node we lost or a seed we have not heard of lately: how partitions heal.
+
+        Nodes we could not reach (unreachable members, remembered addresses) are the sign of a
+        partition and come first. A seed is probed only without such signs and when not reached for
+        `SEED_RECHECK` seconds, so seeds do not carry a load that grows with the cluster.
+        """
         linked_addresses = {m.address for m in self._linked_members()}
-        candidates = [a for a in self._seeds if a not in linked_addresses]
-        candidates += [m.address for m in self._members.values() if m.conn is None and m.failures >= 2]
         # The cluster stops trying a dead node after a bounded time; seeds are tried for ever.
         horizon = self._now - REMEMBER_FACTOR * self.config.forget_after
         for address in [a for a, since in self._remembered.items() if since < horizon]:
             del self._remembered[address]
+        candidates = [m.address for m in self._members.values() if m.conn is None and m.failures >= 2]
         candidates += [a for a in self._remembered if a not in linked_addresses]
+        if not candidates:
+            candidates = [a for a in self._seeds if a not in linked_addresses
+                          and self._now - self._seed_contact.get(a, -SEED_RECHECK) >= SEED_RECHECK]
         candidates = [a for a in candidates if a not in self._self_addresses]
         if candidates:
             address = self.rng.choice(candidates)

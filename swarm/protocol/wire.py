@@ -75,8 +75,9 @@ MAX_HOPS = 255
 
 
 def max_frame_body(max_message_size: int) -> int:
-    """The largest body a reader accepts before allocating a buffer for it."""
-    return max(max_message_size + MAX_DATA_HEADER, MAX_CONTROL_BODY)
+    """The largest body a reader accepts before allocating a buffer for it (a DIRECT header is the
+    longest: a DATA header plus the target's name)."""
+    return max(max_message_size + MAX_DATA_HEADER + 1 + MAX_NAME_BYTES, MAX_CONTROL_BODY)
 
 
 _packb = msgpack.Packer(use_bin_type=True).pack

@@ -62,7 +62,8 @@ PROTOCOL_SAMPLER_LIMIT = 2000
 # ---------------------------------------------------------------------------------------------- builders
 
 def swarm_overlay(n: int, local_links: int = 4, shortcuts: int = 2, distribution: str = "harmonic",
-                  seed: int = 0, *, view: Literal["full", "bounded"] = "full", reserve_size: int = 32,
+                  seed: int = 0, *, view: Literal["full", "bounded"] = "full",
+                  reserve_size: int = 32,
                   sampler: Literal["auto", "protocol", "fast"] = "auto",
                   name_format: str = "node-{}") -> nx.Graph:
     """The overlay swarm converges to with `n` nodes named `name_format.format(i)` (node-0 ... node-n-1).
@@ -82,9 +83,8 @@ def swarm_overlay(n: int, local_links: int = 4, shortcuts: int = 2, distribution
     * `"bounded"`: what the live protocol's view holds once the ring has converged (`SmallWorld`): the
       ring neighbourhood (the `2 * per_side` nearest nodes on each side) plus a reserve of `reserve_size`
       other nodes drawn uniformly (the reserve is a random sample refreshed by gossip). Shortcuts are
-      then chosen by `SmallWorld.wanted` itself. Inbound links, which the live view also holds, are left
-      out. Under `harmonic`, the few neighbourhood nodes that are not ring links are so near that they
-      take most of the weight, so most "shortcuts" land a few places along the ring.
+      then chosen by `SmallWorld.wanted` itself, which draws them from beyond the ring neighbourhood.
+      Inbound links, which the live view also holds, are left out.
 
     `sampler` (full view only): `"protocol"` calls `ring.choose_shortcut` with every candidate, as
     `SmallWorld.wanted` does (O(n) per draw); `"fast"` draws from exactly the same distribution in
@@ -130,30 +130,26 @@ def swarm_overlay(n: int, local_links: int = 4, shortcuts: int = 2, distribution
         graph.add_node(i, name=names[i], position=positions[i])
     for i in range(n):
         own = positions[i]
-        if view == "bounded":
-            near = around(i, 2 * per_side)
-            near_names = set(nearest_per_side(own, near, 2 * per_side))
-            rest = _sample_excluding(rng, n, reserve_size, {i} | {index[m] for m in near_names})
-            members = [MemberView(m, ("", 0), False, positions[index[m]]) for m in near_names]
-            members += [MemberView(names[j], ("", 0), False, positions[j]) for j in rest]
-            members.sort(key=lambda m: m.name)  # the draw must not depend on set order
-            policy = SmallWorld(own, local_links=local_links, shortcuts=shortcuts, distribution=distribution,
-                                reserve_size=reserve_size, rng=rng)
-            local = [index[m] for m in policy.local(members)]
-            local_set = set(local)
-            chosen = sorted(index[m] for m in policy.wanted(names[i], members) if index[m] not in local_set)
-        else:
+        if view == "full":
             local = [index[m] for m in nearest_per_side(own, around(i, per_side), per_side)]
             if fast is not None:
                 chosen = fast.draw(i, rank[i], set(local), shortcuts, distribution, rng)
             else:
-                local_set = set(local)
-                candidates = [(names[j], positions[j]) for j in range(n) if j != i and j not in local_set]
-                chosen = []
-                while len(chosen) < shortcuts and candidates:
-                    pick = choose_shortcut(own, candidates, distribution, rng)
-                    chosen.append(index[pick])
-                    candidates = [c for c in candidates if c[0] != pick]
+                excluded = set(local) | {i}
+                chosen = _draw(own, [(names[j], positions[j]) for j in range(n) if j not in excluded],
+                               shortcuts, distribution, rng, index)
+            graph.nodes[i]["local"], graph.nodes[i]["shortcuts"] = tuple(local), tuple(chosen)
+            continue
+        near_names = set(nearest_per_side(own, around(i, 2 * per_side), 2 * per_side))
+        reserve = _sample_excluding(rng, n, reserve_size, {i} | {index[m] for m in near_names})
+        members = [MemberView(m, ("", 0), False, positions[index[m]]) for m in near_names]
+        members += [MemberView(names[j], ("", 0), False, positions[j]) for j in reserve]
+        members.sort(key=lambda m: m.name)  # the draw must not depend on set order
+        policy = SmallWorld(own, local_links=local_links, shortcuts=shortcuts, distribution=distribution,
+                            reserve_size=reserve_size, rng=rng)
+        local = [index[m] for m in policy.local(members)]
+        local_set = set(local)
+        chosen = sorted(index[m] for m in policy.wanted(names[i], members) if index[m] not in local_set)
         graph.nodes[i]["local"] = tuple(local)
         graph.nodes[i]["shortcuts"] = tuple(chosen)
     for i in range(n):
@@ -164,6 +160,19 @@ def swarm_overlay(n: int, local_links: int = 4, shortcuts: int = 2, distribution
         for j in graph.nodes[i]["local"]:
             graph.add_edge(i, j, kind="local")
     return graph
+
+
+def _draw(own: int, candidates: list[tuple[str, int]], count: int, distribution: str, rng: random.Random,
+          index: Mapping[str, int]) -> list[int]:
+    """`count` shortcuts drawn one by one with `ring.choose_shortcut`, without repeats, as
+    `SmallWorld.wanted` draws them."""
+    chosen: list[int] = []
+    while len(chosen) < count and candidates:
+        pick = choose_shortcut(own, candidates, distribution, rng)
+        assert pick is not None
+        chosen.append(index[pick])
+        candidates = [c for c in candidates if c[0] != pick]
+    return chosen
 
 
 def _sample_excluding(rng: random.Random, n: int, k: int, excluded: set[int]) -> list[int]:

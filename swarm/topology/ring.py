@@ -1,6 +1,6 @@
 """Positions on the ring, distances, and the choice of ring neighbours and shortcuts.
 
-Every node sits at a point of a ring of 2**64 positions, the first 8 bytes of BLAKE2b of its server name,
+Every node sits at a point of a ring of 2**64 positions, BLAKE2b (8-byte digest) of its server name,
 so any node can place any named node without asking it (as Chord places keys). A node links to its
 nearest live nodes on each side (the lattice of Watts and Strogatz) and to a few long-range shortcuts.
 

@@ -3,7 +3,7 @@
 Each node links to its `local_links` nearest live nodes on the ring (half on each side) and to
 `shortcuts` long-range nodes (see `ring.choose_shortcut`). That is a Watts-Strogatz small world built
 on purpose instead of by rewiring: constant degree at any size, and a flood reaches N nodes in about
-log N hops (docs/simulations.md has the figures).
+log N hops (docs/architecture.md has the figures).
 
 A node does not know the whole cluster. Its view holds
 
@@ -60,8 +60,16 @@ class SmallWorld:
         local = set(self.local(members))
         reachable = {m.name: m for m in members if m.reachable}
         self.shortcuts = {name for name in self.shortcuts if name in reachable and name not in local}
+        # Draw from beyond the ring neighbourhood: the view holds the next few nodes on each side
+        # (replacements for ring links), and under 1/distance weighting those few would take nearly
+        # all the probability, leaving a plain ring (docs/architecture.md, section 8).
+        near = set(nearest_per_side(self.own_position, ((m.name, m.position) for m in members),
+                                    2 * self.per_side))
         candidates = [(m.name, m.position) for m in reachable.values()
-                      if m.name not in local and m.name not in self.shortcuts]
+                      if m.name not in near and m.name not in self.shortcuts]
+        if not candidates:  # a small cluster: everything is near
+            candidates = [(m.name, m.position) for m in reachable.values()
+                          if m.name not in local and m.name not in self.shortcuts]
         while len(self.shortcuts) < self.shortcut_count and candidates:
             choice = choose_shortcut(self.own_position, candidates, self.distribution, self.rng)
             self.shortcuts.add(choice)
