@@ -181,6 +181,7 @@ class NodeState:
             self.position, local_links=config.local_links, shortcuts=config.shortcuts,
             distribution=config.shortcut_distribution, reserve_size=config.reserve_size, rng=rng)
         self.counters: Counter[str] = Counter() if counters is None else counters
+        self.hops: Counter[int] = Counter()  # broadcasts received, by hops of their first copy
         # An origin first met mid-stream (not at seq 1, and not in the position list a peer sends when it
         # links us) settles for `reorder_timeout`, as long as a gap may stay open: a message that
         # overtook an earlier one must not fix the starting point past it. Rare, so the wait is cheap.
@@ -247,6 +248,7 @@ class NodeState:
             "local_links": self.config.local_links,
             "members": len(self.known_members),
             "seen_entries": len(self.seen), "held": self.seen.held_count,
+            "hops": {str(hops): count for hops, count in sorted(self.hops.items())},
             "counters": dict(self.counters, duplicates=self.seen.duplicates,
                              gaps_given_up=self.seen.gaps_given_up),
         }
@@ -300,6 +302,7 @@ class NodeState:
         self.counters["published"] += 1
         if self._active:
             self._out.append(Send(self._active, frame))
+            self.counters["data_frames_sent"] += len(self._active)
         else:
             self.counters["published_without_peers"] += 1
         return self._flush()
@@ -531,6 +534,7 @@ class NodeState:
     # ------------------------------------------------------------------ data path
 
     def _on_data(self, conn: _Connection, body: bytes, now: float) -> None:
+        self.counters["data_frames_received"] += 1  # copies included: what flooding costs (RMR)
         header = wire.parse_data_header(body)
         origin = header.origin
         if origin == self._name_bytes:
@@ -543,12 +547,14 @@ class NodeState:
         if ready is None:
             return
         self.counters["received_new"] += 1
+        self.hops[header.hops + 1] += 1  # links the first copy crossed: the flood's hop distribution
         # Not back to the peer it came from (by name: it may have come on a connection being retired).
         sender = conn.peer_bytes
         targets = tuple(c for c, peer in self._active_pairs if peer != sender and peer != origin)
         if targets:
             self._out.append(Send(targets, wire.relay_prefix(len(body), header.hops + 1) + body[2:]))
             self.counters["forwarded"] += 1
+            self.counters["data_frames_sent"] += len(targets)
         for item in ready:
             self._deliver(item)
 
