@@ -199,6 +199,7 @@ class NodeState:
         self._address_owner: dict[Address, str] = {}  # dialled address -> the member that answered there
         self._probes: set[Address] = set()  # addresses to dial once (partition repair)
         self._seed_contact: dict[Address, float] = {}  # seed address -> last handshake with it
+        self._departed: dict[tuple[str, int], float] = {}  # (name, epoch) of nodes that left
         # Addresses of forgotten members (and of the peers file), with when they were remembered: probed
         # now and then so that partitions heal, for `REMEMBER_FACTOR * forget_after` seconds at most.
         self._remembered: dict[Address, float] = {}
@@ -600,7 +601,7 @@ class NodeState:
                 conn.confirmed = True  # the peer sends PEERS first thing when it links us
                 self._check_ready()
         elif kind == wire.KIND_LEAVE:
-            self._on_leave(conn, fields)
+            self._on_leave(conn, fields, body)
         elif kind == wire.KIND_BYE:
             self._on_bye(conn, now)
         elif kind == wire.KIND_REFUSE:
@@ -679,6 +680,7 @@ class NodeState:
         if current is None and not conn.outbound and len(self._active) >= self.config.max_peers:
             if not self._would_be_local(member):
                 self._refuse_full(conn, member)
+                self._bound_view(now)
                 return
             self._make_room()
         if current is None:
@@ -814,7 +816,7 @@ class NodeState:
                     and isinstance(entry[1][1], int) and isinstance(entry[2], int)):
                 raise ProtocolError("PEERS entry malformed")
             name, (host, port), epoch = entry
-            if name == self.name or not 0 < port < 65536:
+            if name == self.name or not 0 < port < 65536 or (name, epoch) in self._departed:
                 continue
             member = self._members.get(name)
             if member is None:
@@ -828,14 +830,30 @@ class NodeState:
                     self._close(old, "peer restarted with a new epoch")
                 member.epoch, member.address, member.left = epoch, (host, port), False
                 member.failures = 0
-        if len(self._members) > 2 * self.config.reserve_size + 8 * self.config.local_links:
+        self._bound_view(now)
+
+    def _bound_view(self, now: float) -> None:
+        """Trim the view as soon as it passes its bound (a join storm brings members fast)."""
+        config = self.config
+        if len(self._members) > config.reserve_size + 4 * config.local_links + config.max_peers:
             self._trim_view(now)
 
-    def _on_leave(self, conn: _Connection, fields: dict[str, Any]) -> None:
+    def _on_leave(self, conn: _Connection, fields: dict[str, Any], body: bytes) -> None:
         name, epoch = fields.get("name"), fields.get("epoch")
-        member = self._members.get(name) if isinstance(name, str) else None
+        if not isinstance(name, str) or not isinstance(epoch, int) or (name, epoch) in self._departed:
+            return
+        # Pass it on once: nodes that know the leaver only from gossip (in their view or their memory
+        # of dead nodes) must not keep probing it. Leaves are rare, so flooding them is cheap.
+        self._departed[(name, epoch)] = self._now
+        while len(self._departed) > 4 * REMEMBERED:
+            del self._departed[next(iter(self._departed))]
+        others = tuple(c for c in self._active if c != conn.id)
+        if others:
+            self._out.append(Send(others, wire.LENGTH.pack(len(body)) + body))
+        member = self._members.get(name)
         if member is not None and epoch == member.epoch:
             member.left = True
+            self._remembered.pop(member.address, None)
             if member.address not in self._seeds:
                 self._dials.pop(member.address, None)
             self.counters["members_left"] += 1
@@ -886,6 +904,9 @@ class NodeState:
         member = self._members.get(conn.peer) if conn.peer is not None else None
         if member is not None and member.conn == conn.id:
             self._unlink(member, conn.last_received, reason)
+            if not member.left:
+                member.failures += 1  # a link we had to close (silent, misbehaving) is a failure
+                self._schedule_redial(member.address, self._now)
         conn.state = CLOSING
         self._out.append(CloseConnection(conn.id, reason, flush))
 
@@ -1013,7 +1034,7 @@ class NodeState:
     def _forget_unreachable(self, now: float) -> None:
         limit = self.config.forget_after
         gone = [m for m in self._members.values()
-                if m.conn is None and (m.left or (m.unreachable_since is not None and m.failures >= 2
+                if m.conn is None and (m.left or (m.unreachable_since is not None and m.failures >= 1
                                                   and now - m.unreachable_since > limit))]
         for member in gone:
             del self._members[member.name]
