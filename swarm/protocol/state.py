@@ -144,6 +144,7 @@ class _Member:
     refused_until: float = 0.0  # a full peer turned us away: do not ask again before
     linked_since: float = 0.0
     peer_wants: bool = True  # the peer's last word on whether it wants the link (PEERS "want")
+    heard_at: float = 0.0  # last sign of life: its HELLO, or a peer listing it as linked
 
     def reachable(self, now: float) -> bool:
         """Worth linking to: linked, or not failed twice in a row and not turning us away."""
@@ -671,6 +672,7 @@ class NodeState:
         member.address = address
         member.left = False
         member.unreachable_since = None
+        member.heard_at = now
         member.failures = 0
         if conn.address is not None:
             self._address_owner[conn.address] = name
@@ -715,10 +717,13 @@ class NodeState:
             "peers": hints}))
         self._close(conn, "at maxPeers", flush=True)
 
-    def _make_room(self) -> None:
-        """Retire one link neither end wants (or, failing that, one we do not want) for a ring joiner."""
-        linked = self._linked_members()
-        spare = ([m for m in linked if m.name not in self._wanted and not m.peer_wants]
+    def _make_room(self, keep: str = "") -> None:
+        """Retire one link to get back within maxPeers: first one whose peer never confirmed it (a
+        connection that said HELLO and nothing since is no working peer), then one neither end wants,
+        then one we do not want. Never `keep`, the link just made."""
+        linked = [m for m in self._linked_members() if m.name != keep]
+        spare = ([m for m in linked if m.name not in self._wanted and not self._conns[m.conn].confirmed]
+                 or [m for m in linked if m.name not in self._wanted and not m.peer_wants]
                  or [m for m in linked if m.name not in self._wanted])
         if spare:
             victim = min(spare, key=lambda m: m.linked_since)
@@ -739,7 +744,7 @@ class NodeState:
         # Whether we want this link goes out in the PEERS below: decide with the new member known.
         self._wanted = self.policy.wanted(self.name, self._views(self._now))
         if len(self._active) > self.config.max_peers:
-            self._make_room()
+            self._make_room(keep=member.name)
         if new_link:
             member.linked_since = self._now
             self.counters["links_made"] += 1
@@ -820,9 +825,10 @@ class NodeState:
                 continue
             member = self._members.get(name)
             if member is None:
-                self._members[name] = _Member(name, (host, port), epoch, ring.position(name),
-                                              unreachable_since=now)
+                self._members[name] = _Member(name, (host, port), epoch, ring.position(name), heard_at=now)
                 self.counters["members_learned"] += 1
+            elif epoch == member.epoch:
+                member.heard_at = now  # a peer is linked to it right now: it was alive a moment ago
             elif epoch > member.epoch:
                 # Restarted: whatever connection we hold to the old process is dead.
                 old = self._conns.get(member.conn) if member.conn is not None else None
@@ -830,6 +836,7 @@ class NodeState:
                     self._close(old, "peer restarted with a new epoch")
                 member.epoch, member.address, member.left = epoch, (host, port), False
                 member.failures = 0
+                member.heard_at = now
         self._bound_view(now)
 
     def _bound_view(self, now: float) -> None:
@@ -1033,13 +1040,16 @@ class NodeState:
 
     def _forget_unreachable(self, now: float) -> None:
         limit = self.config.forget_after
+        # Unlinked members go when they left, when they failed and stayed unreachable for `limit`, or
+        # when nobody has vouched for them for `limit` (a node we only heard of, that then died unseen).
         gone = [m for m in self._members.values()
-                if m.conn is None and (m.left or (m.unreachable_since is not None and m.failures >= 1
-                                                  and now - m.unreachable_since > limit))]
+                if m.conn is None and (m.left or now - m.heard_at > limit
+                                       or (m.unreachable_since is not None and m.failures >= 1
+                                           and now - m.unreachable_since > limit))]
         for member in gone:
             del self._members[member.name]
-            if not member.left:
-                self._remember(member.address, now)
+            if not member.left and member.failures >= 1:
+                self._remember(member.address, now)  # evidence of a death or a partition: probe it
             self.counters["members_forgotten"] += 1
 
     def _flush(self) -> list[Action]:
