@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import logging
 import random
+import struct
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -63,6 +64,7 @@ HANDSHAKE, ACTIVE, RETIRING, CLOSING = "handshake", "active", "retiring", "closi
 # Origins whose stream position a peer shares with a newcomer (a PEERS frame stays far below the
 # control-frame limit: ~40 bytes each).
 SEEN_SNAPSHOT_LIMIT = 2048
+EPOCH = struct.Struct(">Q")
 # Addresses of once-known nodes kept for probes and rejoining (HyParView's passive view is ~30).
 REMEMBERED = 32
 REMEMBER_FACTOR = 10
@@ -129,6 +131,7 @@ class _Connection:
     hello_sent: bool = False
     pruned: bool = False  # retired because neither end wants it: do not re-dial
     confirmed: bool = False  # the peer has linked us too (its first PEERS arrived)
+    identity: str | None = None  # the name in the peer's TLS certificate (None without TLS)
 
 
 @dataclass(slots=True)
@@ -329,10 +332,14 @@ class NodeState:
     # ------------------------------------------------------------------ events from the driver
 
     def on_connection_open(self, conn_id: int, outbound: bool, address: Address | None,
-                           now: float) -> list[Action]:
-        """A TCP connection is up (we dialled `address`, or accepted one). Start the handshake."""
+                           now: float, identity: str | None = None) -> list[Action]:
+        """A TCP connection is up (we dialled `address`, or accepted one). Start the handshake.
+
+        `identity` is the server name in the peer's verified TLS certificate, if the link is TLS: the
+        peer's HELLO must then claim that name, or it is refused.
+        """
         self._now = now
-        conn = _Connection(conn_id, outbound, address, now, now, now)
+        conn = _Connection(conn_id, outbound, address, now, now, now, identity=identity)
         self._conns[conn_id] = conn
         if outbound and address is not None:
             self._probes.discard(address)
@@ -638,6 +645,11 @@ class NodeState:
                 and isinstance(address, list) and len(address) == 2
                 and isinstance(address[0], str) and isinstance(address[1], int)):
             raise ProtocolError("HELLO fields missing or of the wrong type")
+        if conn.identity is not None and name != conn.identity:
+            # Before anything is learned from this HELLO: an impostor must not touch another's state.
+            self._refuse(conn, f"certificate is for {conn.identity!r}, HELLO claims {name!r}",
+                         "identity_mismatch")
+            return
         address = (address[0], address[1])
         if name == self.name:
             # We dialled ourselves (our own address is among the seeds): remember, never again.
@@ -783,7 +795,9 @@ class NodeState:
         if with_seen:
             # Direct streams (key starting with 0) are per target: not the newcomer's business. The list
             # stays within half a control frame, whatever the names' lengths.
-            seen, budget = [], wire.MAX_CONTROL_BODY // 2
+            # Our own stream first: everything we published so far came before the newcomer's ready.
+            own_key = self._origin_header + EPOCH.pack(self.epoch)
+            seen, budget = [[own_key, self._seq]], wire.MAX_CONTROL_BODY // 2
             for key, seq in self.seen.snapshot(SEEN_SNAPSHOT_LIMIT):
                 budget -= len(key) + 12
                 if budget < 0:
@@ -805,9 +819,12 @@ class NodeState:
                     isinstance(e, list) and len(e) == 2 and isinstance(e[0], bytes) and isinstance(e[1], int)
                     for e in seen):
                 raise ProtocolError("PEERS seen-list malformed")
-            for key, highest in seen[:SEEN_SNAPSHOT_LIMIT]:
-                if key and key[1:1 + key[0]] != self._name_bytes:  # never track our own stream
-                    self.seen.adopt(key, highest, now)
+            # Positions say "published before you could be ready" only until we are: a list arriving
+            # later may already count a message published after our ready, still on its way to us.
+            if not self.ready:
+                for key, highest in seen[:SEEN_SNAPSHOT_LIMIT + 1]:
+                    if key and key[1:1 + key[0]] != self._name_bytes:  # never track our own stream
+                        self.seen.adopt(key, highest, now)
         self._learn(fields.get("peers"), now)
         self._dial_due(now)
 

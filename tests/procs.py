@@ -1,0 +1,409 @@
+"""Node processes for the multi-process overlay tests: a child program and the parent's side of it.
+
+Run as a script (`python tests/procs.py --name NAME [--seed HOST:PORT] [--options JSON]`), this module is
+one swarm node, driven over stdin and reporting on stdout, one line each:
+
+    child  -> parent   listening <name> <host>:<port>        bound
+    child  -> parent   ready <name> <time_ns>                 joined (wait_ready returned at time_ns)
+    child  -> parent   m <src> <seq>                          a broadcast message on TOPIC arrived
+    child  -> parent   d <json>                               a message on DIRECT_TOPIC arrived
+    child  -> parent   error <code> <text>                    the connector's `error` event
+    child  -> parent   pub <src> <seq> <time_ns>              this node published message seq (TOPIC)
+    child  -> parent   halted <src> <count>                   this node stopped publishing
+    parent -> child    publish {"rate": R, "count": N|null}   publish steadily until N, or until `halt`
+    parent -> child    halt                                   stop publishing
+    parent -> child    direct {"target": ..., "message": ...} conn.send_direct(target, DIRECT_TOPIC, message)
+    parent -> child    stop                                   leave the cluster and exit 0
+
+A broadcast message is `{"src": "<name>@<pid>", "seq": n, "ts": time_ns}`: `src` names one publishing
+process, so a restarted publisher is a new stream. The child also leaves on SIGTERM and when its stdin
+closes (the parent died). Wall-clock times (`time.time_ns()`) are comparable: one machine, one clock.
+
+Imported, it gives the parent's side: `NodeCluster` starts such processes (ephemeral ports on
+127.0.0.1), reads every child's stdout in a task of its own, and stops every process on exit (SIGTERM,
+then SIGKILL); plus status and ring helpers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from swarm.connector import Connector
+from swarm.topology import ring
+from swarm.transport.engine import fetch_status
+
+HOST = "127.0.0.1"
+ROOT = Path(__file__).resolve().parent.parent
+TOPIC = "overlay-test"
+DIRECT_TOPIC = "overlay-direct"
+# Bound of one wait for a process line (start-up includes importing trio: slow on a loaded machine).
+WAIT = 20.0
+# Per stage of stopping a child: SIGTERM, then SIGKILL after this.
+STOP_GRACE = 5.0
+BATCH = 32
+
+
+# ---------------------------------------------------------------------- the child
+
+
+def _say(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+async def _read_lines(stream: trio.abc.ReceiveStream) -> AsyncIterator[str]:
+    buffer = b""
+    while True:
+        chunk = await stream.receive_some(65536)
+        if not chunk:
+            return
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            yield line.decode()
+
+
+async def _publish(conn: Connector, src: str, rate: float, count: int | None, halt: trio.Event) -> None:
+    start = trio.current_time()
+    seq = 0
+    while not halt.is_set() and (count is None or seq < count):
+        seq += 1
+        delay = start + (seq - 1) / rate - trio.current_time()
+        if delay > 0:
+            await trio.sleep(delay)
+        if halt.is_set():
+            seq -= 1
+            break
+        now = time.time_ns()
+        conn.publish(TOPIC, {"src": src, "seq": seq, "ts": now})
+        _say(f"pub {src} {seq} {now}")
+        if seq % BATCH == 0:
+            await conn.drain()
+    await conn.drain()
+    _say(f"halted {src} {seq}")
+
+
+async def child_main(name: str, seeds: list[str], options: dict[str, Any]) -> int:
+    mapping: dict[str, Any] = {"serverName": name, "host": HOST, "port": 0, **options}
+    if seeds:
+        mapping["seedNodes"] = seeds
+    conn = Connector(mapping)
+    src = f"{name}@{os.getpid()}"
+
+    def on_message(message: Any) -> None:
+        _say(f"m {message['src']} {message['seq']}")
+
+    def on_direct(message: Any) -> None:
+        _say(f"d {json.dumps(message)}")
+
+    def on_error(error: Any) -> None:
+        _say(f"error {getattr(error, 'code', '?')} {' '.join(str(error).split())}")
+
+    conn.subscribe(TOPIC, on_message)
+    conn.subscribe(DIRECT_TOPIC, on_direct)
+    conn.on("error", on_error)
+    stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with conn, trio.open_nursery() as nursery:
+            async def stop_on_signal() -> None:
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+            nursery.start_soon(stop_on_signal)
+            host, port = conn.address
+            _say(f"listening {name} {host}:{port}")
+
+            async def announce_ready() -> None:
+                await conn.wait_ready()
+                _say(f"ready {name} {time.time_ns()}")
+            nursery.start_soon(announce_ready)
+
+            halt = trio.Event()
+            async for line in _read_lines(stdin):
+                verb, _, rest = line.partition(" ")
+                if verb == "publish":
+                    command = json.loads(rest)
+                    halt = trio.Event()
+                    nursery.start_soon(_publish, conn, src, command["rate"], command.get("count"), halt)
+                elif verb == "halt":
+                    halt.set()
+                elif verb == "direct":
+                    command = json.loads(rest)
+                    try:
+                        conn.send_direct(command["target"], DIRECT_TOPIC, command["message"])
+                    except Exception as error:  # reported, not fatal: the parent checks for it
+                        _say(f"error local {type(error).__name__}: {error}")
+                elif verb == "stop":
+                    break
+            nursery.cancel_scope.cancel()
+    await stdin.aclose()
+    return 0
+
+
+def _child_entry() -> int:
+    # Debugging aid: SWARM_TEST_LOG=INFO logs what each node does to its stderr file (tmp_path).
+    logging.basicConfig(level=os.environ.get("SWARM_TEST_LOG", "WARNING"),
+                        format="%(created).3f %(name)s %(message)s")
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--seed", action="append", default=[])
+    parser.add_argument("--options", default="{}", help="more connector options, as a JSON object")
+    args = parser.parse_args()
+    return trio.run(child_main, args.name, args.seed, json.loads(args.options))
+
+
+# ---------------------------------------------------------------------- the parent
+
+
+@dataclass
+class Published:
+    seq: int
+    ts: int
+
+
+@dataclass
+class Node:
+    """One child process (one instance of a node: a restart is a new Node with the same name)."""
+
+    name: str
+    process: trio.Process
+    stderr_path: Path
+    address: str | None = None
+    ready_ns: int | None = None
+    # Broadcasts received, in arrival order: (src, seq).
+    received: list[tuple[str, int]] = field(default_factory=list)
+    directs: list[Any] = field(default_factory=list)
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    published: list[Published] = field(default_factory=list)
+    halted: bool = False
+    src: str | None = None
+    # time.time_ns() when the parent signalled it to stop (SIGTERM or SIGKILL); None while meant to run.
+    stopped_ns: int | None = None
+    eof: bool = False
+    changed: trio.Event = field(default_factory=trio.Event)
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        assert self.address is not None
+        host, _, port = self.address.rpartition(":")
+        return host, int(port)
+
+    @property
+    def alive(self) -> bool:
+        return self.stopped_ns is None and self.process.returncode is None
+
+    def stderr(self) -> str:
+        try:
+            return self.stderr_path.read_text(errors="replace")[-3000:]
+        except OSError:
+            return ""
+
+    def _on_line(self, line: str) -> None:
+        verb, _, rest = line.partition(" ")
+        if verb == "m":
+            src, seq = rest.split()
+            self.received.append((src, int(seq)))
+        elif verb == "pub":
+            src, seq, ts = rest.split()
+            self.src = src
+            self.published.append(Published(int(seq), int(ts)))
+        elif verb == "d":
+            self.directs.append(json.loads(rest))
+        elif verb == "error":
+            code, _, text = rest.partition(" ")
+            self.errors.append((code, text))
+        elif verb == "listening":
+            self.address = rest.split()[1]
+        elif verb == "ready":
+            self.ready_ns = int(rest.split()[1])
+        elif verb == "halted":
+            self.halted = True
+
+    async def read_stdout(self) -> None:
+        assert self.process.stdout is not None
+        buffer = b""
+        try:
+            while True:
+                chunk = await self.process.stdout.receive_some(65536)
+                if not chunk:
+                    break
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    self._on_line(line.decode())
+                self.changed.set()
+                self.changed = trio.Event()
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
+        finally:
+            self.eof = True
+            self.changed.set()
+
+    async def wait_for(self, predicate: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
+        """Wait until `predicate()` holds (checked after each batch of lines from the child)."""
+        try:
+            with trio.fail_after(timeout):
+                while not predicate():
+                    if self.eof:
+                        raise AssertionError(f"{self.name} exited before {what}: {self.stderr()}")
+                    await self.changed.wait()
+        except trio.TooSlowError:
+            raise AssertionError(f"{self.name}: no {what} within {timeout:g} s: {self.stderr()}") from None
+
+    async def send(self, line: str) -> None:
+        assert self.process.stdin is not None
+        await self.process.stdin.send_all((line + "\n").encode())
+
+    def kill(self) -> None:
+        """SIGKILL, at once."""
+        self.stopped_ns = time.time_ns()
+        self.process.kill()
+
+    async def terminate(self, timeout: float = WAIT) -> int:
+        """SIGTERM (a graceful leave) and wait for the exit; returns the exit status."""
+        self.stopped_ns = time.time_ns()
+        self.process.terminate()
+        with trio.fail_after(timeout):
+            return await self.process.wait()
+
+    async def stop(self) -> None:
+        """SIGTERM, then SIGKILL after STOP_GRACE; always ends with the process reaped."""
+        with trio.CancelScope(shield=True):
+            if self.process.returncode is None:
+                if self.stopped_ns is None:
+                    self.stopped_ns = time.time_ns()
+                self.process.terminate()
+                with trio.move_on_after(STOP_GRACE):
+                    await self.process.wait()
+            if self.process.returncode is None:
+                self.process.kill()
+                await self.process.wait()
+            if self.process.stdin is not None:
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await self.process.stdin.aclose()
+
+
+class NodeCluster:
+    """Node processes of one test; use `open_cluster`, which stops them all at the end."""
+
+    def __init__(self, nursery: trio.Nursery, tmp_path: Path, options: dict[str, Any]) -> None:
+        self._nursery = nursery
+        self._tmp_path = tmp_path
+        # A cluster name of its own, so that nothing from another test or run can join.
+        self.options = {"clusterName": f"overlay-test-{uuid.uuid4().hex[:12]}", **options}
+        self.instances: list[Node] = []  # every process started, in order
+
+    @property
+    def nodes(self) -> dict[str, Node]:
+        """The latest instance of each name that is meant to be running."""
+        latest: dict[str, Node] = {}
+        for node in self.instances:
+            latest[node.name] = node
+        return {name: node for name, node in latest.items() if node.alive}
+
+    async def start(self, name: str, seeds: Iterable[str] = (), **options: Any) -> Node:
+        """Start one node process; returns without waiting for it to listen."""
+        command = [sys.executable, str(Path(__file__).resolve()), "--name", name,
+                   "--options", json.dumps({**self.options, **options})]
+        for seed in seeds:
+            command += ["--seed", seed]
+        stderr_path = self._tmp_path / f"{name}-{len(self.instances)}.stderr"
+        with open(stderr_path, "wb") as stderr:
+            process = await trio.lowlevel.open_process(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                                       stderr=stderr, cwd=ROOT)
+        node = Node(name, process, stderr_path)
+        self.instances.append(node)
+        self._nursery.start_soon(node.read_stdout)
+        return node
+
+    async def start_many(self, names: list[str], timeout: float = WAIT) -> list[Node]:
+        """Start `names` together: the first on its own, the rest seeded with its address as soon as it
+        listens. Returns once every one is listening (not necessarily ready)."""
+        first = await self.start(names[0])
+        await first.wait_for(lambda: first.address is not None, "listening", timeout)
+        assert first.address is not None
+        nodes = [first] + [await self.start(name, [first.address]) for name in names[1:]]
+        with trio.fail_after(timeout):
+            for node in nodes:
+                await node.wait_for(lambda n=node: n.address is not None, "listening", timeout)
+        return nodes
+
+    async def wait_ready(self, nodes: Iterable[Node], timeout: float = WAIT) -> None:
+        with trio.fail_after(timeout):
+            for node in nodes:
+                await node.wait_for(lambda n=node: n.ready_ns is not None, "ready", timeout)
+
+    async def statuses(self, nodes: Iterable[Node] | None = None,
+                       timeout: float = 5.0) -> dict[str, dict[str, Any]]:
+        """The status of each node (all running ones by default), fetched concurrently."""
+        targets = list(self.nodes.values() if nodes is None else nodes)
+        result: dict[str, dict[str, Any]] = {}
+
+        async def one(node: Node) -> None:
+            result[node.name] = await fetch_status(*node.host_port, timeout=timeout)
+
+        async with trio.open_nursery() as nursery:
+            for node in targets:
+                nursery.start_soon(one, node)
+        return result
+
+    async def stop_all(self) -> None:
+        with trio.CancelScope(shield=True):
+            async with trio.open_nursery() as nursery:
+                for node in self.instances:
+                    nursery.start_soon(node.stop)
+
+
+@contextlib.asynccontextmanager
+async def open_cluster(tmp_path: Path, **options: Any) -> AsyncIterator[NodeCluster]:
+    """A NodeCluster whose processes are all stopped (SIGTERM, then SIGKILL) when the block ends."""
+    async with trio.open_nursery() as nursery:
+        cluster = NodeCluster(nursery, tmp_path, options)
+        try:
+            yield cluster
+        finally:
+            await cluster.stop_all()
+            nursery.cancel_scope.cancel()
+
+
+# ---------------------------------------------------------------------- the ring
+
+
+def true_ring_neighbours(names: Iterable[str], local_links: int = 4) -> dict[str, set[str]]:
+    """Each name's `local_links` true ring neighbours (half per side) among `names`."""
+    names = list(names)
+    per_side = max(1, (local_links + 1) // 2)
+    positions = {name: ring.position(name) for name in names}
+    return {name: set(ring.nearest_per_side(positions[name], [(other, positions[other]) for other in names
+                                                              if other != name], per_side))
+            for name in names}
+
+
+def local_links(status: dict[str, Any]) -> set[str]:
+    return {link["name"] for link in status["link_details"] if link["kind"] == "local"}
+
+
+def ring_mismatches(statuses: dict[str, dict[str, Any]], local_count: int = 4) -> dict[str, Any]:
+    """Nodes whose local links are not their true ring neighbours among the nodes of `statuses`:
+    name -> (local links, expected)."""
+    expected = true_ring_neighbours(statuses, local_count)
+    return {name: (sorted(local_links(status)), sorted(expected[name]))
+            for name, status in statuses.items() if local_links(status) != expected[name]}
+
+
+if __name__ == "__main__":
+    sys.exit(_child_entry())
