@@ -324,9 +324,11 @@ class NodeState:
         """Announce a graceful exit to every linked peer. The driver then flushes and closes."""
         self._now = now
         self.leaving = True
+        self._departed[(self.name, self.epoch)] = now  # our own LEAVE coming back is not passed on
         if self._active:
             self._out.append(Send(self._active, wire.encode_control(
-                wire.KIND_LEAVE, {"name": self.name, "epoch": self.epoch})))
+                wire.KIND_LEAVE, {"name": self.name, "epoch": self.epoch,
+                                  "address": list(self.listen_address)})))
         return self._flush()
 
     # ------------------------------------------------------------------ events from the driver
@@ -874,6 +876,9 @@ class NodeState:
         others = tuple(c for c in self._active if c != conn.id)
         if others:
             self._out.append(Send(others, wire.LENGTH.pack(len(body)) + body))
+        address = fields.get("address")
+        if isinstance(address, list) and len(address) == 2:
+            self._remembered.pop((address[0], address[1]), None)  # never probe it again
         member = self._members.get(name)
         if member is not None and epoch == member.epoch:
             member.left = True
@@ -1054,6 +1059,13 @@ class NodeState:
         keep = self.policy.retained(self.name, self._views(now))
         for name in [n for n, m in self._members.items() if n not in keep and m.conn is None]:
             del self._members[name]
+        self._prune_address_owners()
+
+    def _prune_address_owners(self) -> None:
+        """Forget which member answered at an address once the member is gone: O(view), not O(history)."""
+        if len(self._address_owner) > 2 * len(self._members) + len(self._seeds):
+            self._address_owner = {address: name for address, name in self._address_owner.items()
+                                   if name in self._members or address in self._seeds}
 
     def _forget_unreachable(self, now: float) -> None:
         limit = self.config.forget_after
@@ -1067,6 +1079,8 @@ class NodeState:
             del self._members[member.name]
             if not member.left and member.failures >= 1:
                 self._remember(member.address, now)  # evidence of a death or a partition: probe it
+        if gone:
+            self._prune_address_owners()
             self.counters["members_forgotten"] += 1
 
     def _flush(self) -> list[Action]:

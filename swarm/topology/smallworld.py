@@ -7,8 +7,8 @@ log N hops (docs/architecture.md has the figures).
 
 A node does not know the whole cluster. Its view holds
 
-* its ring neighbourhood: the `2 * local_links` nearest known nodes on each side, so that a dead
-  neighbour has a known replacement (Chord keeps a successor list for the same reason);
+* its ring neighbourhood: twice as many nearest known nodes on each side as it has ring links there, so
+  that a dead neighbour has a known replacement (Chord keeps a successor list for the same reason);
 * a reserve of up to `reserve_size` other nodes, a random sample refreshed by gossip, from which
   shortcuts are drawn and with which partitions are repaired (HyParView's passive view);
 * every node it is linked to.
