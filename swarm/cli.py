@@ -4,6 +4,8 @@
     python -m swarm sub  [--config FILE] [--option ...] TOPIC
     python -m swarm pub  [--config FILE] [--option ...] TOPIC JSON [--timeout S]
     python -m swarm demo [--nodes 8] [--messages N] [--publishers P] [--size BYTES] [--rate R]
+    python -m swarm status HOST:PORT [--json] [--config FILE] [--option tls.ca=...]
+    python -m swarm certs init DIR | issue DIR NAME [--days N] | show FILE
 
 Options come from a deepstream-style config file (`plugins.message.options`, see `swarm.config`) and from
 `--option key=value` flags, which win over the file. A bad configuration prints one line,
@@ -16,12 +18,15 @@ Lines meant for programs (each flushed at once):
 * `sub` keeps stdout for the messages, one JSON value per line (bytes as base64 strings), and prints the
   same `listening ...` and `ready ...` lines on stderr. A message published after `ready` is printed.
 * `pub` prints nothing on success; it exits 1 with a reason on stderr when no peer is reachable.
+* `node` re-reads its `tls` files on SIGHUP and prints `tls-reloaded <serverName> <serial>` (the serial
+  of the certificate now in use, hex) or `tls-reload-failed <serverName>: <reason>` (the files in use
+  before stay in use).
 
 `pub` and `sub` are short-lived clients: unless the file or a flag sets `port`, they listen on an
 ephemeral port (a node's default is 6021), so they run beside a node on the same machine.
 
 `node` and `sub` run until SIGINT (Ctrl-C) or SIGTERM, then leave the cluster cleanly and exit 0.
-The demo's logic lives in `swarm.demo`.
+The demo's logic lives in `swarm.demo`, the certificates' in `swarm.certs`.
 """
 
 from __future__ import annotations
@@ -34,13 +39,14 @@ import logging
 import math
 import os
 import signal
+import ssl
 import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
 import trio
 
-from . import __version__
+from . import __version__, certs
 from .config import OPTIONS_BY_KEY, Options, load_config_file, parse_address, parse_option_text
 from .connector import Connector
 from .errors import ConfigError, MessageTooLarge
@@ -84,6 +90,13 @@ def parse_option_flags(flags: Sequence[str]) -> dict[str, Any]:
         key = key.strip()
         if not sep or not key:
             raise ConfigError(f"--option: expected key=value, got {flag!r}")
+        base, dot, part = key.partition(".")
+        option = OPTIONS_BY_KEY.get(base)
+        if option is not None and option.kind == "tls" and dot:
+            # `--option tls.ca=FILE`: one file of the mapping (checked with the rest by Options).
+            tls = values.get(base)
+            values[base] = dict(tls if isinstance(tls, dict) else {}, **{part: text})
+            continue
         option = OPTIONS_BY_KEY.get(key)
         if option is None:
             raise ConfigError(f"{key}: unknown option (known: {', '.join(sorted(OPTIONS_BY_KEY))})")
@@ -101,7 +114,10 @@ def load_options(config: str | None, flags: Sequence[str], *,
     if config is not None:
         file_options, _document = load_config_file(config)
         mapping.update(file_options)
-    mapping.update(parse_option_flags(flags))
+    flag_options = parse_option_flags(flags)
+    if isinstance(mapping.get("tls"), dict) and isinstance(flag_options.get("tls"), dict):
+        flag_options["tls"] = {**mapping["tls"], **flag_options["tls"]}  # `tls.cert=...` replaces one file
+    mapping.update(flag_options)
     return Options.from_mapping(mapping)
 
 
@@ -189,16 +205,33 @@ async def _announce(conn: Connector, stream: TextIO) -> None:
 
 
 async def run_node(options: Options) -> int:
-    """Run a node until SIGINT/SIGTERM, then leave cleanly."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    """Run a node until SIGINT/SIGTERM, then leave cleanly; re-read the TLS files on SIGHUP."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals, \
+            trio.open_signal_receiver(signal.SIGHUP) as hangups:
         async with contextlib.AsyncExitStack() as stack:
             conn = await _join(stack, Connector(options))
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_announce, conn, sys.stdout)
+                nursery.start_soon(_reload_on_hangup, conn, hangups, sys.stdout)
                 await _wait_for_signal(signals)
                 nursery.cancel_scope.cancel()
         log.info("%s left the cluster", options.serverName)
     return EXIT_OK
+
+
+async def _reload_on_hangup(conn: Connector, hangups: Any, out: TextIO) -> None:
+    """On each SIGHUP, re-read the `tls` files: new connections use them, links up keep running."""
+    async for _ in hangups:
+        if conn.options.tls is None:
+            log.info("%s: SIGHUP: no `tls` option, nothing to reload", conn.server_name)
+            continue
+        try:
+            info = conn.reload_tls()
+        except ConfigError as error:
+            emit(out, f"tls-reload-failed {conn.server_name}: " + " ".join(str(error).split()))
+            continue
+        log.info("%s: SIGHUP: TLS files reloaded", conn.server_name)
+        emit(out, f"tls-reloaded {conn.server_name} {info['serial']}")
 
 
 async def run_sub(options: Options, topic: str | int) -> int:
@@ -255,10 +288,11 @@ async def run_pub(options: Options, topic: str | int, message: Any, timeout: flo
     return EXIT_OK
 
 
-async def run_status(address: tuple[str, int], as_json: bool, timeout: float) -> int:
-    """Print the status of the node at `address`."""
+async def run_status(address: tuple[str, int], as_json: bool, timeout: float,
+                     tls_context: ssl.SSLContext | None = None) -> int:
+    """Print the status of the node at `address` (over TLS with `tls_context`)."""
     try:
-        status = await fetch_status(*address, timeout=timeout)
+        status = await fetch_status(*address, timeout=timeout, tls_context=tls_context)
     except (OSError, trio.TooSlowError) as error:
         reason = "no answer in time" if isinstance(error, trio.TooSlowError) else str(error)
         raise CommandFailed(f"cannot get the status of {address[0]}:{address[1]}: {reason}") from None
@@ -346,7 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="swarm: a brokerless small-world message bus (deepstream's direct connector).")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="{node,sub,pub,status,demo}", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="{node,sub,pub,status,demo,certs}",
+                                     required=True)
 
     node = commands.add_parser("node", help="run a node until SIGINT/SIGTERM",
                                description="Run a node. Prints `listening <name> <host>:<port>` and "
@@ -376,6 +411,10 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print the status as JSON")
     status.add_argument("--timeout", type=_positive_float, default=5.0,
                         help="seconds to wait for the answer (default: 5)")
+    status.add_argument("--config", metavar="FILE",
+                        help="take the `tls` files from this config (a TLS node answers over TLS only)")
+    status.add_argument("--option", metavar="KEY=VALUE", action="append", default=[],
+                        help="as for node; only tls.ca, tls.cert and tls.key matter here")
     status.add_argument("--log-level", default="WARNING",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], help=argparse.SUPPRESS)
 
@@ -398,6 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--log-level", default="WARNING",
                       choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
                       help="log level of the node processes on stderr (default: WARNING)")
+
+    certs.add_parser(commands)
 
     # Internal: one node process of the demo, driven over stdin/stdout by the parent (see swarm.demo).
     child = commands.add_parser("_demo-node")
@@ -422,7 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(error, ConfigError):
             print(error_line(error), file=sys.stderr, flush=True)
             return EXIT_CONFIG
-        if isinstance(error, CommandFailed):
+        if isinstance(error, (CommandFailed, certs.CertError)):
             print(error_line(error), file=sys.stderr, flush=True)
             return EXIT_FAILURE
         raise
@@ -447,7 +488,18 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command == "node":
         return trio.run(run_node, load_options(args.config, args.option))
     if command == "status":
-        return trio.run(run_status, parse_address(args.address, "HOST:PORT"), args.json, args.timeout)
+        address = parse_address(args.address, "HOST:PORT")
+        tls_context = None
+        if args.config is not None or args.option:
+            files = load_options(args.config, args.option).tls
+            if files is not None:
+                from .transport import tls
+                tls_context = tls.load(files).client
+        return trio.run(run_status, address, args.json, args.timeout, tls_context)
+    if command == "certs":
+        for line in certs.run(args):
+            print(line)
+        return EXIT_OK
     # pub and sub are clients: an ephemeral port unless told otherwise.
     options = load_options(args.config, args.option, defaults={"port": 0})
     topic = parse_topic(args.topic)

@@ -23,8 +23,8 @@ import yaml
 
 from .errors import ConfigError
 
-__all__ = ["OPTIONS", "Option", "Options", "load_config_file", "parse_address", "parse_option_text",
-           "render_markdown"]
+__all__ = ["OPTIONS", "Option", "Options", "TlsFiles", "load_config_file", "parse_address",
+           "parse_option_text", "render_markdown"]
 
 
 def parse_address(value: str, key: str = "address") -> tuple[str, int]:
@@ -45,12 +45,49 @@ def parse_address(value: str, key: str = "address") -> tuple[str, int]:
     return host, port
 
 
+TLS_KEYS = ("ca", "cert", "key")
+
+
+@dataclasses.dataclass(frozen=True)
+class TlsFiles:
+    """The `tls` option: the cluster CA bundle, this node's certificate and its private key (PEM files,
+    absolute paths)."""
+
+    ca: str
+    cert: str
+    key: str
+
+    @classmethod
+    def from_value(cls, value: Any, key: str = "tls") -> TlsFiles:
+        """Check the shape of a `{ca, cert, key}` mapping; ConfigError names `tls.ca` etc. Files are not
+        read here (see `swarm.transport.tls.load`)."""
+        if isinstance(value, TlsFiles):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping {{ca: FILE, cert: FILE, key: FILE}}, got {value!r}")
+        for name in value:
+            if name not in TLS_KEYS:
+                raise ConfigError(f"{key}.{name}: unknown key (expected ca, cert, key)")
+        paths = {}
+        what = {"ca": "the cluster CA bundle", "cert": "this node's certificate", "key": "its private key"}
+        for name in TLS_KEYS:
+            path = value.get(name)
+            if path is None:
+                raise ConfigError(f"{key}.{name}: missing; expected the path of {what[name]} (a PEM file)")
+            if isinstance(path, os.PathLike):
+                path = os.fspath(path)
+            if not isinstance(path, str) or not path:
+                raise ConfigError(f"{key}.{name}: expected a file path, got {path!r}")
+            paths[name] = os.path.abspath(path)
+        return cls(**paths)
+
+
 @dataclasses.dataclass(frozen=True)
 class Option:
     """One configuration key: its type, default, allowed range and meaning."""
 
     key: str
-    kind: str  # "str" | "int" | "float" | "bool" | "addresses" | "choice"
+    kind: str  # "str" | "int" | "float" | "bool" | "addresses" | "choice" | "tls"
     default: Any
     doc: str
     minimum: float | None = None
@@ -62,6 +99,8 @@ class Option:
     def expected(self) -> str:
         if self.kind == "choice":
             return "one of " + ", ".join(self.choices)
+        if self.kind == "tls":
+            return "a mapping `{ca, cert, key}` of PEM file paths"
         names = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
                  "addresses": "a list of 'host:port' strings"}
         text = names[self.kind]
@@ -103,6 +142,11 @@ class Option:
             if not isinstance(value, (list, tuple)):
                 raise ConfigError(f"{key}: expected {self.expected()}, got {value!r}")
             return tuple(parse_address(item, f"{key}[{i}]") for i, item in enumerate(value))
+        if self.kind == "tls":
+            files = TlsFiles.from_value(value, key)
+            from .transport import tls  # ssl and cryptography: loaded only when TLS is used
+            tls.load(files)  # every file read and checked: ConfigError naming tls.ca, tls.cert or tls.key
+            return files
         raise AssertionError(self.kind)
 
 
@@ -116,7 +160,7 @@ def parse_option_text(option: Option, text: str) -> Any:
         return text
     if option.kind == "addresses":
         return [part.strip() for part in text.split(",") if part.strip()]
-    try:
+    try:  # numbers, booleans, and `tls={ca: a.pem, cert: b.pem, key: b.key}`
         return yaml.safe_load(text)
     except yaml.YAMLError:
         return text
@@ -209,6 +253,13 @@ OPTIONS: tuple[Option, ...] = (
            "Seconds after which a member that cannot be reached is forgotten and no longer dialled "
            "(seeds are kept: dialled while the node is isolated, probed now and then otherwise).",
            minimum=0.1),
+    Option("tls", "tls", None,
+           "Mutual TLS between nodes: `{ca: FILE, cert: FILE, key: FILE}`, the cluster CA bundle, this "
+           "node's certificate and its key (PEM; made by `python -m swarm certs`). Every link is then TLS "
+           "1.3, both ends show a certificate from the bundle's CAs, and a peer's certificate must name "
+           "the server name it claims; there is no plaintext fallback. `serverName` defaults to the "
+           "certificate's name. Files are re-read on SIGHUP and by `Connector.reload_tls()`. Default: "
+           "none, plaintext (warned about when `host` is not loopback). See docs/security.md."),
 )
 
 OPTIONS_BY_KEY: dict[str, Option] = {option.key: option for option in OPTIONS}
@@ -242,6 +293,7 @@ class Options:
     maxPeers: int
     reserveSize: int
     gossipInterval: float
+    tls: TlsFiles | None = None
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any] | None = None, *, from_text: bool = False) -> Options:
@@ -269,6 +321,15 @@ class Options:
         if values["maxPeers"] < values["localLinks"] + values["shortcuts"]:
             raise ConfigError(f"maxPeers: expected an integer >= localLinks + shortcuts "
                               f"({values['localLinks'] + values['shortcuts']}), got {values['maxPeers']}")
+        if values["tls"] is not None:
+            from .transport import tls
+            name = tls.certificate_name(values["tls"].cert)
+            if mapping.get("serverName") is None:
+                values["serverName"] = name  # the certificate says who this node is
+            elif values["serverName"] != name:
+                raise ConfigError(f"serverName: {values['serverName']!r} is not the name in the tls "
+                                  f"certificate ({name!r}), so every peer would refuse this node; leave "
+                                  "serverName out to take the certificate's")
         return cls(**values)
 
     def replace(self, **changes: Any) -> Options:
@@ -321,6 +382,12 @@ def load_config_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict
     if not isinstance(options, dict):
         raise ConfigError("plugins.message.options: expected a mapping of option names to values")
     options = dict(options)
+    tls_files = options.get("tls")
+    if isinstance(tls_files, dict):
+        # Relative paths are relative to the config file, wherever the node is started from.
+        base = os.path.dirname(os.path.abspath(path))
+        options["tls"] = {key: os.path.join(base, value) if isinstance(value, str) and value else value
+                          for key, value in tls_files.items()}
     server_name = document.get("serverName")
     if server_name is not None and "serverName" not in options:
         if not isinstance(server_name, str) or not server_name:
@@ -337,6 +404,8 @@ def render_markdown() -> str:
             default = "derived (see meaning)"
         elif option.kind == "addresses":
             default = "`[]`"
+        elif option.kind == "tls":
+            default = "none"
         else:
             default = f"`{option.default!r}`"
         kind = option.expected()

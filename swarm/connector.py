@@ -16,13 +16,13 @@ from __future__ import annotations
 import inspect
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import trio
 
 from . import __version__
-from .config import Options
+from .config import Options, TlsFiles
 from .errors import SwarmError
 from .protocol.actions import Deliver
 from .protocol.wire import decode_message
@@ -214,6 +214,20 @@ class Connector:
     def status(self) -> dict[str, Any]:
         """The node's links, view and counters (see `python -m swarm status`)."""
         return self._engine.status()
+
+    def reload_tls(self, tls: Mapping[str, Any] | TlsFiles | None = None) -> dict[str, Any]:
+        """Re-read the `tls` files (CA bundle, certificate, key), or switch to the files of `tls`.
+
+        New connections use them; links already up keep running. What `python -m swarm node` does on
+        SIGHUP. Returns what is now in use (certificate name, serial, expiry, trusted CAs). Raises
+        ConfigError, naming `tls.ca`, `tls.cert` or `tls.key`, if the files do not load or the certificate
+        is for another node; the files in use before stay in use. Raises ConfigError too if the node
+        was started without `tls`.
+        """
+        files = TlsFiles.from_value(tls) if tls is not None else None
+        setup = self._engine.reload_tls(files)
+        self.options = self._engine.options
+        return setup.status()
 
     # ------------------------------------------------------------------ delivery
 

@@ -12,6 +12,12 @@ This is the only place where swarm touches sockets and the clock. One `Engine` o
 Everything runs in the nursery of `run`; cancelling it (or `close`) ends every task, and no task
 outlives the engine.
 
+With the `tls` option every connection, accepted or dialled, is wrapped in a `trio.SSLStream` (contexts
+from `swarm.transport.tls`) before it becomes a link, and the name in the peer's certificate goes to the
+core with the connection; without it, links are the plain `SocketStream`s and nothing of TLS is on the
+path. A connection whose TLS handshake fails never reaches the core: it is counted, logged and
+reported here.
+
 Queues are bounded (`sendQueueSize` frames per link). A frame that finds its queue full is dropped and
 counted, never buffered without bound; producers that must not lose anything `await drain()`, which waits
 until every queue is at most half full.
@@ -19,11 +25,14 @@ until every queue is at most half full.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import json
 import logging
 import os
 import random
+import socket
+import ssl
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -31,15 +40,16 @@ from typing import Any
 
 import trio
 
-from ..config import Options
-from ..errors import ProtocolError
+from ..config import Options, TlsFiles
+from ..errors import ConfigError, ProtocolError
 from ..protocol import actions as act
 from ..protocol import wire
 from ..protocol.state import CoreConfig, NodeState
 from ..protocol.wire import KIND_DATA, max_frame_body
+from . import tls
 from .framing import FrameReader
 
-__all__ = ["Engine", "SendQueue", "fetch_status"]
+__all__ = ["Engine", "SendQueue", "fetch_status", "open_bus_warning"]
 
 log = logging.getLogger("swarm.transport")
 
@@ -62,6 +72,12 @@ CONGESTION_WAIT = 1.0
 # Frames handled between two checks: with up to maxPeers readers each adding this many before they
 # look, the other half of a queue is the headroom.
 CONGESTION_CHECK_EVERY = 128
+# After refusing a connection (a TLS alert, or a REFUSE to a plaintext peer), how long its bytes are
+# read and thrown away so that closing does not reset the connection before the peer has read why.
+REFUSAL_LINGER = 1.0
+# TLS failures are reported (as `error` events and warnings) the 1st, 2nd, 4th, 8th... time for one
+# peer and reason, and counted every time; this many distinct (peer, reason) pairs are remembered.
+TLS_REPORT_KEYS = 1024
 
 
 class SendQueue:
@@ -127,10 +143,14 @@ class SendQueue:
 class Link:
     """One TCP connection and what belongs to it."""
 
-    __slots__ = ("id", "stream", "queue", "scope", "retiring", "final", "close_reason", "outbound")
+    __slots__ = ("id", "stream", "queue", "scope", "retiring", "final", "close_reason", "outbound",
+                 "identity", "peer_serial", "where")
 
     def __init__(self, conn_id: int, stream: trio.abc.Stream, queue_limit: int, outbound: bool) -> None:
         self.id = conn_id
+        self.identity: str | None = None  # the name in the peer's TLS certificate
+        self.peer_serial: int | None = None
+        self.where = ""  # "the link to host:port" / "the connection from host:port", for TLS errors
         self.stream = stream
         self.queue = SendQueue(queue_limit)
         self.scope = trio.CancelScope()
@@ -170,6 +190,9 @@ class Engine:
         # a reorder gap that ends before the next regular tick).
         self._tick_scope = trio.CancelScope()
         self._closed = trio.Event()
+        # The TLS contexts new connections get (replaced whole by `reload_tls`); None: plaintext.
+        self._tls: tls.TlsSetup | None = tls.load(options.tls) if options.tls is not None else None
+        self._tls_reports: dict[tuple[str, ...], int] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -188,6 +211,9 @@ class Engine:
         if options.host in ("0.0.0.0", "::") and options.advertiseHost == "127.0.0.1":
             log.warning("%s: listening on %s but advertising 127.0.0.1; set advertiseHost so that peers on "
                         "other hosts can dial this node", options.serverName, options.host)
+        warning = open_bus_warning(options, port)
+        if warning:
+            log.warning("%s", warning)
         self.core = NodeState(CoreConfig.from_options(options), epoch=epoch,
                               listen_address=(options.advertiseHost, port), rng=self._rng,
                               counters=self.counters)
@@ -246,7 +272,40 @@ class Engine:
         assert self.core is not None
         status = self.core.status()  # its counters are ours too: one set per node
         status["queued"] = {link.id: len(link.queue.frames) for link in self._links.values()}
+        if self._tls is not None:
+            # Our certificate, the CAs trusted, and the serial of the certificate each linked peer showed.
+            status["tls"] = dict(self._tls.status(), peers={
+                link.identity: f"{link.peer_serial:x}" for link in self._links.values()
+                if link.identity is not None and link.peer_serial is not None})
         return status
+
+    def reload_tls(self, files: TlsFiles | None = None) -> tls.TlsSetup:
+        """Re-read the CA bundle, certificate and key (or switch to `files`) for new connections.
+
+        Links already up keep running on the contexts they were made with. If the files do not load, or
+        the certificate is for another name than this node's, ConfigError is raised, counted
+        (`tls_reload_failures`), and the old files stay in use.
+        """
+        if self._tls is None:
+            raise ConfigError("tls: this node runs without TLS, and TLS cannot be turned on while it runs; "
+                              "restart it with the `tls` option")
+        try:
+            setup = tls.load(files if files is not None else self._tls.files)
+            if setup.name != self.options.serverName:
+                raise ConfigError(f"tls.cert: {setup.files.cert!r} is for {setup.name!r}, but this node is "
+                                  f"{self.options.serverName!r}")
+        except ConfigError as error:
+            self.counters["tls_reload_failures"] += 1
+            log.error("%s: TLS files not reloaded, the previous ones stay in use: %s",
+                      self.options.serverName, error)
+            raise
+        self._tls = setup
+        if files is not None:
+            self.options = self.options.replace(tls=files)
+        self.counters["tls_reloads"] += 1
+        log.info("%s: TLS files reloaded: certificate %x valid until %s, %d CA(s) trusted",
+                 self.options.serverName, setup.serial, setup.not_after.isoformat(), len(setup.authorities))
+        return setup
 
     # ------------------------------------------------------------------ carrying out the core's actions
 
@@ -313,7 +372,10 @@ class Engine:
                 await trio.sleep(0.1)
                 continue
             assert self._nursery is not None
-            self._nursery.start_soon(self._run_link, stream, False, None)
+            if self._tls is None:
+                self._nursery.start_soon(self._run_link, stream, False, None)
+            else:
+                self._nursery.start_soon(self._accept_tls, stream, self._tls)
 
     async def _dial(self, address: tuple[str, int]) -> None:
         assert self.core is not None
@@ -324,23 +386,149 @@ class Engine:
             reason = "timed out" if isinstance(error, trio.TooSlowError) else str(error)
             self._apply(self.core.on_dial_failed(address, reason, trio.current_time()))
             return
-        await self._run_link(stream, True, address)
+        if self._tls is None:
+            await self._run_link(stream, True, address)
+            return
+        where = f"the link to {address[0]}:{address[1]}"
+        secure = trio.SSLStream(stream, self._tls.client, server_hostname=None, https_compatible=True)
+        try:
+            deadline = trio.current_time() + self.options.handshakeTimeout
+            peer = await self._tls_handshake(secure, where, deadline)
+        except _HandshakeFailed as failure:
+            self._apply(self.core.on_dial_failed(address, failure.reason, trio.current_time()))
+            return
+        await self._run_link(secure, True, address, peer)
 
-    async def _run_link(self, stream: trio.SocketStream, outbound: bool,
-                        address: tuple[str, int] | None) -> None:
+    async def _accept_tls(self, stream: trio.SocketStream, setup: tls.TlsSetup) -> None:
+        """An inbound connection to a TLS node: TLS handshake first, then a link like any other."""
+        try:
+            host, port = stream.socket.getpeername()[:2]
+        except OSError:
+            host, port = "?", 0
+        where = f"the connection from {host}:{port}"
+        deadline = trio.current_time() + self.options.handshakeTimeout
+        try:
+            with trio.fail_at(deadline):
+                first = await stream.socket.recv(1, socket.MSG_PEEK)  # what kind of client is it?
+        except (OSError, trio.TooSlowError) as error:
+            if isinstance(error, trio.TooSlowError):
+                self.counters["tls_handshake_timeouts"] += 1
+            await trio.aclose_forcefully(stream)
+            return
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+        if not first:  # connected and closed without a byte (a port probe): nothing to refuse
+            await trio.aclose_forcefully(stream)
+            return
+        if first[0] != tls.TLS_HANDSHAKE_RECORD:
+            # A swarm node without `tls` (its HELLO is a plaintext frame): tell it, in a frame it reads.
+            self._tls_failed(where, "tls_refused", "it does not speak TLS (a node without the `tls` option?)")
+            refusal = wire.encode_control(wire.KIND_REFUSE, {"reason": f"{self.options.serverName} accepts "
+                                                                       "TLS connections only (`tls` option)"})
+            await self._linger_close(stream, refusal)
+            return
+        secure = trio.SSLStream(stream, setup.server, server_side=True, https_compatible=True)
+        try:
+            peer = await self._tls_handshake(secure, where, deadline)
+        except _HandshakeFailed:
+            return
+        await self._run_link(secure, False, None, peer)
+
+    async def _tls_handshake(self, secure: trio.SSLStream[trio.SocketStream], where: str,
+                             deadline: float) -> _TlsPeer:
+        """Run the TLS handshake, to be done by `deadline`; return who the peer is. On failure the
+        connection is counted, reported, closed, and _HandshakeFailed raised with the reason."""
+        try:
+            try:
+                with trio.fail_at(deadline):
+                    await secure.do_handshake()
+                name, serial = tls.peer_certificate(secure)
+            except trio.TooSlowError:
+                self.counters["tls_handshake_timeouts"] += 1
+                log.info("%s: %s: no TLS handshake within %gs", self.options.serverName, where,
+                         self.options.handshakeTimeout)
+                await trio.aclose_forcefully(secure.transport_stream)
+                raise _HandshakeFailed("TLS handshake timed out") from None
+            except (trio.BrokenResourceError, OSError) as error:
+                counter, reason = tls.explain(error)
+                self._tls_failed(where, counter, reason)
+                await self._linger_close(secure.transport_stream, tls.pending_alert(secure))
+                raise _HandshakeFailed(reason) from None
+            if name is None or serial is None:
+                reason = "its certificate names no swarm node (no 'swarm:' URI in its subject alt. name)"
+                self._tls_failed(where, "tls_refused", reason)
+                await trio.aclose_forcefully(secure.transport_stream)
+                raise _HandshakeFailed(reason)
+        except _HandshakeFailed:
+            raise
+        except BaseException:
+            await trio.aclose_forcefully(secure.transport_stream)
+            raise
+        return _TlsPeer(where, name, serial)
+
+    async def _linger_close(self, stream: trio.SocketStream, last_words: bytes) -> None:
+        """Send `last_words`, end our side, read (and drop) what the peer still sends for a moment, close.
+
+        Closing a socket with unread bytes makes the kernel reset the connection, and a reset can make
+        the peer discard the refusal it has not read yet.
+        """
+        with trio.move_on_after(REFUSAL_LINGER):
+            try:
+                if last_words:
+                    await stream.send_all(last_words)
+                await stream.send_eof()
+                while await stream.receive_some(RECEIVE_SIZE):
+                    pass
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+        await trio.aclose_forcefully(stream)
+
+    def _tls_failed(self, where: str, counter: str, reason: str) -> None:
+        """Count a TLS failure; log it and report it as an `error` event (code "tls"), the 1st, 2nd, 4th...
+        time for one peer and reason."""
+        self.counters[counter] += 1
+        if counter == "tls_refused":
+            text = f"TLS: refused {where}: {reason}"
+        else:
+            text = f"TLS: {where} failed: {reason}"
+        peer = where.rsplit(":", 1)[0] if where.startswith("the connection from") else where
+        key = (counter, peer, reason)
+        if key not in self._tls_reports and len(self._tls_reports) >= TLS_REPORT_KEYS:
+            self._tls_reports.clear()
+        seen = self._tls_reports[key] = self._tls_reports.get(key, 0) + 1
+        if seen & (seen - 1) == 0:
+            log.warning("%s: %s%s", self.options.serverName, text, f" ({seen} times)" if seen > 1 else "")
+            self._error("tls", text)
+        else:
+            log.debug("%s: %s", self.options.serverName, text)
+
+    def _link_broken(self, link: Link, error: BaseException) -> str:
+        """The close reason of a link whose stream failed; a TLS failure is also counted and reported."""
+        if link.where and isinstance(error.__cause__, ssl.SSLError) and link.close_reason == "closed":
+            counter, reason = tls.explain(error)
+            self._tls_failed(link.where, counter, reason)
+            return f"TLS: {reason}"
+        return f"connection error: {error}"
+
+    async def _run_link(self, stream: trio.abc.Stream, outbound: bool, address: tuple[str, int] | None,
+                        peer: _TlsPeer | None = None) -> None:
         core = self.core
         assert core is not None
         link = Link(next(self._ids), stream, self.options.sendQueueSize, outbound)
+        if peer is not None:
+            link.where, link.identity, link.peer_serial = peer.where, peer.name, peer.serial
         self._links[link.id] = link
         try:
             with link.scope:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._writer, link)
-                    self._apply(core.on_connection_open(link.id, outbound, address, trio.current_time()))
+                    self._apply(core.on_connection_open(link.id, outbound, address, trio.current_time(),
+                                                        link.identity))
                     try:
                         await self._reader(link)
                     except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
-                        link.close_reason = f"connection error: {error}"
+                        link.close_reason = self._link_broken(link, error)
                     nursery.cancel_scope.cancel()
         finally:
             del self._links[link.id]
@@ -369,7 +557,11 @@ class Engine:
             try:
                 frames = reader.feed(data)
             except ProtocolError as error:
-                apply(core.on_stream_error(conn_id, str(error), trio.current_time()))
+                reason = str(error)
+                if data[:2] == b"\x16\x03" and not reader.pending and not link.where:
+                    # A TLS record where a frame should start: a peer with the `tls` option.
+                    reason = f"the peer speaks TLS and this node runs without the `tls` option ({reason})"
+                apply(core.on_stream_error(conn_id, reason, trio.current_time()))
                 return
             now = trio.current_time()
             for index, body in enumerate(frames, 1):
@@ -404,7 +596,7 @@ class Engine:
         try:
             await self._write_queue(link)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
-            link.close_reason = f"connection error: {error}"
+            link.close_reason = self._link_broken(link, error)
             link.scope.cancel()
 
     async def _write_queue(self, link: Link) -> None:
@@ -422,9 +614,14 @@ class Engine:
             if link.retiring and not queue.frames:
                 # Retired: everything we owed this connection is written; tell the peer and let the
                 # reader run on to the peer's end of stream.
+                stream = link.stream
+                if isinstance(stream, trio.SSLStream):
+                    # TLS has no half-close: end the TCP stream under it. The peer reads a clean end of
+                    # stream (https_compatible): a cut there costs frames, never accepts a partial one.
+                    stream = stream.transport_stream
                 try:
-                    await link.stream.send_eof()
-                except (AttributeError, NotImplementedError):
+                    await stream.send_eof()
+                except (AttributeError, NotImplementedError, trio.BusyResourceError):
                     pass
                 return
 
@@ -449,20 +646,66 @@ class Engine:
             self._apply(core.on_tick(trio.current_time()))
 
 
-async def fetch_status(host: str, port: int, timeout: float = 5.0) -> dict[str, Any]:
-    """Ask the node at host:port for its status (what `python -m swarm status` prints)."""
+class _HandshakeFailed(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _TlsPeer:
+    """Who is at the other end of a TLS connection (its certificate's name and serial)."""
+
+    __slots__ = ("where", "name", "serial")
+
+    def __init__(self, where: str, name: str, serial: int) -> None:
+        self.where = where
+        self.name = name
+        self.serial = serial
+
+
+def open_bus_warning(options: Options, port: int | None = None) -> str | None:
+    """The warning a node without `tls` logs when it listens on an address other hosts can reach."""
+    if options.tls is not None or options.host == "localhost":
+        return None
+    try:
+        if ipaddress.ip_address(options.host).is_loopback:
+            return None
+    except ValueError:
+        return None
+    return (f"{options.serverName}: listening on {options.host}:{port if port is not None else options.port} "
+            "without the `tls` option: the bus is open, anyone who can reach this port can join the "
+            "cluster, read every message and publish; set `tls` (docs/security.md)")
+
+
+async def fetch_status(host: str, port: int, timeout: float = 5.0,
+                       tls_context: ssl.SSLContext | None = None) -> dict[str, Any]:
+    """Ask the node at host:port for its status (what `python -m swarm status` prints).
+
+    A node with the `tls` option answers over TLS only, to a client with a certificate of its cluster:
+    pass the client context of such a certificate (`swarm.transport.tls.load(files).client`).
+    """
     with trio.fail_after(timeout):
-        stream = await trio.open_tcp_stream(host, port)
+        stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+        if tls_context is not None:
+            stream = trio.SSLStream(stream, tls_context, server_hostname=None, https_compatible=True)
         async with stream:
-            await stream.send_all(wire.encode_control(wire.KIND_STATUS_REQUEST, {}))
-            reader = FrameReader(wire.MAX_CONTROL_BODY)
-            while True:
-                data = await stream.receive_some(RECEIVE_SIZE)
-                if not data:
-                    raise ConnectionError(f"{host}:{port} closed the connection without a status")
-                for body in reader.feed(data):
-                    if body[0] == wire.KIND_STATUS:
-                        return wire.decode_control(body)
+            try:
+                await stream.send_all(wire.encode_control(wire.KIND_STATUS_REQUEST, {}))
+                reader = FrameReader(wire.MAX_CONTROL_BODY)
+                while True:
+                    data = await stream.receive_some(RECEIVE_SIZE)
+                    if not data:
+                        raise ConnectionError(f"{host}:{port} closed the connection without a status")
+                    for body in reader.feed(data):
+                        if body[0] == wire.KIND_STATUS:
+                            return wire.decode_control(body)
+                        if body[0] == wire.KIND_REFUSE:
+                            reason = wire.decode_control(body).get("reason")
+                            raise ConnectionError(f"{host}:{port} refused the request: {reason}")
+            except trio.BrokenResourceError as error:
+                if isinstance(error.__cause__, ssl.SSLError):
+                    raise ConnectionError(f"TLS with {host}:{port} failed: {tls.explain(error)[1]}") from None
+                raise ConnectionError(f"{host}:{port}: {error.__cause__ or error}") from None
 
 
 def read_peers_file(path: str) -> list[tuple[str, int]]:

@@ -1,0 +1,229 @@
+"""TLS cost: throughput from 1 publisher to 1 subscriber node process, with and without TLS, in one run.
+
+    .venv/bin/python benchmarks/tls_cost.py [--messages N] [--size BYTES ...] [--rounds R] [--json FILE]
+
+What it measures, for each `--size` (payload bytes per message, as the demo's `--size`):
+
+* two swarm nodes, each its own OS process (`python -m swarm _demo-node`, the demo's node, see
+  `swarm.demo`), on 127.0.0.1 with ephemeral ports: node-0 publishes `--messages` messages as fast as
+  flow control allows (`--burst` messages, then `await conn.drain()`), node-1 subscribes and counts
+  what arrives (lost, duplicated, out of order) and when the first and the last message came; its rate
+  is delivered / (last - first);
+* **plain**: the nodes without the `tls` option; **tls**: the same nodes with mutual TLS 1.3 (EC P-256
+  certificates made for this run by `swarm.certs` in a temporary directory, removed at the end);
+* `--rounds` rounds of each, alternating (plain, tls, plain, tls, ...), so that a change in the
+  machine's load hits both alike; every round starts fresh processes.
+
+The figure is **tls / plain**: the median TLS rate over the median plaintext rate. Absolute rates move
+with the machine's load; the ratio is the figure to compare. A readable table goes to stdout, progress to
+stderr, `--json FILE` writes every figure. Exit status: 0 when nothing was lost, duplicated or reordered,
+1 otherwise or on failure, 130 when interrupted. Every process started is stopped (`swarm.demo.supervise`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
+
+import swarm
+from swarm import certs, demo
+
+NAMES = ("node-0", "node-1")
+PUBLISHER, SUBSCRIBER = NAMES
+
+
+async def start_node(children: list[demo.Child], name: str, seeds: list[str],
+                     tls_dir: Path | None) -> demo.Child:
+    command = [sys.executable, "-m", "swarm", "_demo-node", "--peers", "1",
+               "--option", f"serverName={name}", "--option", "port=0", "--option", "host=127.0.0.1",
+               "--option", f"clusterName=tls-cost-{os.getpid()}"]
+    if seeds:
+        command += ["--option", "seedNodes=" + ",".join(seeds)]
+    if tls_dir is not None:
+        command += ["--option", f"tls.ca={tls_dir / certs.CA_CERT}",
+                    "--option", f"tls.cert={tls_dir / name}.pem", "--option", f"tls.key={tls_dir / name}.key"]
+    return await demo.start_process(children, name, command)
+
+
+async def run_round(children: list[demo.Child], tls_dir: Path | None, messages: int, size: int,
+                    burst: int) -> dict[str, Any]:
+    """One round: start both nodes, publish, collect the subscriber's result, stop them."""
+    publisher = await start_node(children, PUBLISHER, [], tls_dir)
+    seed = (await publisher.expect("listening")).split()[1]
+    await start_node(children, SUBSCRIBER, [seed], tls_dir)
+    await demo.await_all(children, "ready")
+    await demo.await_all(children, "linked")
+    command = json.dumps({"publishers": [PUBLISHER], "messages": messages, "size": size, "rate": 0.0,
+                          "burst": burst})
+    for child in children:
+        await child.send("start " + command)
+    answers = await demo.await_all(children, "result")
+    for child in children:
+        await child.send("stop")
+    result = json.loads(answers[SUBSCRIBER])
+    first, last = result["first_ns"], result["last_ns"]
+    seconds = (last - first) / 1e9 if first is not None and last is not None and last > first else math.nan
+    return {"expected": result["expected"], "delivered": result["delivered"],
+            "lost": result["expected"] - result["delivered"], "duplicates": result["duplicates"],
+            "out_of_order": result["out_of_order"], "seconds": seconds,
+            "msgs_per_s": result["delivered"] / seconds if seconds > 0 else math.nan,
+            "p50_ms": result["p50_ms"], "p99_ms": result["p99_ms"],
+            "publisher_counters": json.loads(answers[PUBLISHER])["counters"],
+            "subscriber_counters": result.get("counters", {})}
+
+
+def median(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return statistics.median(finite) if finite else math.nan
+
+
+def format_report(report: dict[str, Any]) -> str:
+    lines = [f"{'size':>6}  {'mode':<6}{'round':>6}  {'msgs/s':>10}  {'delivered/expected':>19}  "
+             f"{'lost':>5} {'dup':>5} {'ooo':>5}  {'p50 ms':>7}"]
+    lines.append("-" * len(lines[0]))
+    for run in report["runs"]:
+        for entry in run["rounds"]:
+            figures = entry["figures"]
+            lines.append(f"{run['size']:>6}  {entry['mode']:<6}{entry['round']:>6}  "
+                         f"{figures['msgs_per_s']:>10,.0f}  "
+                         f"{figures['delivered']:>9}/{figures['expected']:<9}  {figures['lost']:>5} "
+                         f"{figures['duplicates']:>5} {figures['out_of_order']:>5}  "
+                         f"{figures['p50_ms']:>7.1f}")
+        lines.append(f"{'':>6}  median: plain {run['plain_msgs_per_s']:,.0f}/s, "
+                     f"tls {run['tls_msgs_per_s']:,.0f}/s  ->  tls / plain = {run['ratio']:.3f}")
+        lines.append("")
+    return "\n".join(lines).rstrip()
+
+
+def clean(report: dict[str, Any]) -> bool:
+    return all(entry["figures"]["lost"] == 0 and entry["figures"]["duplicates"] == 0
+               and entry["figures"]["out_of_order"] == 0
+               for run in report["runs"] for entry in run["rounds"])
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(item) for item in value]
+    return value
+
+
+async def benchmark(args: argparse.Namespace) -> int:
+    report: dict[str, Any] = {
+        "benchmark": "tls_cost", "format": 1, "swarm_version": swarm.__version__,
+        "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "platform": platform.platform(), "load_before": os.getloadavg()[0]},
+        "settings": {"messages": args.messages, "sizes": args.size, "rounds": args.rounds,
+                     "burst": args.burst, "processes": "1 publisher + 1 subscriber node process",
+                     "key": "EC P-256, TLS 1.3"},
+        "runs": []}
+    with tempfile.TemporaryDirectory(prefix="swarm-tls-cost-") as temporary:
+        tls_dir = Path(temporary)
+        certs.init(tls_dir)
+        for name in NAMES:
+            certs.issue(tls_dir, name)
+        try:
+            for size in args.size:
+                run: dict[str, Any] = {"size": size, "rounds": []}
+                for number in range(1, args.rounds + 1):
+                    for mode in ("plain", "tls"):
+                        label = f"size {size}, {mode}, round {number}/{args.rounds}"
+                        print(f"{label} ...", file=sys.stderr, flush=True)
+                        started = time.monotonic()
+                        interrupted, figures = await demo.supervise(
+                            lambda children, mode=mode, size=size: run_round(
+                                children, tls_dir if mode == "tls" else None, args.messages, size,
+                                args.burst),
+                            args.timeout)
+                        if interrupted:
+                            print("tls_cost: interrupted; every process was stopped", file=sys.stderr)
+                            return 130
+                        print(f"{label}: {figures['msgs_per_s']:,.0f} msgs/s "
+                              f"({time.monotonic() - started:.1f} s)", file=sys.stderr, flush=True)
+                        run["rounds"].append({"mode": mode, "round": number, "figures": figures})
+                for mode in ("plain", "tls"):
+                    rates = [e["figures"]["msgs_per_s"] for e in run["rounds"] if e["mode"] == mode]
+                    run[f"{mode}_msgs_per_s"] = median(rates)
+                run["ratio"] = run["tls_msgs_per_s"] / run["plain_msgs_per_s"]
+                report["runs"].append(run)
+        except BaseException as raised:  # noqa: B036 - re-raised unless the run failed in a known way
+            error = demo.first_of(raised, (demo.DemoError, trio.TooSlowError))
+            if error is None:
+                raise
+            reason = error if isinstance(error, demo.DemoError) else f"a round took over {args.timeout:g} s"
+            print(f"tls_cost: error: {reason}; every process was stopped", file=sys.stderr, flush=True)
+            return 1
+    print(format_report(report), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(_json_safe(report), indent=2) + "\n")
+        print(f"wrote {args.json}", file=sys.stderr)
+    if clean(report):
+        return 0
+    print("tls_cost: FAILED: messages were lost, duplicated or reordered", file=sys.stderr)
+    return 1
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tls_cost.py", description=__doc__.split("\n\n", 1)[0],
+        epilog="See benchmarks/README.md for what is measured and how to read it.")
+    parser.add_argument("--messages", type=_positive_int, default=50_000, metavar="N",
+                        help="messages published per round (default: 50000)")
+    parser.add_argument("--size", type=_non_negative_int, nargs="+", default=[100, 1024], metavar="BYTES",
+                        help="payload bytes per message; several values run one after another "
+                             "(default: 100 1024)")
+    parser.add_argument("--rounds", type=_positive_int, default=3, metavar="R",
+                        help="rounds of each mode per size, alternating (default: 3)")
+    parser.add_argument("--burst", type=_positive_int, default=demo.BATCH, metavar="N",
+                        help=f"messages published between two drain() calls (default: {demo.BATCH})")
+    parser.add_argument("--timeout", type=_positive_float, default=60.0, metavar="SECONDS",
+                        help="seconds one round may take (default: 60)")
+    parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return trio.run(benchmark, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,246 @@
+"""Mutual TLS for links: SSL contexts from the `tls` option's files, reloading, and a peer's name.
+
+`load(files)` reads the CA bundle, the node's certificate and its key, checks them (each failure is a
+`ConfigError` naming `tls.ca`, `tls.cert` or `tls.key`) and builds two `ssl.SSLContext`s, one for each end
+of a link. Both require TLS 1.3 and a certificate from the other end, verified against the CA bundle with
+OpenSSL's strict X.509 checks; host names are not checked (`check_hostname` is off): a node is
+identified by the swarm name in its certificate (`swarm.certs.node_name`), which the protocol core
+compares with the name the peer claims in its HELLO.
+
+A `TlsSetup` is immutable. Reloading builds a new one from the files and the engine swaps it in: new
+connections use it, links already up keep the one they were made with. If the new files do not load, the
+old setup stays in use and the error is raised to whoever asked for the reload.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import os
+import ssl
+from typing import TYPE_CHECKING, Any
+
+import trio
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+
+from .. import certs
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..config import TlsFiles
+
+__all__ = ["TlsSetup", "certificate_name", "explain", "load", "peer_certificate", "pending_alert"]
+
+log = logging.getLogger("swarm.transport")
+
+# The first byte of every TLS connection: a handshake record (RFC 8446, 5.1). A swarm frame starts
+# with a 4-byte length, whose first byte is 0 for any frame under 16 MiB.
+TLS_HANDSHAKE_RECORD = 0x16
+
+# OpenSSL's names for "the bytes are not TLS" (a peer running without `tls`).
+_NOT_TLS = {"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "HTTPS_PROXY_REQUEST", "UNKNOWN_PROTOCOL",
+            "PACKET_LENGTH_TOO_LONG", "RECORD_LAYER_FAILURE", "WRONG_SSL_VERSION"}
+# What a TLS alert from the peer means for us, for the common ones.
+_ALERTS = {
+    "UNKNOWN_CA": "our certificate is not signed by a CA it trusts",
+    "CERTIFICATE_EXPIRED": "our certificate has expired (or is not valid yet) by its clock",
+    "BAD_CERTIFICATE": "it rejected our certificate",
+    "UNSUPPORTED_CERTIFICATE": "it rejected our certificate",
+    "CERTIFICATE_REVOKED": "our certificate is revoked",
+    "CERTIFICATE_REQUIRED": "it wants a certificate and we sent none",
+    "PROTOCOL_VERSION": "it does not speak TLS 1.3",
+    "HANDSHAKE_FAILURE": "no common TLS parameters",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TlsSetup:
+    """The contexts made from one reading of the files, and what an operator wants to know of them."""
+
+    files: TlsFiles
+    server: ssl.SSLContext
+    client: ssl.SSLContext
+    name: str  # the swarm name in our certificate
+    serial: int
+    not_after: datetime.datetime
+    authorities: tuple[str, ...]  # subjects of the CA certificates in the bundle
+
+    def status(self) -> dict[str, Any]:
+        return {"name": self.name, "serial": f"{self.serial:x}", "not_after": self.not_after.isoformat(),
+                "authorities": list(self.authorities)}
+
+
+def _read(path: str, key: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as error:
+        raise ConfigError(f"{key}: cannot read the {what} {path!r}: {error.strerror}") from None
+
+
+def _certificates(data: bytes, path: str, key: str) -> list[x509.Certificate]:
+    try:
+        found = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        found = []
+    if not found:
+        raise ConfigError(f"{key}: {path!r} holds no PEM certificate")
+    return found
+
+
+def _signed_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
+    if certificate.issuer != issuer.subject:
+        return False
+    try:
+        certificate.verify_directly_issued_by(issuer)
+    except Exception:  # InvalidSignature, or a key type that cannot sign certificates
+        return False
+    return True
+
+
+def _no_password() -> bytes:
+    # Never prompt on the terminal (OpenSSL would, for an encrypted key without a password).
+    raise ConfigError("tls.key: the key is encrypted; swarm needs an unencrypted key (mode 0600)")
+
+
+def certificate_name(path: str) -> str:
+    """The swarm name in the (first) certificate of the PEM file `path`; ConfigError naming tls.cert."""
+    leaf = _certificates(_read(path, "tls.cert", "certificate"), path, "tls.cert")[0]
+    name = certs.node_name(leaf)
+    if name is None:
+        raise ConfigError(f"tls.cert: {path!r} names no swarm node (no '{certs.URI_SCHEME}:' URI in its "
+                          "subject alternative name; make one with `python -m swarm certs issue`)")
+    return name
+
+
+def load(files: TlsFiles) -> TlsSetup:
+    """Read and check the files; build the contexts. ConfigError names the key of the file at fault."""
+    ca_data = _read(files.ca, "tls.ca", "CA bundle")
+    authorities = _certificates(ca_data, files.ca, "tls.ca")
+    for authority in authorities:
+        try:
+            is_ca = authority.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        except x509.ExtensionNotFound:
+            is_ca = False
+        if not is_ca:
+            raise ConfigError(f"tls.ca: {files.ca!r} holds a certificate that is not a CA "
+                              f"({authority.subject.rfc4514_string()}); expected the cluster CA's ca.pem")
+    chain = _certificates(_read(files.cert, "tls.cert", "certificate"), files.cert, "tls.cert")
+    leaf = chain[0]
+    name = certificate_name(files.cert)
+    key_data = _read(files.key, "tls.key", "private key")
+    try:
+        key = serialization.load_pem_private_key(key_data, password=None)
+    except TypeError:
+        raise ConfigError(f"tls.key: {files.key!r} is encrypted; swarm needs an unencrypted key "
+                          "(kept owner-only, mode 0600)") from None
+    except Exception as error:  # ValueError, or UnsupportedAlgorithm
+        raise ConfigError(f"tls.key: {files.key!r} is not a PEM private key ({error})") from None
+    if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey,
+                            ed448.Ed448PrivateKey)) or key.public_key() != leaf.public_key():
+        raise ConfigError(f"tls.key: {files.key!r} is not the key of the certificate in tls.cert "
+                          f"({files.cert!r})")
+    if not any(_signed_by(leaf, issuer) for issuer in authorities + chain[1:]):
+        raise ConfigError(f"tls.cert: {files.cert!r} is not signed by a CA in tls.ca ({files.ca!r}); its "
+                          f"issuer is {leaf.issuer.rfc4514_string()}")
+    now = datetime.datetime.now(datetime.UTC)
+    if leaf.not_valid_after_utc <= now:
+        log.warning("tls.cert %s (%s) expired on %s: peers will refuse this node", files.cert, name,
+                    leaf.not_valid_after_utc.isoformat())
+    elif leaf.not_valid_before_utc > now:
+        log.warning("tls.cert %s (%s) is not valid before %s: peers will refuse this node until then",
+                    files.cert, name, leaf.not_valid_before_utc.isoformat())
+    try:
+        if os.stat(files.key).st_mode & 0o077:
+            log.warning("tls.key %s can be read by other users; make it owner-only (chmod 600)", files.key)
+    except OSError:
+        pass
+    server = _context(True, ca_data, files)
+    client = _context(False, ca_data, files)
+    return TlsSetup(files, server, client, name, leaf.serial_number, leaf.not_valid_after_utc,
+                    tuple(a.subject.rfc4514_string() for a in authorities))
+
+
+def _context(server_side: bool, ca_data: bytes, files: TlsFiles) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server_side else ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.check_hostname = False  # the name is checked against the HELLO instead
+    context.verify_mode = ssl.CERT_REQUIRED  # on the server side too: mutual authentication
+    context.verify_flags |= ssl.VERIFY_X509_STRICT
+    if server_side:
+        context.num_tickets = 0  # no session resumption: every link is fully authenticated
+    try:
+        context.load_verify_locations(cadata=ca_data.decode("ascii", "replace"))
+    except ssl.SSLError as error:
+        raise ConfigError(f"tls.ca: {files.ca!r} cannot be loaded: {error.reason or error}") from None
+    try:
+        context.load_cert_chain(files.cert, files.key, password=_no_password)
+    except ssl.SSLError as error:
+        reason = error.reason or str(error)
+        if reason == "KEY_VALUES_MISMATCH":
+            raise ConfigError(f"tls.key: {files.key!r} is not the key of the certificate in tls.cert "
+                              f"({files.cert!r})") from None
+        raise ConfigError(f"tls.cert: {files.cert!r} with tls.key {files.key!r} cannot be loaded: "
+                          f"{reason}") from None
+    except OSError as error:
+        raise ConfigError(f"tls.cert: cannot read {files.cert!r} or {files.key!r}: "
+                          f"{error.strerror}") from None
+    return context
+
+
+def peer_certificate(stream: trio.SSLStream[Any]) -> tuple[str | None, int | None]:
+    """(swarm name, serial) of the certificate the peer presented (verified by the handshake)."""
+    der = stream.getpeercert(binary_form=True)
+    if not der:
+        return None, None
+    try:
+        certificate = x509.load_der_x509_certificate(der)
+    except ValueError:  # OpenSSL accepted it; should cryptography not, the peer is not admitted
+        return None, None
+    return certs.node_name(certificate), certificate.serial_number
+
+
+def pending_alert(stream: trio.SSLStream[Any]) -> bytes:
+    """The TLS alert OpenSSL wrote when the handshake failed, not yet sent.
+
+    trio marks the stream broken as soon as the handshake raises, before the alert OpenSSL queued in
+    its outgoing buffer goes out; without it the peer only sees the connection close. Sent by the
+    engine, the alert tells the peer why ("unknown ca", "certificate expired", ...). Best effort: it
+    reads trio's private buffer, and gives nothing if that is not there.
+    """
+    buffer = getattr(stream, "_outgoing", None)
+    if isinstance(buffer, ssl.MemoryBIO):
+        return buffer.read()
+    return b""
+
+
+def explain(error: BaseException) -> tuple[str, str]:
+    """(counter, reason) for a TLS handshake or link that failed with `error`.
+
+    Counters: `tls_refused` (we refused the peer), `tls_rejected` (the peer refused us), `tls_errors`
+    (anything else: the connection broke during the handshake, a corrupt record).
+    """
+    cause = error.__cause__ if isinstance(error, trio.BrokenResourceError) and error.__cause__ else error
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return "tls_refused", f"its certificate was rejected: {cause.verify_message}"
+    if isinstance(cause, ssl.SSLEOFError):
+        return "tls_errors", "it closed the connection during the TLS handshake"
+    if isinstance(cause, ssl.SSLError):
+        reason = cause.reason or ""
+        if reason == "PEER_DID_NOT_RETURN_A_CERTIFICATE":
+            return "tls_refused", "it presented no certificate"
+        if reason in _NOT_TLS:
+            return "tls_refused", "it does not speak TLS (a node without the `tls` option?)"
+        if "_ALERT_" in reason:
+            alert = reason.split("_ALERT_", 1)[1]
+            meaning = _ALERTS.get(alert)
+            text = f"it refused the TLS handshake with alert '{alert.lower().replace('_', ' ')}'"
+            return "tls_rejected", f"{text}: {meaning}" if meaning else text
+        if reason == "UNSUPPORTED_PROTOCOL":
+            return "tls_refused", "it does not speak TLS 1.3"
+        return "tls_errors", f"TLS error: {reason or cause}"
+    return "tls_errors", f"the connection broke during the TLS handshake ({cause or 'closed'})"
+
