@@ -423,6 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
                                            "several of them, print a table per node; exit 0 only when "
                                            "nothing was lost, duplicated or reordered.")
     demo.add_argument("--nodes", type=_positive_int, default=8, help="node processes (default: 8)")
+    demo.add_argument("--tls", action="store_true",
+                      help="make a throw-away cluster CA and run every link over mutual TLS 1.3")
     demo.add_argument("--messages", type=_positive_int, default=2000,
                       help="messages per publisher (default: 2000)")
     demo.add_argument("--publishers", type=_positive_int, default=3,
@@ -481,7 +483,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command == "demo":
         from .demo import run_demo
         return trio.run(run_demo, args.nodes, args.messages, args.publishers, args.size, args.rate,
-                        args.timeout, args.log_level)
+                        args.timeout, args.log_level, args.tls)
     if command == "_demo-node":
         from .demo import run_demo_node
         return trio.run(run_demo_node, load_options(args.config, args.option), args.peers)

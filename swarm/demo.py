@@ -29,18 +29,22 @@ import json
 import math
 import os
 import signal
+import ssl
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import trio
 
-from .config import Options, parse_address
+from . import certs
+from .config import Options, TlsFiles, parse_address
 from .connector import Connector
 from .topology import ring
+from .transport import tls
 from .transport.engine import fetch_status
 
 __all__ = ["Child", "DemoError", "Tally", "await_all", "first_of", "format_table", "percentile", "read_lines",
@@ -291,7 +295,7 @@ async def start_process(children: list[Child], name: str, command: list[str]) ->
 
 
 async def start_node(children: list[Child], name: str, seeds: list[str], peers: int,
-                     log_level: str) -> Child:
+                     log_level: str, extra_options: Sequence[str] = ()) -> Child:
     """Start one `_demo-node` process on an ephemeral loopback port, seeded with `seeds`."""
     # A cluster name of its own, so two demos on one machine never mix (and their processes are easy
     # to find: `pgrep -f swarm-demo-<pid>`).
@@ -300,17 +304,32 @@ async def start_node(children: list[Child], name: str, seeds: list[str], peers: 
                "--option", f"clusterName=swarm-demo-{os.getpid()}"]
     if seeds:
         command += ["--option", "seedNodes=" + ",".join(seeds)]
+    for option in extra_options:
+        command += ["--option", option]
     return await start_process(children, name, command)
 
 
-async def wait_converged(addresses: dict[str, tuple[str, int]]) -> dict[str, dict[str, Any]]:
-    """Poll every node's status until its ring links are its true ring neighbours; return the statuses."""
+def issue_demo_certificates(directory: str, names: Sequence[str]) -> dict[str, TlsFiles]:
+    """A throw-away cluster CA in `directory` and a certificate for each of `names`."""
+    ca = str(certs.init(directory).cert)
+    files = {}
+    for name in names:
+        paths = certs.issue(directory, name)
+        files[name] = TlsFiles(ca=ca, cert=str(paths.cert), key=str(paths.key))
+    return files
+
+
+async def wait_converged(addresses: dict[str, tuple[str, int]],
+                         tls_context: ssl.SSLContext | None = None) -> dict[str, dict[str, Any]]:
+    """Poll every node's status until its ring links are its true ring neighbours; return the statuses.
+
+    With TLS nodes, `tls_context` is a client context of a certificate of their cluster."""
     names = list(addresses)
     positions = {name: ring.position(name) for name in names}
     statuses: dict[str, dict[str, Any]] = {}
 
     async def one(name: str) -> None:
-        statuses[name] = await fetch_status(*addresses[name])
+        statuses[name] = await fetch_status(*addresses[name], tls_context=tls_context)
 
     while True:
         async with trio.open_nursery() as nursery:
@@ -339,28 +358,38 @@ async def await_all(children: list[Child], verb: str) -> dict[str, str]:
 
 
 async def run_cluster(children: list[Child], nodes: int, messages: int, publishers: int, size: int,
-                      rate: float, log_level: str, out: Any,
-                      burst: int = BATCH) -> tuple[dict[str, dict[str, Any]], list[str], float]:
+                      rate: float, log_level: str, out: Any, burst: int = BATCH,
+                      tls_dir: str | None = None) -> tuple[dict[str, dict[str, Any]], list[str], float]:
     """Start `nodes` node processes (into `children`), let `publishers` of them publish `messages`
     messages each (`size` bytes of padding, `burst` messages between drains), and tell them to stop.
+    With `tls_dir`, a cluster CA is made there and every link is mutual TLS.
 
     Returns each node's result (see `Tally.result`) by name, the publishing names and the seconds from
     `start` to the last result. Prints one line to `out` once the cluster is linked, unless it is None.
     """
     names = [f"node-{i}" for i in range(nodes)]
     publishing = [names[i * nodes // publishers] for i in range(publishers)]
+    options: dict[str, list[str]] = {name: [] for name in names}
+    tls_context = None
+    if tls_dir is not None:
+        files = issue_demo_certificates(tls_dir, [*names, "demo-parent"])
+        for name in names:
+            options[name] = [f"tls.ca={files[name].ca}", f"tls.cert={files[name].cert}",
+                             f"tls.key={files[name].key}"]
+        tls_context = tls.load(files["demo-parent"]).client  # to read the nodes' status
     with trio.fail_after(STARTUP_TIMEOUT):
-        first = await start_node(children, names[0], [], 1, log_level)
+        first = await start_node(children, names[0], [], 1, log_level, options[names[0]])
         seed = (await first.expect("listening")).split()[1]
         addresses = {names[0]: parse_address(seed)}
         for name in names[1:]:
-            child = await start_node(children, name, [seed], 1, log_level)
+            child = await start_node(children, name, [seed], 1, log_level, options[name])
             addresses[name] = parse_address((await child.expect("listening")).split()[1])
         await await_all(children, "ready")
         await await_all(children, "linked")
-        await wait_converged(addresses)
+        await wait_converged(addresses, tls_context)
     if out is not None:
-        print(f"{nodes} nodes on their true ring neighbours (small-world overlay); {publishers} of them "
+        print(f"{nodes} nodes on their true ring neighbours (small-world overlay"
+              f"{', mutual TLS 1.3' if tls_dir else ''}); {publishers} of them "
               f"{'publishes' if publishers == 1 else 'publish'} {messages} messages of "
               f"{size} bytes each, {f'{rate:g}/s' if rate else 'as fast as flow control allows'}", file=out,
               flush=True)
@@ -437,7 +466,8 @@ async def supervise(work: Callable[[list[Child]], Awaitable[T]], timeout: float)
 
 
 async def run_demo(nodes: int = 8, messages: int = 2000, publishers: int = 3, size: int = 64,
-                   rate: float = 0.0, timeout: float = 120.0, log_level: str = "WARNING") -> int:
+                   rate: float = 0.0, timeout: float = 120.0, log_level: str = "WARNING",
+                   use_tls: bool = False) -> int:
     """Run the demo; print the table; 0 if nothing was lost, duplicated or reordered, else 1."""
     out = sys.stdout
     if nodes < 2:
@@ -447,9 +477,17 @@ async def run_demo(nodes: int = 8, messages: int = 2000, publishers: int = 3, si
         print(f"swarm: error: --publishers: expected at most --nodes ({nodes}), got {publishers}",
               file=sys.stderr)
         return 2
+    with tempfile.TemporaryDirectory(prefix="swarm-demo-") as scratch:
+        tls_dir = os.path.join(scratch, "certs") if use_tls else None
+        return await _run_demo(nodes, messages, publishers, size, rate, timeout, log_level, out, tls_dir)
+
+
+async def _run_demo(nodes: int, messages: int, publishers: int, size: int, rate: float, timeout: float,
+                    log_level: str, out: Any, tls_dir: str | None) -> int:
     try:
         interrupted, outcome = await supervise(
-            lambda children: run_cluster(children, nodes, messages, publishers, size, rate, log_level, out),
+            lambda children: run_cluster(children, nodes, messages, publishers, size, rate, log_level, out,
+                                         tls_dir=tls_dir),
             timeout)
     except BaseException as raised:  # noqa: B036 - re-raised unless the demo failed in a known way
         error = first_of(raised, (DemoError, trio.TooSlowError))

@@ -355,6 +355,17 @@ async def test_demo_reports_nothing_lost(launch: Launch) -> None:
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the node processes through /proc")
+async def test_demo_over_mutual_tls_loses_nothing(launch: Launch) -> None:
+    """Issue 6: a 5-node TLS cluster runs the demo with zero loss."""
+    demo = await launch("demo", "demo", "--nodes", "5", "--messages", "300", "--publishers", "2", "--tls")
+    lines = await demo.rest_of_stdout(timeout=60)
+    assert await demo.wait() == 0, "\n".join(lines) + demo.stderr()
+    assert "mutual TLS 1.3" in lines[0]
+    assert len([line for line in lines if line.startswith("node-")]) == 5
+    assert lines[-1].startswith("OK: ") and "0 lost, 0 duplicated, 0 out of order" in lines[-1]
+    assert demo_processes(demo.process.pid) == []
+
+
 async def test_interrupted_demo_stops_every_node(launch: Launch) -> None:
     demo = await launch("demo", "demo", "--nodes", "3", "--messages", "1000000", "--rate", "100")
     await demo.expect("3")  # "3 nodes linked ...": the nodes run and the stream has started
