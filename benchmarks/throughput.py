@@ -1,7 +1,8 @@
-"""Throughput: messages delivered per second from 1 publisher to 4 subscriber node processes.
+"""Throughput: messages delivered per second from 1 publisher to 4 subscriber processes, swarm vs Redis.
 
     .venv/bin/python benchmarks/throughput.py [--messages N] [--size BYTES ...] [--subscribers 4]
-                                              [--baseline-messages N] [--burst B] [--json FILE]
+                                              [--baseline-messages N] [--burst B] [--no-redis]
+                                              [--profile NODE] [--json FILE]
 
 What it measures, for each `--size` (the msgpack-encoded size of one message, 100 bytes by default):
 
@@ -13,23 +14,33 @@ What it measures, for each `--size` (the msgpack-encoded size of one message, 10
   what it receives (lost, duplicated, out of order, by sequence number) and when its first and its last
   message arrived; its rate is delivered / (last - first). The total is all deliveries / (the latest
   last - the earliest first).
+* **Redis pub/sub**, in the same invocation, with the same process counts: Debian's `redis-server`
+  started on a free loopback port without persistence and stopped after (`common.start_redis`), one
+  publisher and `--subscribers` subscriber processes (`redis_clients.py`, redis-py with the hiredis
+  parser) carrying the same message bytes. The publisher pipelines `--burst` PUBLISH commands per
+  `execute()` (which waits for their replies), as swarm's publisher drains every `--burst` messages;
+  each subscriber counts into the demo's `Tally` as a swarm node does. Same rate definitions. Skipped,
+  with a message saying how to get it, when redis-server or redis-py/hiredis is missing.
 * **baseline**, in the same invocation: Python's own limit, with no swarm in the data path. One sender
   process and one receiver process on one TCP connection over loopback, trio on both ends; the sender
   msgpack-encodes each message (same fields as swarm's) into a length-prefixed frame of the same size
   as swarm's DATA frame for that message, and coalesces 100 frames into one `send_all`; the receiver
   cuts the stream into frames, decodes each one and checks its sequence number. Same rate definition.
 
-The ratio swarm / baseline states swarm's figure as a share of that limit: per subscriber (the mean of
-the subscribers' rates) and in total. Absolute numbers move with the machine's load; the ratio is the
-figure to compare between runs. A readable table goes to stdout, progress to stderr, and `--json FILE`
-writes every figure. Exit status: 0 when nothing was lost, duplicated or reordered, 1 otherwise or on
-failure, 130 when interrupted (Ctrl-C). Every process started is stopped, whatever happens (closed
-stdin, then SIGTERM, then SIGKILL: `swarm.demo.supervise`).
+Ratios: swarm / baseline states swarm's figure as a share of Python's limit, per subscriber (the mean of
+the subscribers' rates) and in total; swarm / Redis and Redis / baseline likewise. Absolute numbers move
+with the machine's load; the ratios are the figures to compare between runs. `--profile NODE` runs that
+swarm node under `py-spy record` and shows the top of its profile (`common.summarize_profile`). A
+readable table goes to stdout, progress to stderr, and `--json FILE` writes every figure. Exit status:
+0 when swarm and the baseline lost, duplicated and reordered nothing, 1 otherwise or on failure, 130
+when interrupted (Ctrl-C). Every process started is stopped, whatever happens (closed stdin, then
+SIGTERM, then SIGKILL: `swarm.demo.supervise`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import math
@@ -42,6 +53,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import common
 import msgpack
 import trio
 
@@ -225,6 +237,22 @@ async def run_baseline(children: list[demo.Child], messages: int, pad: int) -> d
     return summarize(result)
 
 
+def totals(per_node: dict[str, dict[str, Any]], results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The total row: sums, and all deliveries / (latest last - earliest first arrival)."""
+    firsts = [r["first_ns"] for r in results.values() if r["first_ns"] is not None]
+    lasts = [r["last_ns"] for r in results.values() if r["last_ns"] is not None]
+    total: dict[str, Any] = {key: sum(node[key] for node in per_node.values())
+                             for key in ("expected", "delivered", "lost", "duplicates", "out_of_order",
+                                         "dropped")}
+    span = (max(lasts) - min(firsts)) / 1e9 if firsts and lasts else math.nan
+    total["seconds"] = span
+    total["msgs_per_s"] = total["delivered"] / span if span > 0 else math.nan
+    rates = [node["msgs_per_s"] for node in per_node.values()]
+    total["mean_per_subscriber_msgs_per_s"] = sum(rates) / len(rates)
+    total["min_per_subscriber_msgs_per_s"] = min(rates)
+    return total
+
+
 async def run_swarm(children: list[demo.Child], subscribers: int, messages: int, pad: int,
                     burst: int) -> dict[str, Any]:
     results, publishing, _ = await demo.run_cluster(children, subscribers + 1, messages, 1, pad, 0.0,
@@ -232,25 +260,64 @@ async def run_swarm(children: list[demo.Child], subscribers: int, messages: int,
     assert publishing == [PUBLISHER], publishing
     publisher = results.pop(PUBLISHER)
     per_node = {name: summarize(result) for name, result in results.items()}
-    firsts = [r["first_ns"] for r in results.values() if r["first_ns"] is not None]
-    lasts = [r["last_ns"] for r in results.values() if r["last_ns"] is not None]
-    total = {key: sum(node[key] for node in per_node.values())
-             for key in ("expected", "delivered", "lost", "duplicates", "out_of_order", "dropped")}
+    total = totals(per_node, results)
     total["dropped"] += publisher["dropped"]
-    span = (max(lasts) - min(firsts)) / 1e9 if firsts and lasts else math.nan
-    total["seconds"] = span
-    total["msgs_per_s"] = total["delivered"] / span if span > 0 else math.nan
     # Copies on the wire: flooding over a full mesh sends each subscriber one copy from the publisher and
     # one from every other subscriber; the node drops the extra copies from the header.
     frames = sum(r["counters"].get("received_new", 0) + r["counters"].get("duplicates", 0)
                  for r in results.values())
     total["frames_received_per_delivery"] = frames / total["delivered"] if total["delivered"] else math.nan
-    rates = [node["msgs_per_s"] for node in per_node.values()]
-    total["mean_per_subscriber_msgs_per_s"] = sum(rates) / len(rates)
-    total["min_per_subscriber_msgs_per_s"] = min(rates)
     return {"publisher": {"name": PUBLISHER, "dropped": publisher["dropped"], "links": publisher["links"],
                           "counters": publisher["counters"]},
             "subscribers": per_node, "total": total}
+
+
+async def run_redis(children: list[demo.Child], subscribers: int, messages: int, pad: int,
+                    burst: int) -> dict[str, Any]:
+    """The same counts through Redis pub/sub: redis-server, 1 publisher and `subscribers` subscriber
+    processes (`redis_clients.py`); the publisher pipelines `burst` PUBLISH commands per `execute()`."""
+    server, port = await common.start_redis(children)
+    clients = common.script("redis_clients.py")
+    names = [f"sub-{index}" for index in range(1, subscribers + 1)]
+    subs = [await demo.start_process(children, name, [
+        *clients, "subscriber", "--port", str(port), "--messages", str(messages), "--mode", "throughput"])
+        for name in names]
+    with trio.fail_after(STARTUP_TIMEOUT):
+        await demo.await_all(subs, "ready")
+    publisher = await demo.start_process(children, "redis-publisher", [
+        *clients, "publisher", "--port", str(port), "--messages", str(messages), "--mode", "throughput",
+        "--burst", str(burst), "--pad", str(pad)])
+    sent = json.loads(await publisher.expect("sent"))
+    answers = await demo.await_all(subs, "result")
+    version = await common.redis_server_version(port)
+    await common.stop_children([*subs, publisher])
+    await common.stop_redis(server)
+    results = {name: json.loads(answers[name]) for name in names}
+    per_node = {name: summarize(result) for name, result in results.items()}
+    return {"server_version": version, **common.redis_versions(),
+            "publisher": {"seconds": sent["seconds"], "fewest_receivers": sent["fewest_receivers"]},
+            "subscribers": per_node, "total": totals(per_node, results)}
+
+
+@contextlib.contextmanager
+def profiling(node: str | None, output: Path | None):
+    """While active, `demo.start_process` starts the node called `node` under py-spy (its profile goes
+    to `output` when the node exits); the other processes as usual. Nothing changes when `node` is None."""
+    if node is None or output is None:
+        yield
+        return
+    original = demo.start_process
+
+    async def start_process(children: list[demo.Child], name: str, command: list[str]) -> demo.Child:
+        if name == node:
+            command = common.pyspy_command(output, command)
+        return await original(children, name, command)
+
+    demo.start_process = start_process  # demo.start_node looks it up at each call
+    try:
+        yield
+    finally:
+        demo.start_process = original
 
 
 async def phase(label: str, work: Any, timeout: float) -> tuple[bool, Any]:
@@ -272,12 +339,16 @@ def _count(value: float) -> str:
 
 def format_report(report: dict[str, Any]) -> str:
     settings = report["settings"]
+    redis_note = (f"redis: redis-server {report['redis']['server_version']}, redis-py "
+                  f"{report['redis']['redis_py']} (hiredis parser: {report['redis']['hiredis_parser']}), "
+                  f"{settings['burst']} PUBLISH per pipelined execute()" if report.get("redis")
+                  else report.get("redis_skipped", ""))
     lines = [f"swarm {report['swarm_version']} throughput: 1 publisher -> {settings['subscribers']} "
              f"subscribers, each its own process, on loopback ({report['machine']['cpus']} CPUs, "
              f"load {report['machine']['load_before']:.2f})",
              f"swarm: {settings['messages']:,} messages, drain() every {settings['burst']}; baseline: "
              f"{settings['baseline_messages']:,} frames, trio, 1 sender -> 1 receiver, "
-             f"{COALESCE} frames per send_all", ""]
+             f"{COALESCE} frames per send_all", redis_note, ""]
     header = (f"{'size':>6} {'frame':>6}  {'run':<22} {'msgs/s':>11} {'delivered/expected':>19} {'lost':>5} "
               f"{'dup':>5} {'ooo':>5} {'dropped':>7} {'seconds':>7}")
     lines += [header, "-" * len(header)]
@@ -293,11 +364,22 @@ def format_report(report: dict[str, Any]) -> str:
         for name, figures in swarm_run["subscribers"].items():
             lines.append(row(size, frame, f"swarm {name}", figures))
         lines.append(row(size, frame, "swarm total", swarm_run["total"]))
+        redis_run = run.get("redis")
+        if redis_run is not None:
+            for name, figures in redis_run["subscribers"].items():
+                lines.append(row(size, frame, f"redis {name}", figures))
+            lines.append(row(size, frame, "redis total", redis_run["total"]))
         lines.append(row(size, frame, "baseline (trio 1->1)", run["baseline"]))
         ratio = run["ratio"]
         lines.append(f"{'':>6} {'':>6}  swarm / baseline: {ratio['per_subscriber']:.3f} per subscriber "
                      f"(mean {_count(swarm_run['total']['mean_per_subscriber_msgs_per_s'])}/s), "
                      f"{ratio['total']:.3f} in total")
+        if redis_run is not None:
+            redis_mean = _count(redis_run["total"]["mean_per_subscriber_msgs_per_s"])
+            lines.append(f"{'':>6} {'':>6}  swarm / redis: {ratio['swarm_vs_redis_per_subscriber']:.2f}x per "
+                         f"subscriber (redis mean {redis_mean}/s), "
+                         f"{ratio['swarm_vs_redis_total']:.2f}x in total; redis / baseline: "
+                         f"{ratio['redis_vs_baseline_per_subscriber']:.3f} per subscriber")
         lines.append(f"{'':>6} {'':>6}  swarm subscribers read "
                      f"{swarm_run['total']['frames_received_per_delivery']:.2f} frames per delivery "
                      f"(the rest are relayed copies, dropped as duplicates)")
@@ -305,6 +387,8 @@ def format_report(report: dict[str, Any]) -> str:
         if drops:
             lines.append(f"{'':>6} {'':>6}  dropped frames (counted by the nodes, none of them a lost "
                          f"delivery above): {drops}")
+        if run.get("profile"):
+            lines += [f"{'':>6} {'':>6}  {line}" for line in common.format_profile(run["profile"])]
         lines.append("")
     lines.append("size: message bytes (msgpack); frame: bytes on the wire per message, length prefix "
                  "included; ooo: out of order;")
@@ -343,14 +427,20 @@ def _json_safe(value: Any) -> Any:
 
 async def benchmark(args: argparse.Namespace) -> int:
     report: dict[str, Any] = {
-        "benchmark": "throughput", "format": 1, "swarm_version": swarm.__version__,
+        "benchmark": "throughput", "format": 2, "swarm_version": swarm.__version__,
         "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform(), "load_before": os.getloadavg()[0]},
         "settings": {"messages": args.messages, "baseline_messages": args.baseline_messages,
                      "subscribers": args.subscribers, "publishers": 1, "sizes": args.size,
-                     "burst": args.burst, "coalesce": COALESCE},
+                     "burst": args.burst, "coalesce": COALESCE, "profile": args.profile},
         "runs": []}
+    missing = None if args.no_redis else common.redis_missing()
+    if args.no_redis:
+        report["redis_skipped"] = "Redis baseline skipped (--no-redis)"
+    elif missing:
+        report["redis_skipped"] = missing
+        common.progress(missing)
     interrupted = False
     try:
         for size in args.size:
@@ -365,18 +455,47 @@ async def benchmark(args: argparse.Namespace) -> int:
             if interrupted:
                 break
             swarm_pad = padding_for(size, args.messages)
-            interrupted, swarm_run = await phase(
-                f"swarm, {label}",
-                lambda children, pad=swarm_pad: run_swarm(children, args.subscribers, args.messages, pad,
-                                                          args.burst),
-                args.timeout)
+            profile_file = (Path(args.profile_dir) / f"profile-{args.profile}-{size}.txt"
+                            if args.profile else None)
+            with profiling(args.profile, profile_file):
+                interrupted, swarm_run = await phase(
+                    f"swarm, {label}" + (f", {args.profile} under py-spy" if args.profile else ""),
+                    lambda children, pad=swarm_pad: run_swarm(children, args.subscribers, args.messages, pad,
+                                                              args.burst),
+                    args.timeout)
             if interrupted:
                 break
+            redis_run = None
+            if "redis_skipped" not in report:
+                interrupted, redis_run = await phase(
+                    f"redis, {label}",
+                    lambda children, pad=swarm_pad: run_redis(children, args.subscribers, args.messages, pad,
+                                                              args.burst),
+                    args.timeout)
+                if interrupted:
+                    break
+                report["redis"] = {key: redis_run[key] for key in ("server_version", "redis_py", "hiredis",
+                                                                   "hiredis_parser")}
             total = swarm_run["total"]
-            report["runs"].append({
-                "size": size, "frame_bytes": frame, "baseline": baseline, "swarm": swarm_run,
-                "ratio": {"per_subscriber": total["mean_per_subscriber_msgs_per_s"] / baseline["msgs_per_s"],
-                          "total": total["msgs_per_s"] / baseline["msgs_per_s"]}})
+            base_rate = baseline["msgs_per_s"]
+            per_subscriber = total["mean_per_subscriber_msgs_per_s"]
+            run = {"size": size, "frame_bytes": frame, "baseline": baseline, "swarm": swarm_run,
+                   "redis": redis_run,
+                   "ratio": {"per_subscriber": common.ratio(per_subscriber, base_rate),
+                             "total": common.ratio(total["msgs_per_s"], base_rate)}}
+            if redis_run is not None:
+                redis_total = redis_run["total"]
+                run["ratio"].update({
+                    "swarm_vs_redis_per_subscriber": common.ratio(total["mean_per_subscriber_msgs_per_s"],
+                                                                  redis_total["mean_per_subscriber_msgs_per_s"]),
+                    "swarm_vs_redis_total": common.ratio(total["msgs_per_s"], redis_total["msgs_per_s"]),
+                    "redis_vs_baseline_per_subscriber": common.ratio(
+                        redis_total["mean_per_subscriber_msgs_per_s"], base_rate)})
+            if profile_file is not None:
+                run["profile_file"] = str(profile_file)
+                run["profile"] = (common.summarize_profile(profile_file, top=args.profile_top)
+                                  if profile_file.exists() else None)
+            report["runs"].append(run)
     except BaseException as raised:  # noqa: B036 - re-raised unless the run failed in a known way
         error = demo.first_of(raised, (demo.DemoError, trio.TooSlowError))
         if error is None:
@@ -431,6 +550,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"messages published between two drain() calls (default: {demo.BATCH})")
     parser.add_argument("--timeout", type=_positive_float, default=60.0, metavar="SECONDS",
                         help="seconds one phase (baseline or swarm, one size) may take (default: 60)")
+    parser.add_argument("--no-redis", action="store_true", help="skip the Redis pub/sub baseline")
+    parser.add_argument("--profile", metavar="NODE",
+                        help="run this swarm node (e.g. node-1, a subscriber) under py-spy and show the "
+                             "profile's top entries")
+    parser.add_argument("--profile-dir", default=".", metavar="DIR",
+                        help="where py-spy's raw profiles go (default: .)")
+    parser.add_argument("--profile-top", type=_positive_int, default=15, metavar="N",
+                        help="entries of the profile kept in the JSON (default: 15)")
     parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")
     return parser
 
@@ -467,7 +594,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             padding_for(size, max(args.messages, args.baseline_messages))
         except ValueError as error:
             parser.error(f"--size {size}: {error}")
-    return trio.run(benchmark, args)
+    if args.profile and common.pyspy_path() is None:
+        parser.error("--profile needs py-spy: .venv/bin/pip install py-spy")
+    try:
+        return trio.run(benchmark, args)
+    except KeyboardInterrupt:
+        # A second Ctrl-C during the clean-up, re-raised once every process was stopped.
+        print("throughput: interrupted; every process was stopped", file=sys.stderr, flush=True)
+        return 130
 
 
 if __name__ == "__main__":

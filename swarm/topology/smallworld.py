@@ -84,7 +84,7 @@ class SmallWorld:
         keep = set(near) | {m.name for m in members if m.linked} | self.shortcuts
         names = {m.name for m in members}
         self.reserve &= names - keep
-        for name in names - keep - self.reserve:
+        for name in sorted(names - keep - self.reserve):  # sorted: no dependence on string hashing
             if len(self.reserve) < self.reserve_size:
                 self.reserve.add(name)
             elif self.rng.random() < 0.5:

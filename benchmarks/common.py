@@ -1,0 +1,457 @@
+"""Pieces the benchmarks share: Redis server start and stop, /proc readings, latency statistics, JSON.
+
+Not a benchmark itself. `throughput.py`, `latency.py` and `node_cost.py` import it (they run as scripts
+from this folder, so it is on `sys.path`), and so do the child processes they start (`bench_node.py`,
+`redis_clients.py`).
+
+* **Redis.** `start_redis` starts Debian's `redis-server` as a child of the caller's `demo.supervise`
+  (so it is stopped whatever happens) on a free port of 127.0.0.1, with no persistence (`--save ''
+  --appendonly no`), under a small `sh` wrapper that stops it when its stdin ends (so even a benchmark
+  killed outright leaves no server behind), and waits until it answers PING; `stop_redis` ends it.
+  `redis_missing` says what to install when the server or the Python client is not there.
+* **/proc.** CPU seconds (utime + stime of `/proc/PID/stat`) and memory (`VmRSS`, `VmHWM` of
+  `/proc/PID/status`) of a child process.
+* **Latency.** Nearest-rank percentiles (p50, p90, p99, p99.9) of nanosecond samples, in microseconds.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.util
+import json
+import math
+import os
+import platform
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
+
+import swarm
+from swarm import demo
+from swarm.config import parse_address
+from swarm.protocol.wire import encode_message
+from swarm.transport.engine import fetch_status
+
+HOST = "127.0.0.1"
+HERE = Path(__file__).resolve().parent
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# Bound on one child process starting and saying it is ready (imports are slow on a loaded machine).
+STARTUP_TIMEOUT = 30.0
+REDIS_INSTALL = ("apt-get update && apt-get install -y redis-server   # Debian's server (as root); the "
+                 "benchmark starts and stops it\n"
+                 ".venv/bin/pip install -e '.[bench]'   # redis-py and hiredis (and py-spy)")
+
+
+# ---------------------------------------------------------------------- machine and JSON
+
+
+def machine() -> dict[str, Any]:
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+            "load_before": os.getloadavg()[0]}
+
+
+def header(name: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """The fields every benchmark's JSON starts with."""
+    return {"benchmark": name, "format": 1, "swarm_version": swarm.__version__,
+            "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "machine": machine(), "settings": settings}
+
+
+def json_safe(value: Any) -> Any:
+    """NaN and infinities as null: JSON has no NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: json_safe(inner) for key, inner in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(inner) for inner in value]
+    return value
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float:
+    """numerator / denominator, NaN when either is missing or the denominator is not positive."""
+    if numerator is None or denominator is None or not denominator > 0:
+        return math.nan
+    return numerator / denominator
+
+
+def fmt(value: float | None, spec: str = ",.0f") -> str:
+    return "-" if value is None or not math.isfinite(value) else format(value, spec)
+
+
+def say(line: str) -> None:
+    """One line to the parent (child processes talk over stdout)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------- latency statistics
+
+PERCENTILES = (("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("p99_9", 0.999))
+
+
+def latency_summary(samples_ns: Sequence[int]) -> dict[str, Any]:
+    """Nearest-rank percentiles, mean and max of `samples_ns`, in microseconds."""
+    ordered = sorted(samples_ns)
+    summary: dict[str, Any] = {"samples": len(ordered)}
+    for key, fraction in PERCENTILES:
+        rank = max(1, math.ceil(fraction * len(ordered)))
+        summary[f"{key}_us"] = ordered[rank - 1] / 1e3 if ordered else math.nan
+    summary["mean_us"] = sum(ordered) / len(ordered) / 1e3 if ordered else math.nan
+    summary["max_us"] = ordered[-1] / 1e3 if ordered else math.nan
+    return summary
+
+
+# ---------------------------------------------------------------------- /proc
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds the process has used (`/proc/PID/stat`, clock-tick resolution)."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2:].split()  # after "pid (comm) "; comm may hold spaces
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # fields 14 and 15 of proc(5)
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """`VmRSS` (resident now) and `VmHWM` (peak resident) of the process, in KiB."""
+    figures: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            figures[key] = int(rest.split()[0])
+    return figures
+
+
+# ---------------------------------------------------------------------- Redis
+
+
+def redis_server_path() -> str | None:
+    return shutil.which("redis-server") or next(
+        (path for path in ("/usr/bin/redis-server", "/usr/sbin/redis-server") if os.access(path, os.X_OK)),
+        None)
+
+
+def redis_missing() -> str | None:
+    """Why the Redis baseline cannot run (with how to get what is missing), or None when it can."""
+    missing = []
+    if redis_server_path() is None:
+        missing.append("`redis-server` is not installed")
+    if importlib.util.find_spec("redis") is None:
+        missing.append("the Python package `redis` is not installed")
+    elif importlib.util.find_spec("hiredis") is None:
+        missing.append("the Python package `hiredis` is not installed")
+    if not missing:
+        return None
+    return ("Redis baseline skipped: " + " and ".join(missing) + ". To get it:\n    "
+            + REDIS_INSTALL.replace("\n", "\n    "))
+
+
+# redis-server does not watch its stdin, so it runs under this wrapper, which does: when stdin ends (the
+# benchmark closed it, or the benchmark died, even by SIGKILL) or on SIGTERM, it stops the server. It
+# exits when the server does (say, because its port was taken meanwhile). (An asynchronous list of a
+# shell without job control reads /dev/null unless told otherwise: hence the stdin passed as fd 3.)
+REDIS_WRAPPER = """
+"$@" </dev/null &
+server=$!
+trap 'kill $server 2>/dev/null' TERM INT
+exec 3<&0
+(cat <&3 >/dev/null; kill $server 2>/dev/null) &
+wait $server
+wait $server
+"""
+
+
+def free_port() -> int:
+    """A port of 127.0.0.1 that was free a moment ago (redis-server cannot pick an ephemeral port)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((HOST, 0))
+        return probe.getsockname()[1]
+
+
+async def _redis_answers(port: int) -> bool:
+    try:
+        with trio.fail_after(1.0):
+            async with await trio.open_tcp_stream(HOST, port) as stream:
+                await stream.send_all(b"PING\r\n")
+                return (await stream.receive_some(64)).startswith(b"+PONG")
+    except (OSError, trio.TooSlowError):
+        return False
+
+
+async def start_redis(children: list[demo.Child], attempts: int = 3) -> tuple[demo.Child, int]:
+    """Start `redis-server` on a free loopback port (into `children`, stopped by `demo.supervise`);
+    return it and its port once it answers PING. Raises demo.DemoError if it does not come up."""
+    server = redis_server_path()
+    if server is None:
+        raise demo.DemoError("redis-server is not installed")
+    for _ in range(attempts):
+        port = free_port()
+        child = await demo.start_process(children, "redis-server", [
+            "sh", "-c", REDIS_WRAPPER, "redis-wrapper", server, "--bind", HOST, "--port", str(port),
+            "--save", "", "--appendonly", "no", "--protected-mode", "yes", "--daemonize", "no",
+            "--loglevel", "warning", "--dir", tempfile.gettempdir()])
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline and child.process.returncode is None:
+            if await _redis_answers(port):
+                return child, port
+            await trio.sleep(0.05)
+        await child.stop()  # the port was taken in between, or it is slow: try another one
+    raise demo.DemoError(f"redis-server did not answer on 127.0.0.1 within {attempts} attempts")
+
+
+async def stop_redis(child: demo.Child) -> None:
+    """Close its stdin: the wrapper stops redis-server (SIGTERM: it exits at once, saving nothing)."""
+    await child.stop()
+
+
+def redis_versions() -> dict[str, Any]:
+    """Versions of redis-py and hiredis, and whether redis-py parses with hiredis."""
+    import hiredis
+    import redis
+    from redis.utils import HIREDIS_AVAILABLE
+    return {"redis_py": redis.__version__, "hiredis": getattr(hiredis, "__version__", "?"),
+            "hiredis_parser": bool(HIREDIS_AVAILABLE)}
+
+
+async def redis_server_version(port: int) -> str:
+    async with await trio.open_tcp_stream(HOST, port) as stream:
+        await stream.send_all(b"INFO server\r\n")
+        data = b""
+        with trio.move_on_after(2.0):
+            while b"redis_version:" not in data or not data.endswith(b"\r\n"):
+                chunk = await stream.receive_some(65536)
+                if not chunk:
+                    break
+                data += chunk
+    for line in data.decode("utf-8", "replace").splitlines():
+        if line.startswith("redis_version:"):
+            return line.split(":", 1)[1]
+    return "?"
+
+
+# ---------------------------------------------------------------------- child processes
+
+
+async def stop_children(children: Sequence[demo.Child]) -> None:
+    """Ask every child to stop (a `stop` line) and wait for them, all at once; `supervise` does the rest."""
+    async with trio.open_nursery() as nursery:
+        for child in children:
+            if child.process.returncode is None:
+                nursery.start_soon(_stop_one, child)
+
+
+async def _stop_one(child: demo.Child) -> None:
+    try:
+        await child.send("stop")
+    except demo.DemoError:
+        return
+    with trio.move_on_after(demo.STOP_GRACE):
+        await child.process.wait()
+
+
+def script(name: str) -> list[str]:
+    """The command that runs the script `name` of this folder with this Python."""
+    return [sys.executable, str(HERE / name)]
+
+
+async def start_bench_cluster(children: list[demo.Child], count: int, options: dict[str, Any] | None = None,
+                              unsubscribed: Sequence[str] = (), timeout: float = 60.0,
+                              ) -> tuple[dict[str, demo.Child], dict[str, tuple[str, int]], dict[str, Any]]:
+    """Start `count` `bench_node.py` processes named node-0, node-1, ... (into `children`): node-0 without
+    seeds, the others seeded with it, all on 127.0.0.1 with ephemeral ports and a cluster name of their
+    own; wait until every node's ring links are its true ring neighbours (`demo.wait_converged`).
+    Returns the children and the addresses by name, and each node's status at that moment."""
+    cluster = f"swarm-bench-{os.getpid()}"
+    names = [f"node-{index}" for index in range(count)]
+
+    def command(name: str, seeds: list[str]) -> list[str]:
+        node_options = {"serverName": name, "port": 0, "host": HOST, "clusterName": cluster,
+                        **(options or {})}
+        if seeds:
+            node_options["seedNodes"] = seeds
+        return [*script("bench_node.py"), "--options", json.dumps(node_options),
+                *(["--no-subscribe"] if name in unsubscribed else [])]
+
+    nodes: dict[str, demo.Child] = {}
+    addresses: dict[str, tuple[str, int]] = {}
+    with trio.fail_after(timeout):
+        nodes[names[0]] = await demo.start_process(children, names[0], command(names[0], []))
+        seed = (await nodes[names[0]].expect("listening")).split()[1]
+        addresses[names[0]] = parse_address(seed)
+        for name in names[1:]:
+            nodes[name] = await demo.start_process(children, name, command(name, [seed]))
+        for name, answer in (await demo.await_all([nodes[n] for n in names[1:]], "listening")).items():
+            addresses[name] = parse_address(answer.split()[1])
+        await demo.await_all(list(nodes.values()), "ready")
+        statuses = await demo.wait_converged(addresses)
+    return nodes, addresses, statuses
+
+
+async def fetch_statuses(addresses: dict[str, tuple[str, int]]) -> dict[str, dict[str, Any]]:
+    """Every node's status (`swarm.transport.engine.fetch_status`), by name."""
+    statuses: dict[str, dict[str, Any]] = {}
+
+    async def one(name: str) -> None:
+        statuses[name] = await fetch_status(*addresses[name])
+
+    async with trio.open_nursery() as nursery:
+        for name in addresses:
+            nursery.start_soon(one, name)
+    return statuses
+
+
+def padding_for(size: int, fields: dict[str, Any]) -> int:
+    """Padding that makes `{**fields, "pad": bytes(padding)}` `size` bytes msgpack-encoded (swarm's
+    `encode_message`). ValueError if `size` is too small."""
+    def encoded(pad: int) -> int:
+        return len(encode_message({**fields, "pad": bytes(pad)}))
+    pad = max(0, size - encoded(0))
+    while pad and encoded(pad) > size:
+        pad -= 1  # a longer bin header (bin16 from 256 bytes on)
+    if encoded(pad) != size:
+        raise ValueError(f"at least {encoded(0)} bytes are needed")
+    return pad
+
+
+def bfs_distances(graph: dict[str, set[str]], start: str) -> dict[str, int]:
+    """Hops from `start` to every node it reaches over the links of `graph`."""
+    distances = {start: 0}
+    frontier = [start]
+    while frontier:
+        following = []
+        for name in frontier:
+            for peer in sorted(graph.get(name, ())):
+                if peer not in distances:
+                    distances[peer] = distances[name] + 1
+                    following.append(peer)
+        frontier = following
+    return distances
+
+
+def overlay(statuses: dict[str, dict[str, Any]]) -> dict[str, set[str]]:
+    """The overlay's undirected links, from each node's status `links` (a link counts if either end
+    lists it)."""
+    graph: dict[str, set[str]] = {name: set() for name in statuses}
+    for name, status in statuses.items():
+        for peer in status["links"]:
+            graph[name].add(peer)
+            graph.setdefault(peer, set()).add(name)
+    return graph
+
+
+def longest_path(graph: dict[str, set[str]]) -> tuple[str, str, int]:
+    """(source, target, hops) of a pair at the largest BFS distance; the first such pair in name order."""
+    best = ("", "", -1)
+    for source in sorted(graph):
+        for target, hops in sorted(bfs_distances(graph, source).items()):
+            if hops > best[2]:
+                best = (source, target, hops)
+    return best
+
+
+# ---------------------------------------------------------------------- profiles
+
+
+def pyspy_path() -> str | None:
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
+def pyspy_command(output: str | Path, command: list[str], rate: int = 250) -> list[str]:
+    """`command` run under `py-spy record` (on-CPU samples only, not pausing the process, by function),
+    writing py-spy's raw (collapsed stacks) format to `output` when the process exits."""
+    pyspy = pyspy_path()
+    if pyspy is None:
+        raise demo.DemoError("py-spy is not installed (.venv/bin/pip install py-spy)")
+    return [pyspy, "record", "--rate", str(rate), "--nonblocking", "--nolineno", "--format", "raw",
+            "--output", str(output), "--", *command]
+
+
+# Frames that only enclose the node's work (entry points, the event loop, a link's task): left out of the
+# "total" ranking, where they would top every list.
+ENCLOSING = ("_run_module_as_main", "_run_code", "<module>", "main", "_dispatch", "run", "unrolled_run",
+             "run_node", "run_demo_node", "Engine.run", "Engine._run_link", "Engine._dial",
+             "Engine._accept_loop", "Connector._serve", "Connector.start")
+
+
+def summarize_profile(path: str | Path, top: int = 15) -> dict[str, Any]:
+    """The top functions of a py-spy raw profile (collapsed stacks), as shares of the samples taken
+    after start-up (stacks inside an import are left out and counted apart): by own samples (the
+    innermost frame; a dataclass's generated `__init__` is named with its caller, which says which
+    class it builds) and by total samples (anywhere on the stack; swarm's functions only, without the
+    enclosing ones of ENCLOSING)."""
+    own: dict[str, int] = {}
+    total: dict[str, int] = {}
+    samples = imports = 0
+    for line in Path(path).read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_short(frame) for frame in stack.split(";")]
+        if any("importlib._bootstrap" in frame for frame in frames):
+            imports += count
+            continue
+        samples += count
+        leaf = frames[-1]
+        if leaf.startswith("__create_fn__") and len(frames) > 1:
+            leaf = f"dataclass __init__, from {frames[-2]}"
+        own[leaf] = own.get(leaf, 0) + count
+        for frame in set(frames):
+            if "(swarm/" in frame and frame.split(" (")[0] not in ENCLOSING \
+                    and "swarm/cli.py" not in frame and "swarm/__main__.py" not in frame:
+                total[frame] = total.get(frame, 0) + count
+
+    def ranked(table: dict[str, int]) -> list[list[Any]]:
+        return [[name, count / samples] for name, count in
+                sorted(table.items(), key=lambda item: (-item[1], item[0]))[:top]] if samples else []
+    return {"samples": samples, "import_samples": imports, "own": ranked(own), "total": ranked(total)}
+
+
+def _short(frame: str) -> str:
+    """'send_all (trio/_highlevel_socket.py)' from py-spy's 'send_all (/.../trio/_highlevel_socket.py)'."""
+    name, _, where = frame.partition(" (")
+    where = where.rstrip(")")
+    for marker in ("/site-packages/", "/lib/python3", "/work/main/"):
+        if marker in where:
+            where = where.split(marker, 1)[1]
+            if marker == "/lib/python3":
+                where = "stdlib:" + where.split("/", 1)[-1]
+            break
+    return f"{name} ({where})" if where else name
+
+
+def format_profile(profile: dict[str, Any], top: int = 12) -> list[str]:
+    lines = [f"profile: {profile['samples']} on-CPU samples after start-up (py-spy); top by own time:"]
+    lines += [f"  {share:6.1%}  {name}" for name, share in profile["own"][:top]]
+    lines.append("top swarm functions by total time (callees included):")
+    lines += [f"  {share:6.1%}  {name}" for name, share in profile["total"][:top]]
+    return lines
+
+
+async def wait_settled(addresses: dict[str, tuple[str, int]], quiet: float = 3.0,
+                       limit: float = 30.0) -> dict[str, dict[str, Any]]:
+    """Every node's status once the overlay's links have not changed for `quiet` seconds (the links made
+    while joining are pruned a few gossip rounds after the ring has converged), or after `limit` seconds
+    at most; the statuses of the last poll."""
+    statuses = await fetch_statuses(addresses)
+    last_links = overlay(statuses)
+    started = changed = time.monotonic()
+    while time.monotonic() - changed < quiet and time.monotonic() - started < limit:
+        await trio.sleep(0.5)
+        statuses = await fetch_statuses(addresses)
+        links = overlay(statuses)
+        if links != last_links:
+            last_links, changed = links, time.monotonic()
+    return statuses

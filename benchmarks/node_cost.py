@@ -1,0 +1,467 @@
+"""Per-node cost: CPU per relayed message, resident memory at idle and under load, seen-record size.
+
+    .venv/bin/python benchmarks/node_cost.py [--messages 50000] [--size 100] [--idle 2] [--seen-seconds 5]
+                                             [--sim-seconds 30] [--json FILE]
+
+What it measures:
+
+* **CPU per 10,000 relayed messages.** A line A -> B -> C inside a ring: 5 `bench_node.py` processes
+  with `localLinks` 2 and `shortcuts` 0, so once converged each node links to its two ring neighbours
+  only (checked from the statuses: the run fails if the overlay is not that cycle). A = node-0, B its
+  successor on the ring, C the one after. A publishes `--messages` messages as fast as flow control
+  allows (`--burst`, then `drain()`); C counts them. The first copy reaches C through B (2 hops; the
+  other way round the ring is 3), so B reads each message once and writes it once, to C: B is the relay
+  under test. B's utime + stime (`/proc/PID/stat`, 10 ms ticks) is read before and after the round; the
+  messages it relayed are the growth of its `forwarded` counter (status over the wire, `fetch_status`,
+  read once B's counters have stopped moving), which shows the traffic went through B. Two rounds: B not
+  subscribed (relay only: nothing decoded), then B subscribed (relay + deliver: decode and callback
+  too). A's and C's CPU per 10,000 messages is shown beside it. B's idle CPU rate (measured over `--idle`
+  seconds before) is shown; it is not subtracted.
+* **Resident memory.** `VmRSS` (now) and `VmHWM` (peak) of `/proc/PID/status` of each node after the
+  cluster has linked and idled `--idle` seconds, and again after the load rounds; for comparison, the
+  same for a bare interpreter and for one that has only imported swarm.
+* **Seen-record at 1,000 msgs/s cluster-wide.** (a) In the real nodes: all five publish 1,000/5
+  msgs/s for `--seen-seconds`; every node's status `seen_entries` (origin records + held messages) and
+  `held` are read mid-run and at the end. (b) Bytes, in-process: a `swarm.protocol.seen.SeenRecord` with
+  the node's default settings (100,000 entries, 120 s TTL, 1 s reorder timeout and settle) is fed real
+  DATA frames (`wire.encode_data`, keyed and itemised as `NodeState._on_data` does) at 1,000 msgs/s from
+  1, 16 and 1,000 origins, three copies of each (flooding), each copy arriving 0.1-3 ms after
+  publication at random (so messages of a fast origin overtake each other and get held), with
+  `expire()` every 100 ms, for `--sim-seconds` simulated seconds; its size is the memory `tracemalloc`
+  sees allocated since just before the record was made (the simulation's own few pending frames
+  included), sampled every simulated second. (c) The bound: the same record filled to its
+  100,000 entries with origin records, and one origin holding 10,000 messages behind a gap, bytes per
+  entry by `tracemalloc`.
+
+Exit status 0 when C got every message exactly once in every round, 1 otherwise, 130 on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import heapq
+import json
+import random
+import subprocess
+import sys
+import time
+import tracemalloc
+from collections.abc import Sequence
+from typing import Any
+
+import common
+import trio
+
+from swarm import demo
+from swarm.protocol import wire
+from swarm.protocol.seen import SeenRecord
+from swarm.topology import ring
+from swarm.transport.engine import fetch_status
+
+RING_NODES = 5
+RING_OPTIONS = {"localLinks": 2, "shortcuts": 0}
+# Bound on waiting for the links made while joining to be pruned.
+RING_TIMEOUT = 30.0
+WATCHED = ("forwarded", "data_frames_received", "data_frames_sent", "received_new", "duplicates",
+           "delivered", "dropped_no_subscriber", "send_queue_overflow")
+# The node's defaults (swarm.protocol.state.CoreConfig): seenMaxEntries, seenTtl, reorderTimeout.
+SEEN_MAX_ENTRIES, SEEN_TTL, REORDER_TIMEOUT = 100_000, 120.0, 1.0
+
+
+def _fields(messages: int, publisher: str) -> dict[str, Any]:
+    return {"from": publisher, "seq": messages, "t": 1 << 62}
+
+
+# ---------------------------------------------------------------------- processes: CPU, RSS, entries
+
+
+def ring_roles(count: int = RING_NODES) -> dict[str, str]:
+    """A = node-0, B its successor on the ring, C the one after (positions: a hash of the name)."""
+    order = sorted((f"node-{index}" for index in range(count)), key=ring.position)
+    first = order.index("node-0")
+    return {role: order[(first + step) % count] for step, role in enumerate("ABC")}
+
+
+def _is_ring(graph: dict[str, set[str]], roles: dict[str, str]) -> bool:
+    """Every node has exactly two links, and B's are A and C."""
+    return all(len(peers) == 2 for peers in graph.values()) and graph[roles["B"]] == {roles["A"], roles["C"]}
+
+
+def _memory(cluster: dict[str, demo.Child]) -> dict[str, dict[str, int]]:
+    return {name: common.memory_kib(child.process.pid) for name, child in cluster.items()}
+
+
+def _cpu(cluster: dict[str, demo.Child]) -> dict[str, float]:
+    return {name: common.cpu_seconds(child.process.pid) for name, child in cluster.items()}
+
+
+async def _quiet_status(address: tuple[str, int], limit: float = 10.0) -> dict[str, Any]:
+    """The node's status once its DATA counters stopped moving (two reads 0.2 s apart), at most `limit` s."""
+    status = await fetch_status(*address)
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        await trio.sleep(0.2)
+        again = await fetch_status(*address)
+        moving = any(again["counters"].get(key) != status["counters"].get(key) for key in WATCHED)
+        status = again
+        if not moving:
+            break
+    return status
+
+
+async def _round(cluster: dict[str, demo.Child], addresses: dict[str, tuple[str, int]],
+                 roles: dict[str, str], messages: int, expected_total: int, pad: int,
+                 burst: int) -> dict[str, Any]:
+    """A publishes `messages` at full speed; C waits for `expected_total` in all; B's cost per message."""
+    a, b, c = roles["A"], roles["B"], roles["C"]
+    before_status = await _quiet_status(addresses[b])
+    before_cpu = _cpu(cluster)
+    started = time.monotonic()
+    await cluster[c].send("receive " + json.dumps({"expected": expected_total, "warmup": 0}))
+    await cluster[a].send("publish " + json.dumps({"messages": messages, "rate": 0, "burst": burst,
+                                                   "pad": pad}))
+    await cluster[a].expect("published")
+    result = json.loads(await cluster[c].expect("result"))
+    seconds = time.monotonic() - started
+    after_status = await _quiet_status(addresses[b])
+    after_cpu = _cpu(cluster)
+    counters = {key: after_status["counters"].get(key, 0) - before_status["counters"].get(key, 0)
+                for key in WATCHED}
+    forwarded = counters["forwarded"]
+    cpu = {name: after_cpu[name] - before_cpu[name] for name in cluster}
+    return {"messages": messages, "c_expected": result["expected"], "c_delivered": result["delivered"],
+            "c_duplicates": result["duplicates"], "c_out_of_order": result["out_of_order"],
+            "c_hops": result["hops"], "seconds": seconds, "relay_counters": counters, "cpu_seconds": cpu,
+            "relay_cpu_s_per_10k": common.ratio(cpu[b] * 10_000, forwarded),
+            "relay_frames_in_per_message": common.ratio(counters["data_frames_received"], forwarded),
+            "relay_frames_out_per_message": common.ratio(counters["data_frames_sent"], forwarded),
+            "publisher_cpu_s_per_10k": cpu[a] * 10_000 / messages,
+            "receiver_cpu_s_per_10k": cpu[c] * 10_000 / messages,
+            "relay_seen_entries": after_status["seen_entries"], "relay_held": after_status["held"]}
+
+
+async def run_cluster_cost(children: list[demo.Child], messages: int, size: int, burst: int, idle: float,
+                           seen_seconds: float) -> dict[str, Any]:
+    roles = ring_roles()
+    b = roles["B"]
+    cluster, addresses, statuses = await common.start_bench_cluster(children, RING_NODES, RING_OPTIONS,
+                                                                    unsubscribed=[b])
+    # Converged ring links come first; the links made while joining are pruned a few gossip rounds later.
+    deadline = time.monotonic() + RING_TIMEOUT
+    while not _is_ring(common.overlay(statuses), roles):
+        if time.monotonic() > deadline:
+            links = {name: sorted(status["links"]) for name, status in statuses.items()}
+            raise demo.DemoError(f"the overlay did not become the ring A-B-C-... in {RING_TIMEOUT:g} s: "
+                                 f"{links}")
+        await trio.sleep(0.2)
+        statuses = await common.fetch_statuses(addresses)
+    links = {name: sorted(status["links"]) for name, status in sorted(statuses.items())}
+    cpu_before_idle = common.cpu_seconds(cluster[b].process.pid)
+    await trio.sleep(idle)
+    idle_cpu_rate = (common.cpu_seconds(cluster[b].process.pid) - cpu_before_idle) / idle
+    idle_memory = _memory(cluster)
+    pad = common.padding_for(size, _fields(2 * messages, roles["A"]))
+    common.progress("  round 1: B relays only (not subscribed)")
+    relay_only = await _round(cluster, addresses, roles, messages, messages, pad, burst)
+    await cluster[b].send("subscribe")
+    await cluster[b].expect("subscribed")
+    common.progress("  round 2: B relays and delivers (subscribed)")
+    relay_deliver = await _round(cluster, addresses, roles, messages, 2 * messages, pad, burst)
+    load_memory = _memory(cluster)
+
+    common.progress(f"  round 3: 1,000 msgs/s cluster-wide for {seen_seconds:g} s (seen-record entries)")
+    per_node_rate = 1000.0 / len(cluster)
+    paced = max(1, round(per_node_rate * seen_seconds))
+    for child in cluster.values():
+        await child.send("publish " + json.dumps({"messages": paced, "rate": per_node_rate,
+                                                   "burst": burst, "pad": pad}))
+    await trio.sleep(seen_seconds / 2)
+    mid = await common.fetch_statuses(addresses)
+    await demo.await_all(list(cluster.values()), "published")
+    end = await common.fetch_statuses(addresses)
+    await common.stop_children(list(cluster.values()))
+    return {"roles": roles, "links": links, "idle_seconds": idle, "relay_idle_cpu_s_per_s": idle_cpu_rate,
+            "memory_idle_kib": idle_memory, "memory_after_load_kib": load_memory,
+            "relay_only": relay_only, "relay_and_deliver": relay_deliver,
+            "seen_at_1000_per_s": {
+                "publishers": len(cluster), "seconds": seen_seconds,
+                "mid_run": {name: {"seen_entries": s["seen_entries"], "held": s["held"]}
+                            for name, s in sorted(mid.items())},
+                "end": {name: {"seen_entries": s["seen_entries"], "held": s["held"]}
+                        for name, s in sorted(end.items())}}}
+
+
+IMPORTS = (("bare python", ""), ("python + import ssl", "import ssl"),
+           ("python + import trio", "import trio"),
+           ("python + import cryptography.x509", "import cryptography.x509"),
+           ("python + import swarm (cli, connector)", "import swarm.cli, swarm.connector"))
+
+
+def interpreter_memory() -> dict[str, dict[str, int]]:
+    """VmHWM/VmRSS of a bare interpreter and of ones that imported part or all of what a node imports."""
+    figures = {}
+    reader = ("\nfor line in open('/proc/self/status'):\n"
+              "    if line.startswith(('VmRSS', 'VmHWM')): print(line.split()[0][:-1], line.split()[1])")
+    for label, imports in IMPORTS:
+        output = subprocess.run([sys.executable, "-c", imports + reader], capture_output=True, text=True,
+                                timeout=60, check=True).stdout
+        figures[label] = {key: int(value) for key, value in (line.split() for line in output.splitlines())}
+    return figures
+
+
+# ---------------------------------------------------------------------- in-process: bytes of the record
+
+
+class _Feeder:
+    """Real DATA frames from `origins` nodes into a SeenRecord, as NodeState._on_data keys them."""
+
+    def __init__(self, record: SeenRecord, origins: int, size: int, seed: int = 1) -> None:
+        self.record = record
+        self.rng = random.Random(seed)
+        self.origins = [wire.encode_origin(f"node-{index}") for index in range(origins)]
+        self.epochs = [self.rng.getrandbits(63) for _ in range(origins)]
+        self.seqs = [0] * origins
+        self.topic = wire.encode_topic("swarm-bench")
+        self.message = wire.encode_message({"from": "node-0", "seq": 1, "t": 1 << 62,
+                                            "pad": bytes(common.padding_for(size, _fields(1, "node-0")))})
+
+    def frame(self, origin: int, seq: int | None = None) -> bytes:
+        if seq is None:
+            self.seqs[origin] += 1
+            seq = self.seqs[origin]
+        return wire.encode_data(self.origins[origin], self.epochs[origin], seq, self.topic, self.message,
+                                1 << 20)[wire.LENGTH.size:]
+
+    def observe(self, body: bytes, now: float) -> None:
+        header = wire.parse_data_header(body)
+        key = body[2:header.topic_offset - 8]
+        topic, offset = wire.parse_topic(body, header.topic_offset)
+        self.record.observe(key, header.seq, now, (body, header.hops, topic, offset, header.origin))
+
+
+def simulate_seen(origins: int, rate: float, seconds: float, size: int, copies: int = 3) -> dict[str, Any]:
+    """Feed the record `rate` msgs/s from `origins` origins for `seconds` simulated; its size over time."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        record = SeenRecord(SEEN_MAX_ENTRIES, SEEN_TTL, REORDER_TIMEOUT, settle=REORDER_TIMEOUT)
+        feeder = _Feeder(record, origins, size)
+        rng = feeder.rng
+        events: list[tuple[float, int, bytes]] = []
+        order = 0
+        total = round(rate * seconds)
+        next_expire, next_sample = 0.1, 1.0
+        samples: list[int] = []
+        entries_max = held_max = 0
+
+        def run_until(moment: float) -> None:
+            nonlocal next_expire, next_sample, entries_max, held_max
+            while events and events[0][0] <= moment:
+                when, _, body = heapq.heappop(events)
+                while next_expire <= when:
+                    record.expire(next_expire)
+                    next_expire += 0.1
+                feeder.observe(body, when)
+                entries_max = max(entries_max, len(record))
+                held_max = max(held_max, record.held_count)
+            while next_sample <= moment:
+                samples.append(tracemalloc.get_traced_memory()[0] - base)
+                next_sample += 1.0
+
+        for index in range(total):
+            now = index / rate
+            run_until(now)
+            body = feeder.frame(index % origins)
+            for _ in range(copies):
+                order += 1
+                heapq.heappush(events, (now + rng.uniform(0.0001, 0.003), order, body))
+        run_until(seconds + 1.0)
+        return {"origins": origins, "rate": rate, "simulated_seconds": seconds, "copies": copies,
+                "messages": total, "entries_max": entries_max, "held_max": held_max,
+                "entries_end": len(record), "duplicates": record.duplicates,
+                "gaps_given_up": record.gaps_given_up,
+                "bytes_max": max(samples, default=0), "bytes_end": samples[-1] if samples else 0}
+    finally:
+        tracemalloc.stop()
+
+
+def seen_bound(size: int) -> dict[str, Any]:
+    """Bytes of the record at its bound: 100,000 origin records; and per message held behind a gap."""
+    results: dict[str, Any] = {}
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        record = SeenRecord(SEEN_MAX_ENTRIES, SEEN_TTL, REORDER_TIMEOUT, settle=REORDER_TIMEOUT)
+        feeder = _Feeder(record, SEEN_MAX_ENTRIES, size)
+        feeder_bytes = tracemalloc.get_traced_memory()[0] - base  # the feeder's own names and epochs
+        for origin in range(SEEN_MAX_ENTRIES):
+            feeder.observe(feeder.frame(origin), 0.0)  # seq 1 of each: a record, nothing held
+        used = tracemalloc.get_traced_memory()[0] - base - feeder_bytes
+        results["origin_records"] = {"entries": len(record), "bytes": used,
+                                     "bytes_per_entry": used / len(record)}
+        del record, feeder
+        gc.collect()
+        base = tracemalloc.get_traced_memory()[0]
+        record = SeenRecord(SEEN_MAX_ENTRIES, SEEN_TTL, REORDER_TIMEOUT, settle=REORDER_TIMEOUT)
+        feeder = _Feeder(record, 1, size)
+        feeder.observe(feeder.frame(0, 1), 0.0)
+        start = tracemalloc.get_traced_memory()[0]
+        held = 10_000
+        for seq in range(3, 3 + held):  # seq 2 never comes: everything after it is held
+            feeder.observe(feeder.frame(0, seq), 0.0)
+        used = tracemalloc.get_traced_memory()[0] - start
+        results["held_messages"] = {"held": record.held_count, "message_bytes": size, "bytes": used,
+                                    "bytes_per_entry": used / max(1, record.held_count)}
+    finally:
+        tracemalloc.stop()
+    per_record = results["origin_records"]["bytes_per_entry"]
+    per_held = results["held_messages"]["bytes_per_entry"]
+    results["max_entries"] = SEEN_MAX_ENTRIES
+    results["bound_bytes_all_records"] = per_record * SEEN_MAX_ENTRIES
+    results["bound_bytes_all_held"] = per_held * SEEN_MAX_ENTRIES
+    return results
+
+
+# ---------------------------------------------------------------------- report
+
+
+def _mib(kib: float) -> str:
+    return f"{kib / 1024:.1f}"
+
+
+def format_report(report: dict[str, Any]) -> str:
+    cost = report["cluster"]
+    settings = report["settings"]
+    roles = cost["roles"]
+    lines = [f"swarm {report['swarm_version']} per-node cost ({report['machine']['cpus']} CPUs, load "
+             f"{report['machine']['load_before']:.2f}); a ring of {RING_NODES} nodes (localLinks 2, "
+             f"shortcuts 0): A={roles['A']} publishes, B={roles['B']} relays, C={roles['C']} receives;",
+             f"{settings['messages']:,} messages of {settings['size']} bytes per round, as fast as flow "
+             f"control allows", ""]
+    head = (f"{'round':<28} {'B relayed':>9} {'B s/10k':>8} {'B in/msg':>8} {'B out/msg':>9} "
+            f"{'A s/10k':>8} {'C s/10k':>8} {'C got':>15} {'dup':>4} {'seconds':>7}")
+    lines += [head, "-" * len(head)]
+    for key, label in (("relay_only", "relay only (B unsubscribed)"),
+                       ("relay_and_deliver", "relay + deliver (B subscr.)")):
+        run = cost[key]
+        got = f"{run['c_delivered']}/{run['c_expected']}"
+        lines.append(f"{label:<28} {run['relay_counters']['forwarded']:>9} "
+                     f"{common.fmt(run['relay_cpu_s_per_10k'], '.3f'):>8} "
+                     f"{common.fmt(run['relay_frames_in_per_message'], '.2f'):>8} "
+                     f"{common.fmt(run['relay_frames_out_per_message'], '.2f'):>9} "
+                     f"{run['publisher_cpu_s_per_10k']:>8.3f} {run['receiver_cpu_s_per_10k']:>8.3f} "
+                     f"{got:>15} {run['c_duplicates']:>4} {run['seconds']:>7.2f}")
+    lines.append(f"s/10k: CPU seconds (user + system) per 10,000 messages (B: relayed ones); B's idle CPU: "
+                 f"{cost['relay_idle_cpu_s_per_s'] * 1000:.1f} ms/s, not subtracted")
+    lines.append("")
+    lines.append(f"{'resident memory, MiB':<46} {'VmRSS':>7} {'VmHWM (peak)':>12}")
+    for role in "ABC":
+        name = roles[role]
+        for key, label in (("memory_idle_kib", "idle"), ("memory_after_load_kib", "after the rounds")):
+            figures = cost[key][name]
+            lines.append(f"{f'{role} ({name}), {label}':<46} {_mib(figures['VmRSS']):>7} "
+                         f"{_mib(figures['VmHWM']):>12}")
+    for label, figures in report["interpreter_memory"].items():
+        lines.append(f"{label:<46} {_mib(figures['VmRSS']):>7} {_mib(figures['VmHWM']):>12}")
+    lines.append("")
+    seen = cost["seen_at_1000_per_s"]
+    entries = ", ".join(f"{name} {figures['seen_entries']} ({figures['held']} held)"
+                        for name, figures in seen["mid_run"].items())
+    lines.append(f"seen-record entries in the nodes, {seen['publishers']} publishers at 1,000 msgs/s in all, "
+                 f"mid-run: {entries}")
+    lines.append(f"{'seen-record in-process (tracemalloc)':<40} {'origins':>7} {'messages':>9} "
+                 f"{'entries max':>11} {'held max':>8} {'bytes max':>10}")
+    for sim in report["seen_simulated"]:
+        lines.append(f"{'1,000 msgs/s, 3 copies each':<40} {sim['origins']:>7,} {sim['messages']:>9,} "
+                     f"{sim['entries_max']:>11,} {sim['held_max']:>8,} {sim['bytes_max']:>10,}")
+    bound = report["seen_bound"]
+    lines.append(f"bound ({bound['max_entries']:,} entries): "
+                 f"{bound['origin_records']['bytes_per_entry']:.0f} bytes per origin record -> "
+                 f"{bound['bound_bytes_all_records'] / 2**20:.1f} MiB all records; "
+                 f"{bound['held_messages']['bytes_per_entry']:.0f} bytes per held "
+                 f"{bound['held_messages']['message_bytes']}-byte message -> "
+                 f"{bound['bound_bytes_all_held'] / 2**20:.1f} MiB all held")
+    return "\n".join(lines)
+
+
+async def benchmark(args: argparse.Namespace) -> int:
+    report = common.header("node_cost", {"messages": args.messages, "size": args.size, "burst": args.burst,
+                                         "idle": args.idle, "seen_seconds": args.seen_seconds,
+                                         "sim_seconds": args.sim_seconds})
+    common.progress(f"node cost: a ring of {RING_NODES} nodes ...")
+    started = time.monotonic()
+    try:
+        interrupted, cluster = await demo.supervise(
+            lambda children: run_cluster_cost(children, args.messages, args.size, args.burst, args.idle,
+                                              args.seen_seconds), args.timeout)
+    except BaseException as raised:  # noqa: B036 - re-raised unless the run failed in a known way
+        error = demo.first_of(raised, (demo.DemoError, trio.TooSlowError))
+        if error is None:
+            raise
+        reason = error if isinstance(error, demo.DemoError) else f"the run took over {args.timeout:g} s"
+        common.progress(f"node cost: error: {reason}; every process was stopped")
+        return 1
+    if interrupted:
+        common.progress("node cost: interrupted; every process was stopped")
+        return 130
+    common.progress(f"node cost: cluster done in {time.monotonic() - started:.1f} s; "
+                    "in-process seen-record ...")
+    report["cluster"] = cluster
+    report["interpreter_memory"] = interpreter_memory()
+    report["seen_simulated"] = [simulate_seen(origins, 1000.0, args.sim_seconds, args.size)
+                                for origins in (1, 16, 1000)]
+    report["seen_bound"] = seen_bound(args.size)
+    print(format_report(report), flush=True)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(common.json_safe(report), handle, indent=2)
+            handle.write("\n")
+        common.progress(f"wrote {args.json}")
+    rounds = [cluster["relay_only"], cluster["relay_and_deliver"]]
+    if any(r["c_delivered"] != r["c_expected"] or r["c_duplicates"] for r in rounds):
+        common.progress("node cost: FAILED: C lost or duplicated messages")
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="node_cost.py", description=__doc__.split("\n\n", 1)[0],
+                                     epilog="See benchmarks/README.md for what is measured and how.")
+    parser.add_argument("--messages", type=int, default=50_000, help="messages per round (default: 50000)")
+    parser.add_argument("--size", type=int, default=100, help="msgpack-encoded message size (default: 100)")
+    parser.add_argument("--burst", type=int, default=demo.BATCH,
+                        help=f"messages between two drain() calls (default: {demo.BATCH})")
+    parser.add_argument("--idle", type=float, default=2.0, help="idle seconds before measuring (default: 2)")
+    parser.add_argument("--seen-seconds", type=float, default=5.0,
+                        help="seconds of the 1,000 msgs/s round in the nodes (default: 5)")
+    parser.add_argument("--sim-seconds", type=float, default=30.0,
+                        help="simulated seconds of the in-process seen-record run (default: 30)")
+    parser.add_argument("--timeout", type=float, default=180.0,
+                        help="bound on the cluster run (default: 180 s)")
+    parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not (1 <= args.messages <= 10_000_000 and 0 < args.idle <= 60 and 0 < args.seen_seconds <= 600
+            and 0 < args.sim_seconds <= 3600 and args.burst >= 1 and args.timeout > 0):
+        parser.error("a count or a duration is out of range")
+    try:
+        common.padding_for(args.size, _fields(2 * args.messages, "node-0"))
+    except ValueError as error:
+        parser.error(f"--size {args.size}: {error}")
+    try:
+        return trio.run(benchmark, args)
+    except KeyboardInterrupt:
+        # A second Ctrl-C during the clean-up, re-raised once every process was stopped.
+        print("node cost: interrupted; every process was stopped", file=sys.stderr, flush=True)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
