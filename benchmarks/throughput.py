@@ -254,9 +254,10 @@ def totals(per_node: dict[str, dict[str, Any]], results: dict[str, dict[str, Any
 
 
 async def run_swarm(children: list[demo.Child], subscribers: int, messages: int, pad: int,
-                    burst: int) -> dict[str, Any]:
+                    burst: int, broadcast: str = "flood") -> dict[str, Any]:
     results, publishing, _ = await demo.run_cluster(children, subscribers + 1, messages, 1, pad, 0.0,
-                                                    "WARNING", None, burst=burst)
+                                                    "WARNING", None, burst=burst,
+                                                    node_options=[f"broadcast={broadcast}"])
     assert publishing == [PUBLISHER], publishing
     publisher = results.pop(PUBLISHER)
     per_node = {name: summarize(result) for name, result in results.items()}
@@ -461,7 +462,7 @@ async def benchmark(args: argparse.Namespace) -> int:
                 interrupted, swarm_run = await phase(
                     f"swarm, {label}" + (f", {args.profile} under py-spy" if args.profile else ""),
                     lambda children, pad=swarm_pad: run_swarm(children, args.subscribers, args.messages, pad,
-                                                              args.burst),
+                                                              args.burst, args.broadcast),
                     args.timeout)
             if interrupted:
                 break
@@ -551,6 +552,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=_positive_float, default=60.0, metavar="SECONDS",
                         help="seconds one phase (baseline or swarm, one size) may take (default: 60)")
     parser.add_argument("--no-redis", action="store_true", help="skip the Redis pub/sub baseline")
+    parser.add_argument("--broadcast", choices=["flood", "tree"], default="flood",
+                        help="swarm's broadcast mode (the nodes' `broadcast` option; default: flood)")
     parser.add_argument("--profile", metavar="NODE",
                         help="run this swarm node (e.g. node-1, a subscriber) under py-spy and show the "
                              "profile's top entries")

@@ -7,9 +7,10 @@ comes back to its publisher. See README.md and docs/.
 
 __version__ = "0.1.0"
 
+from .cluster_node import ClusterNode  # noqa: E402
 from .config import Options  # noqa: E402
 from .connector import Connector, NodeError  # noqa: E402
 from .errors import ConfigError, MessageTooLarge, ProtocolError, SwarmError  # noqa: E402
 
-__all__ = ["ConfigError", "Connector", "MessageTooLarge", "NodeError", "Options", "ProtocolError",
-           "SwarmError", "__version__"]
+__all__ = ["ClusterNode", "ConfigError", "Connector", "MessageTooLarge", "NodeError", "Options",
+           "ProtocolError", "SwarmError", "__version__"]

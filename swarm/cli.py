@@ -13,8 +13,8 @@ Options come from a deepstream-style config file (`plugins.message.options`, see
 
 Lines meant for programs (each flushed at once):
 
-* `node` prints `listening <serverName> <host>:<port>` once bound, then `ready <serverName>` once joined,
-  on stdout.
+* `node` prints `listening <serverName> <host>:<port>` once bound, then (with the `bridge` option)
+  `bridge <address>` once the bridge listens, then `ready <serverName>` once joined, on stdout.
 * `sub` keeps stdout for the messages, one JSON value per line (bytes as base64 strings), and prints the
   same `listening ...` and `ready ...` lines on stderr. A message published after `ready` is printed.
 * `pub` prints nothing on success; it exits 1 with a reason on stderr when no peer is reachable.
@@ -42,14 +42,17 @@ import signal
 import ssl
 import sys
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 import trio
 
 from . import __version__, certs
+from .bridge import BridgeListenError
+from .cluster_node import ClusterNode
 from .config import OPTIONS_BY_KEY, Options, load_config_file, parse_address, parse_option_text
 from .connector import Connector
 from .errors import ConfigError, MessageTooLarge
+from .node import Node
 from .transport.engine import fetch_status
 
 __all__ = ["build_parser", "json_default", "load_options", "main", "parse_topic"]
@@ -62,6 +65,9 @@ EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 EXIT_INTERRUPTED = 130
 # How often `pub` looks at its send queues while waiting for the message to leave.
 POLL_INTERVAL = 0.005
+
+
+NodeT = TypeVar("NodeT", bound=Node)
 
 
 class CommandFailed(Exception):
@@ -161,7 +167,7 @@ def _setup_logging(level: str) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def _log_errors(conn: Connector) -> None:
+def _log_errors(conn: Node) -> None:
     conn.on("error", lambda error: log.debug("%s: %s: %s", conn.server_name, error.code, error))
 
 
@@ -179,12 +185,14 @@ async def _wait_for_signal(signals: Any, stop: trio.Event | None = None) -> None
         nursery.cancel_scope.cancel()
 
 
-async def _join(stack: contextlib.AsyncExitStack, conn: Connector) -> Connector:
+async def _join(stack: contextlib.AsyncExitStack, conn: NodeT) -> NodeT:
     """Start `conn` inside `stack` (left with it); a port that cannot be bound is a CommandFailed."""
     try:
         await stack.enter_async_context(conn)
     except BaseException as raised:  # noqa: B036 - re-raised unless it is the bind failing
         error = _leaf(raised)
+        if isinstance(error, BridgeListenError):
+            raise CommandFailed(str(error)) from None
         if isinstance(error, OSError):
             options = conn.options
             raise CommandFailed(f"cannot listen on {options.host}:{options.port}: "
@@ -194,9 +202,12 @@ async def _join(stack: contextlib.AsyncExitStack, conn: Connector) -> Connector:
     return conn
 
 
-async def _announce(conn: Connector, stream: TextIO) -> None:
+async def _announce(conn: Node, stream: TextIO) -> None:
     host, port = conn.address
     emit(stream, f"listening {conn.server_name} {host}:{port}")
+    bridge = getattr(conn, "bridge_address", None)
+    if bridge is not None:
+        emit(stream, f"bridge {bridge}")
     await conn.wait_ready()
     emit(stream, f"ready {conn.server_name}")
 
@@ -205,11 +216,14 @@ async def _announce(conn: Connector, stream: TextIO) -> None:
 
 
 async def run_node(options: Options) -> int:
-    """Run a node until SIGINT/SIGTERM, then leave cleanly; re-read the TLS files on SIGHUP."""
+    """Run a node until SIGINT/SIGTERM, then leave cleanly; re-read the TLS files on SIGHUP.
+
+    The node is a ClusterNode, so that the `bridge` option, when set, serves local clients (docs/bridge.md).
+    """
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals, \
             trio.open_signal_receiver(signal.SIGHUP) as hangups:
         async with contextlib.AsyncExitStack() as stack:
-            conn = await _join(stack, Connector(options))
+            conn = await _join(stack, ClusterNode(options))
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_announce, conn, sys.stdout)
                 nursery.start_soon(_reload_on_hangup, conn, hangups, sys.stdout)
@@ -219,7 +233,7 @@ async def run_node(options: Options) -> int:
     return EXIT_OK
 
 
-async def _reload_on_hangup(conn: Connector, hangups: Any, out: TextIO) -> None:
+async def _reload_on_hangup(conn: Node, hangups: Any, out: TextIO) -> None:
     """On each SIGHUP, re-read the `tls` files: new connections use them, links up keep running."""
     async for _ in hangups:
         if conn.options.tls is None:
@@ -384,7 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      required=True)
 
     node = commands.add_parser("node", help="run a node until SIGINT/SIGTERM",
-                               description="Run a node. Prints `listening <name> <host>:<port>` and "
+                               description="Run a node. Prints `listening <name> <host>:<port>`, "
+                                           "`bridge <address>` (with the `bridge` option) and "
                                            "`ready <name>` on stdout.")
     _add_config_arguments(node)
 

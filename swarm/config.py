@@ -23,8 +23,8 @@ import yaml
 
 from .errors import ConfigError
 
-__all__ = ["OPTIONS", "Option", "Options", "TlsFiles", "load_config_file", "parse_address",
-           "parse_option_text", "render_markdown"]
+__all__ = ["OPTIONS", "Option", "Options", "TlsFiles", "format_bridge", "is_unix_socket_path",
+           "load_config_file", "parse_address", "parse_bridge", "parse_option_text", "render_markdown"]
 
 
 def parse_address(value: str, key: str = "address") -> tuple[str, int]:
@@ -43,6 +43,58 @@ def parse_address(value: str, key: str = "address") -> tuple[str, int]:
     if not 1 <= port <= 65535:
         raise ConfigError(f"{key}: port must be an integer in 1..65535, got {value!r}")
     return host, port
+
+
+# Longest path a unix socket can be bound at (sun_path is 108 bytes on Linux, with the final NUL).
+UNIX_PATH_MAX = 107
+
+
+def is_unix_socket_path(value: str) -> bool:
+    """Does this `bridge` value name a unix socket (it has a '/', or no ':') rather than host:port?"""
+    return "/" in value or ":" not in value
+
+
+def parse_bridge(value: Any, key: str = "bridge") -> tuple[str, str, int]:
+    """Parse the `bridge` option: ("unix", absolute path, 0) or ("tcp", loopback host, port).
+
+    Raise ConfigError naming `key` for anything else: a host that is not a loopback IP address above all,
+    since the bridge has no authentication and must not be reachable from other hosts.
+    """
+    expected = "'127.0.0.1:PORT' (a loopback address) or a unix socket path"
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key}: expected {expected}, got {value!r}")
+    if is_unix_socket_path(value):
+        path = os.path.abspath(value)
+        if len(path.encode("utf-8")) > UNIX_PATH_MAX:
+            raise ConfigError(f"{key}: a unix socket path is at most {UNIX_PATH_MAX} bytes long, got "
+                              f"{path!r}")
+        return ("unix", path, 0)
+    host, _, port_text = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ConfigError(f"{key}: the bridge listens on loopback only (it has no authentication): expected "
+                          f"{expected}, got {value!r}")
+    try:
+        port = int(port_text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{key}: port must be an integer in 0..65535, got {value!r}")
+    return ("tcp", host, port)
+
+
+def format_bridge(kind: str, host: str, port: int) -> str:
+    """The `bridge` value of a parsed address: 'HOST:PORT' ('[::1]:PORT'), or the socket path."""
+    if kind == "unix":
+        return host
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 TLS_KEYS = ("ca", "cert", "key")
@@ -87,7 +139,7 @@ class Option:
     """One configuration key: its type, default, allowed range and meaning."""
 
     key: str
-    kind: str  # "str" | "int" | "float" | "bool" | "addresses" | "choice" | "tls"
+    kind: str  # "str" | "int" | "float" | "bool" | "addresses" | "choice" | "tls" | "bridge"
     default: Any
     doc: str
     minimum: float | None = None
@@ -101,6 +153,8 @@ class Option:
             return "one of " + ", ".join(self.choices)
         if self.kind == "tls":
             return "a mapping `{ca, cert, key}` of PEM file paths"
+        if self.kind == "bridge":
+            return "'127.0.0.1:PORT' (loopback) or a unix socket path"
         names = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
                  "addresses": "a list of 'host:port' strings"}
         text = names[self.kind]
@@ -119,6 +173,8 @@ class Option:
             if value not in self.choices:
                 raise ConfigError(f"{key}: expected {self.expected()}, got {value!r}")
             return value
+        if self.kind == "bridge":
+            return format_bridge(*parse_bridge(value, key))
         if self.kind == "str":
             if not isinstance(value, str) or not value:
                 raise ConfigError(f"{key}: expected {self.expected()}, got {value!r}")
@@ -156,7 +212,7 @@ def _number(value: float) -> str:
 
 def parse_option_text(option: Option, text: str) -> Any:
     """Turn a command-line string into the option's type, with YAML's rules (so `true`, `3`, `[a, b]`)."""
-    if option.kind in ("str", "choice"):
+    if option.kind in ("str", "choice", "bridge"):
         return text
     if option.kind == "addresses":
         return [part.strip() for part in text.split(",") if part.strip()]
@@ -245,6 +301,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("gossipInterval", "float", 0.5,
            "Seconds between view exchanges with each linked peer (T-Man rounds), which also carry whether "
            "a node still wants each link.", minimum=0.01),
+    Option("broadcast", "choice", "flood",
+           "How payloads spread: `flood` (every link carries every message once; simplest, most "
+           "redundant) or `tree` (Plumtree: payloads along a spanning tree, message ids on the other "
+           "links, a missing payload pulled after `graftTimeout`; docs/performance.md has the figures).",
+           choices=("flood", "tree")),
+    Option("graftTimeout", "float", 0.1,
+           "With `broadcast: tree`: seconds to wait for a payload announced by an id before asking the "
+           "announcer for it (and making that link part of the tree).", minimum=0.001),
     Option("peersFile", "str", None,
            "File in which the node keeps the addresses of the nodes it knows (rewritten every few seconds "
            "and at exit). On start they are dialled like seeds, so a restarted node rejoins through any "
@@ -260,6 +324,10 @@ OPTIONS: tuple[Option, ...] = (
            "the server name it claims; there is no plaintext fallback. `serverName` defaults to the "
            "certificate's name. Files are re-read on SIGHUP and by `Connector.reload_tls()`. Default: "
            "none, plaintext (warned about when `host` is not loopback). See docs/security.md."),
+    Option("bridge", "bridge", None,
+           "Where `python -m swarm node` (or a `ClusterNode`) accepts local clients of the sidecar bridge, "
+           "for servers not written in Python (docs/bridge.md): `127.0.0.1:PORT` (a loopback address only; "
+           "port 0 picks a free one) or the path of a unix socket. Default: none (no bridge)."),
 )
 
 OPTIONS_BY_KEY: dict[str, Option] = {option.key: option for option in OPTIONS}
@@ -287,6 +355,8 @@ class Options:
     reconnectMaxDelay: float
     forgetAfter: float
     peersFile: str | None
+    broadcast: str
+    graftTimeout: float
     localLinks: int
     shortcuts: int
     shortcutDistribution: str
@@ -294,6 +364,7 @@ class Options:
     reserveSize: int
     gossipInterval: float
     tls: TlsFiles | None = None
+    bridge: str | None = None
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any] | None = None, *, from_text: bool = False) -> Options:
@@ -388,6 +459,10 @@ def load_config_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict
         base = os.path.dirname(os.path.abspath(path))
         options["tls"] = {key: os.path.join(base, value) if isinstance(value, str) and value else value
                           for key, value in tls_files.items()}
+    bridge = options.get("bridge")
+    if isinstance(bridge, str) and bridge and is_unix_socket_path(bridge):
+        # A relative socket path is relative to the config file's directory, like the tls files.
+        options["bridge"] = os.path.join(os.path.dirname(os.path.abspath(path)), bridge)
     server_name = document.get("serverName")
     if server_name is not None and "serverName" not in options:
         if not isinstance(server_name, str) or not server_name:
@@ -404,7 +479,7 @@ def render_markdown() -> str:
             default = "derived (see meaning)"
         elif option.kind == "addresses":
             default = "`[]`"
-        elif option.kind == "tls":
+        elif option.kind in ("tls", "bridge"):
             default = "none"
         else:
             default = f"`{option.default!r}`"

@@ -359,23 +359,25 @@ async def await_all(children: list[Child], verb: str) -> dict[str, str]:
 
 async def run_cluster(children: list[Child], nodes: int, messages: int, publishers: int, size: int,
                       rate: float, log_level: str, out: Any, burst: int = BATCH,
-                      tls_dir: str | None = None) -> tuple[dict[str, dict[str, Any]], list[str], float]:
+                      tls_dir: str | None = None, node_options: Sequence[str] = (),
+                      ) -> tuple[dict[str, dict[str, Any]], list[str], float]:
     """Start `nodes` node processes (into `children`), let `publishers` of them publish `messages`
     messages each (`size` bytes of padding, `burst` messages between drains), and tell them to stop.
-    With `tls_dir`, a cluster CA is made there and every link is mutual TLS.
+    With `tls_dir`, a cluster CA is made there and every link is mutual TLS. `node_options` ("key=value")
+    go to every node.
 
     Returns each node's result (see `Tally.result`) by name, the publishing names and the seconds from
     `start` to the last result. Prints one line to `out` once the cluster is linked, unless it is None.
     """
     names = [f"node-{i}" for i in range(nodes)]
     publishing = [names[i * nodes // publishers] for i in range(publishers)]
-    options: dict[str, list[str]] = {name: [] for name in names}
+    options: dict[str, list[str]] = {name: list(node_options) for name in names}
     tls_context = None
     if tls_dir is not None:
         files = issue_demo_certificates(tls_dir, [*names, "demo-parent"])
         for name in names:
-            options[name] = [f"tls.ca={files[name].ca}", f"tls.cert={files[name].cert}",
-                             f"tls.key={files[name].key}"]
+            options[name] += [f"tls.ca={files[name].ca}", f"tls.cert={files[name].cert}",
+                              f"tls.key={files[name].key}"]
         tls_context = tls.load(files["demo-parent"]).client  # to read the nodes' status
     with trio.fail_after(STARTUP_TIMEOUT):
         first = await start_node(children, names[0], [], 1, log_level, options[names[0]])

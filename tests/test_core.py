@@ -519,6 +519,24 @@ def test_restarted_node_is_relinked_to_every_peer(notify: bool, seed: int) -> No
     assert len([t for t in net.dials_to(net.nodes["c"].address, by="b") if t >= restarted_at]) <= 2
 
 
+def test_direct_messages_to_a_restarted_node_start_a_new_count() -> None:
+    """A restarted target is a new process: the sender's direct numbering for it starts again, so the
+    new process does not meet the stream mid-way and hold it for reorder_timeout."""
+    net = mesh("ab", seed=40)
+    for i in range(3):
+        net.send_direct("a", "b", T, ("before", i))
+    net.run_for(0.5)
+    assert [m[1] for m in net.delivered("b", origin="a")] == [0, 1, 2]
+    net.restart("b")
+    net.run_for(1.0)
+    assert "b" in net.state("a").linked_peers
+    sent_at = net.now
+    net.send_direct("a", "b", T, ("after", 0))
+    net.run_for(0.2)  # well under reorder_timeout (1 s)
+    after = [d for d in net.deliveries if d.node == "b" and d.time >= sent_at]
+    assert [tuple(d.message) for d in after] == [("after", 0)]
+
+
 # ---------------------------------------------------------------------- forwarding
 
 

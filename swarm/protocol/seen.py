@@ -133,6 +133,11 @@ class SeenRecord:
             return self._give_up_gap(origin, log, now)
         return []
 
+    def has(self, origin: Hashable, seq: int) -> bool:
+        """Has message `seq` of `origin` been seen (delivered, given up, or held)?"""
+        log = self._logs.get(origin)
+        return log is not None and (seq in log.held or (not log.settle_until and seq < log.next_seq))
+
     def snapshot(self, limit: int) -> list[tuple[Hashable, int]]:
         """(origin, highest seq seen) of up to `limit` most recently active origins.
 

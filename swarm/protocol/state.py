@@ -52,6 +52,7 @@ from ..topology.smallworld import SmallWorld
 from . import wire
 from .actions import Action, CloseConnection, Deliver, Dial, Ready, ReportError, Retire, Send
 from .seen import SeenRecord
+from .tree import MessageId, TreeBroadcast
 
 __all__ = ["CoreConfig", "NodeState"]
 
@@ -101,6 +102,8 @@ class CoreConfig:
     gossip_interval: float = 0.5
     # How often an isolated or partitioned node re-dials a seed or a node it once knew.
     probe_interval: float = 2.0
+    broadcast: str = "flood"  # or "tree": Plumtree's eager/lazy push (swarm.protocol.tree)
+    graft_timeout: float = 0.1
 
     @classmethod
     def from_options(cls, options: Any) -> CoreConfig:
@@ -114,6 +117,7 @@ class CoreConfig:
             local_links=options.localLinks, shortcuts=options.shortcuts,
             shortcut_distribution=options.shortcutDistribution, max_peers=options.maxPeers,
             reserve_size=options.reserveSize, gossip_interval=options.gossipInterval,
+            broadcast=options.broadcast, graft_timeout=options.graftTimeout,
         )
 
 
@@ -195,6 +199,8 @@ class NodeState:
         self.ready = False
         self.leaving = False
         self._origin_header = wire.encode_origin(self.name)
+        self._own_key = self._origin_header + EPOCH.pack(epoch)  # our stream's seen-record key
+        self.tree = TreeBroadcast(config.graft_timeout) if config.broadcast == "tree" else None
         self._name_bytes = self.name.encode("utf-8")
         self._seq = 0
         self._conns: dict[int, _Connection] = {}
@@ -215,7 +221,7 @@ class NodeState:
         self._active_pairs: tuple[tuple[int, bytes], ...] = ()  # (connection id, peer name) of the same
         self._origin_names: dict[bytes, str] = {}
         self._topic_cache: dict[str | int, bytes] = {}
-        self._direct_seq: dict[str, int] = {}  # direct messages sent, per target
+        self._direct_seq: dict[str, tuple[int | None, int]] = {}  # target -> (its epoch, last seq sent)
         self._timers = _Timers()
         self._out: list[Action] = []
         self._now = 0.0  # the `now` of the event being handled
@@ -239,7 +245,9 @@ class NodeState:
 
     @property
     def wakeup(self) -> float:
-        """The earliest `now` at which `on_tick` has ordering work to do (sooner than the next tick)."""
+        """The earliest `now` at which `on_tick` has ordering or graft work to do (sooner than a tick)."""
+        if self.tree is not None:
+            return min(self.seen.wakeup, self.tree.wakeup)
         return self.seen.wakeup
 
     def status(self) -> dict[str, Any]:
@@ -306,12 +314,35 @@ class NodeState:
                                  wire.encode_message(message), self.config.max_message_size)
         self._seq += 1
         self.counters["published"] += 1
-        if self._active:
+        if not self._active:
+            self.counters["published_without_peers"] += 1
+        elif self.tree is None:
             self._out.append(Send(self._active, frame))
             self.counters["data_frames_sent"] += len(self._active)
         else:
-            self.counters["published_without_peers"] += 1
+            self.tree.received((self._own_key, self._seq), frame[4:])
+            self._push(frame, b"", b"")
         return self._flush()
+
+    def _push(self, frame: bytes, sender: bytes, origin: bytes) -> None:
+        """Tree mode: the payload to eager links, its id to lazy ones (not back to sender or origin)."""
+        tree = self.tree
+        assert tree is not None
+        lazy = tree.lazy
+        eager = tuple(c for c, peer in self._active_pairs if peer != sender and peer != origin
+                      and peer not in lazy)
+        if eager:
+            self._out.append(Send(eager, frame))
+            self.counters["data_frames_sent"] += len(eager)
+        tree.announce(self._message_id(frame, 4),
+                      (peer for _, peer in self._active_pairs if peer in lazy and peer != sender
+                       and peer != origin))
+
+    @staticmethod
+    def _message_id(data: bytes, at: int) -> MessageId:
+        """(stream key, seq) of the DATA frame or body in `data` whose kind byte is at `at`."""
+        name_end = at + 3 + data[at + 2]
+        return data[at + 2:name_end + 8], SEQ.unpack_from(data, name_end + 8)[0]
 
     def _topic_bytes(self, topic: str | int) -> bytes:
         topic_bytes = self._topic_cache.get(topic)
@@ -441,6 +472,8 @@ class NodeState:
                 conn.last_sent = now
         if ping:
             self._out.append(Send(tuple(ping), wire.encode_control(wire.KIND_PING, {})))
+        if self.tree is not None:
+            self._tree_tick(now)
         for item in self.seen.expire(now):
             self._deliver(item)
         self._forget_unreachable(now)
@@ -469,11 +502,18 @@ class NodeState:
         self._now = now
         if target == self.name:
             raise ValueError("a node does not send direct messages to itself")
-        seq = self._direct_seq.get(target, 0) + 1
+        # Numbered per target and per target *process*: a restarted target (a new epoch in our view)
+        # starts a new count, or it would meet our stream mid-way and hold it for reorderTimeout.
+        member = self._members.get(target)
+        epoch = member.epoch if member is not None else None
+        known_epoch, last = self._direct_seq.get(target, (epoch, 0))
+        if epoch is not None and known_epoch is not None and epoch != known_epoch:
+            last = 0
+        seq = last + 1
         frame = wire.encode_direct(wire.encode_origin(target), self._origin_header, self.epoch, seq,
                                    self._topic_bytes(topic), wire.encode_message(message),
                                    self.config.max_message_size)
-        self._direct_seq[target] = seq
+        self._direct_seq[target] = (epoch if epoch is not None else known_epoch, seq)
         self.counters["direct_sent"] += 1
         self._route(frame, target.encode("utf-8"), wire.KIND_DIRECT, frame[4:])
         return self._flush()
@@ -557,10 +597,15 @@ class NodeState:
         if origin == self._name_bytes:
             # Our own message came back around a cycle: never deliver it (no echo).
             counters["own_messages_returned"] += 1
+            if self.tree is not None and self.tree.duplicate_from(conn.peer_bytes):
+                self._send_to(conn, wire.encode_control(wire.KIND_PRUNE, {}))
             return
         # The key is origin length, origin and epoch: it names one (origin, epoch) stream.
-        ready = self.seen.observe(body[2:name_end + 8], SEQ.unpack_from(body, name_end + 8)[0], now, body)
+        key, seq = body[2:name_end + 8], SEQ.unpack_from(body, name_end + 8)[0]
+        ready = self.seen.observe(key, seq, now, body)
         if ready is None:
+            if self.tree is not None and self.tree.duplicate_from(conn.peer_bytes):
+                self._send_to(conn, wire.encode_control(wire.KIND_PRUNE, {}))  # Plumtree: prune
             return
         try:
             wire.parse_topic(body, name_end + 16)  # a new frame with a bad topic is never relayed
@@ -574,11 +619,16 @@ class NodeState:
         self.hops[hops] += 1  # links the first copy crossed: the flood's hop distribution
         # Not back to the peer it came from (by name: it may have come on a connection being retired).
         sender = conn.peer_bytes
-        targets = tuple(c for c, peer in self._active_pairs if peer != sender and peer != origin)
-        if targets:
-            self._out.append(Send(targets, wire.relay_prefix(len(body), hops) + body[2:]))
+        if self.tree is not None:
+            self.tree.received((key, seq), body)
+            self._push(wire.relay_prefix(len(body), hops) + body[2:], sender, origin)
             counters["forwarded"] += 1
-            counters["data_frames_sent"] += len(targets)
+        else:
+            targets = tuple(c for c, peer in self._active_pairs if peer != sender and peer != origin)
+            if targets:
+                self._out.append(Send(targets, wire.relay_prefix(len(body), hops) + body[2:]))
+                counters["forwarded"] += 1
+                counters["data_frames_sent"] += len(targets)
         for item in ready:
             self._deliver(item)
 
@@ -635,8 +685,47 @@ class NodeState:
             self._on_leave(conn, fields, body)
         elif kind == wire.KIND_BYE:
             self._on_bye(conn, now)
+        elif kind in (wire.KIND_IHAVE, wire.KIND_GRAFT, wire.KIND_PRUNE):
+            self._on_tree(conn, kind, fields, now)
         elif kind == wire.KIND_REFUSE:
             self._on_refuse(conn, fields, now)
+
+    def _on_tree(self, conn: _Connection, kind: int, fields: dict[str, Any], now: float) -> None:
+        """Plumtree's control frames. A flooding node ignores them (it sends payloads everywhere)."""
+        tree = self.tree
+        if tree is None:
+            return
+        peer = conn.peer_bytes
+        if kind == wire.KIND_PRUNE:
+            tree.pruned_by(peer)
+            return
+        ids = fields.get("ids")
+        if not isinstance(ids, list) or not all(
+                isinstance(i, list) and len(i) == 2 and isinstance(i[0], bytes) and isinstance(i[1], int)
+                for i in ids):
+            raise ProtocolError("IHAVE/GRAFT without a list of [key, seq] ids")
+        messages = [(key, seq) for key, seq in ids[:4096]]
+        if kind == wire.KIND_IHAVE:
+            tree.ihave_from(peer, messages, now, lambda m: self.seen.has(m[0], m[1]))
+            return
+        for body in tree.grafted_by(peer, messages):  # GRAFT: resend, one hop further
+            self._send_to(conn, wire.relay_prefix(len(body), body[1] + 1) + body[2:])
+            self.counters["grafted_payloads"] += 1
+
+    def _tree_tick(self, now: float) -> None:
+        """Tree mode: send the batched IHAVEs, and GRAFT what was announced but has not come."""
+        tree = self.tree
+        assert tree is not None
+        conns = {peer: c for c, peer in self._active_pairs}
+        for peer, messages in tree.due(now, set(conns)):
+            self.counters["grafts"] += len(messages)
+            self._out.append(Send((conns[peer],), wire.encode_control(
+                wire.KIND_GRAFT, {"ids": [[key, seq] for key, seq in messages]})))
+        for peer, messages in tree.take_ihaves():
+            if peer in conns and messages:
+                self.counters["ihave_ids_sent"] += len(messages)
+                self._out.append(Send((conns[peer],), wire.encode_control(
+                    wire.KIND_IHAVE, {"ids": [[key, seq] for key, seq in messages]})))
 
     def _send_hello(self, conn: _Connection) -> None:
         conn.hello_sent = True
@@ -961,6 +1050,8 @@ class NodeState:
         self._out.append(CloseConnection(conn.id, reason, flush))
 
     def _unlink(self, member: _Member, now: float, reason: str) -> None:
+        if self.tree is not None:
+            self.tree.link_lost(member.name.encode("utf-8"))
         member.conn = None
         member.unreachable_since = now
         self._refresh_active()

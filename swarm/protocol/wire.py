@@ -57,8 +57,12 @@ KIND_REFUSE = 21
 KIND_BYE = 22
 KIND_STATUS_REQUEST = 23  # allowed instead of HELLO: an operator's tool asking for the node's status
 KIND_STATUS = 24
+# Tree broadcast (Plumtree, `broadcast: tree`): ids announced on lazy links, asked for, and pruning.
+KIND_IHAVE = 25
+KIND_GRAFT = 26
+KIND_PRUNE = 27
 CONTROL_KINDS = frozenset({KIND_HELLO, KIND_PEERS, KIND_PING, KIND_LEAVE, KIND_REFUSE, KIND_BYE,
-                           KIND_STATUS_REQUEST, KIND_STATUS})
+                           KIND_STATUS_REQUEST, KIND_STATUS, KIND_IHAVE, KIND_GRAFT, KIND_PRUNE})
 # A routed frame that has crossed this many links is dropped: greedy routing strictly approaches its
 # target, so only a view in flux can make it wander, and a loop must not live for ever.
 MAX_ROUTE_HOPS = 64

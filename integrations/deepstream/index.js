@@ -1,0 +1,562 @@
+'use strict'
+/**
+ * swarm-clusternode: deepstream 7's pluggable cluster node over a swarm sidecar's bridge.
+ *
+ * deepstream constructs it as `new SwarmClusterNode(options, services, config)` from
+ * `clusterNode: { path, options }`, calls `init()`, then waits on `whenReady()`; its services call
+ * `send`, `sendDirect` and `subscribe`, and `close()` on shutdown.
+ *
+ * The bridge (see swarm's docs/bridge.md): frames of a 4-byte big-endian length and one UTF-8 JSON object.
+ *   plugin  -> sidecar  {"op":"hello","version":1,"client":"..."}            first, on every connection
+ *                       {"op":"subscribe","topic":<int|str>}
+ *                       {"op":"send","message":{...}}                       swarm's topic is message.topic
+ *                       {"op":"send_direct","server":"<name>","message":{...}}
+ *   sidecar -> plugin   {"op":"welcome","version":1,"serverName":"...","ready":bool}
+ *                       {"op":"ready"}
+ *                       {"op":"message","origin":"<serverName>","message":{...}}
+ *                       {"op":"error","code":"...","text":"..."}
+ *
+ * Only Node built-ins are used.
+ */
+
+const net = require('net')
+const { EventEmitter } = require('events')
+
+const PROTOCOL_VERSION = 1
+const PACKAGE_VERSION = '0.1.0'
+
+const DEFAULTS = {
+  // milliseconds before the first reconnection attempt; doubles per failed attempt up to the maximum
+  reconnectInterval: 200,
+  maxReconnectInterval: 5000,
+  // the sidecar must answer `hello` with `welcome` within this many milliseconds
+  handshakeTimeout: 5000,
+  // bound of the messages waiting for the sidecar (disconnected, not ready, or not reading fast enough);
+  // past either bound the OLDEST waiting messages are dropped, counted and logged
+  maxQueuedMessages: 10000,
+  maxQueuedBytes: 16 * 1024 * 1024,
+  // largest frame body (bytes of JSON) either way: the sidecar's limit, its `maxMessageSize` (1 MiB by
+  // default) + 64 KiB. A bigger message is not sent (the sidecar would drop the connection for it) but
+  // logged and dropped; a bigger frame from the sidecar is a protocol error (the connection is reset).
+  maxFrameSize: 1024 * 1024 + 64 * 1024,
+  // bytes handed to the socket before waiting for it to drain
+  socketHighWater: 1024 * 1024,
+  // how long close() waits for the sidecar to take the last frames
+  closeTimeout: 2000
+}
+
+// deepstream's EVENT names (from @deepstream/types), as strings so that no dependency is needed
+const EVENT = {
+  INFO: 'INFO',
+  PLUGIN_ERROR: 'PLUGIN_ERROR',
+  PLUGIN_INITIALIZATION_ERROR: 'PLUGIN_INITIALIZATION_ERROR'
+}
+
+/**
+ * "host:port", "[v6]:port" -> { host, port }; anything else is a unix socket path -> { path }.
+ */
+function parseBridgeAddress (value) {
+  if (typeof value === 'number' && Number.isInteger(value)) {
+    value = `127.0.0.1:${value}`
+  }
+  if (typeof value !== 'string' || value.length === 0) {
+    throw new Error(`swarm-clusternode: option "bridge" must be "host:port" or a unix socket path, got ${JSON.stringify(value)}`)
+  }
+  const match = /^(\[[^\]]+\]|[^:/\\[\]]+):(\d+)$/.exec(value)
+  if (match) {
+    const port = Number(match[2])
+    if (port < 1 || port > 65535) {
+      throw new Error(`swarm-clusternode: option "bridge": port must be in 1..65535, got ${JSON.stringify(value)}`)
+    }
+    const host = match[1].startsWith('[') ? match[1].slice(1, -1) : match[1]
+    return { host, port }
+  }
+  return { path: value }
+}
+
+function encodeFrame (object) {
+  const body = Buffer.from(JSON.stringify(object), 'utf8')
+  const frame = Buffer.allocUnsafe(4 + body.length)
+  frame.writeUInt32BE(body.length, 0)
+  body.copy(frame, 4)
+  return frame
+}
+
+/**
+ * deepstream's Message may carry `data` as a Buffer (the raw JSON payload); JSON would turn that into
+ * {type: 'Buffer', data: [...]}, so it travels as the string it encodes.
+ */
+function wireMessage (message) {
+  if (message && message.data != null && typeof message.data !== 'string' && message.data instanceof Uint8Array) {
+    return { ...message, data: Buffer.from(message.data).toString('utf8') }
+  }
+  return message
+}
+
+/** Splits a byte stream into frames. */
+class FrameReader {
+  constructor (maxFrameSize) {
+    this.maxFrameSize = maxFrameSize
+    this.chunks = []
+    this.buffered = 0
+  }
+
+  /** Adds bytes; returns the complete frames' bodies, or throws on an oversized frame. */
+  push (chunk) {
+    this.chunks.push(chunk)
+    this.buffered += chunk.length
+    const frames = []
+    while (this.buffered >= 4) {
+      let buffer = this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks, this.buffered)
+      this.chunks = [buffer]
+      const length = buffer.readUInt32BE(0)
+      if (length > this.maxFrameSize) {
+        throw new Error(`frame of ${length} bytes exceeds maxFrameSize ${this.maxFrameSize}`)
+      }
+      if (this.buffered < 4 + length) {
+        break
+      }
+      frames.push(buffer.subarray(4, 4 + length))
+      buffer = buffer.subarray(4 + length)
+      this.chunks = buffer.length ? [buffer] : []
+      this.buffered = buffer.length
+    }
+    return frames
+  }
+}
+
+class SwarmClusterNode {
+  /**
+   * @param {object} options   the `clusterNode.options` of deepstream's config: `bridge` (required) and
+   *                           the optional tuning keys of DEFAULTS
+   * @param {object} services  deepstream's services (the logger is used)
+   * @param {object} config    deepstream's config (`serverName` must equal the sidecar's serverName)
+   */
+  constructor (options, services, config) {
+    options = options || {}
+    this.description = `swarm cluster node (bridge ${options.bridge})`
+    this.isReady = false
+    this.services = services || {}
+    this.config = config || {}
+    this.serverName = this.config.serverName
+    this.options = { ...DEFAULTS }
+    for (const key of Object.keys(DEFAULTS)) {
+      if (options[key] !== undefined) {
+        const value = Number(options[key])
+        if (!Number.isFinite(value) || value <= 0) {
+          throw new Error(`swarm-clusternode: option "${key}" must be a positive number, got ${JSON.stringify(options[key])}`)
+        }
+        this.options[key] = value
+      }
+    }
+    this.address = parseBridgeAddress(options.bridge)
+    this.addressText = this.address.path || `${this.address.host}:${this.address.port}`
+    this.clientName = options.client || `swarm-clusternode/${PACKAGE_VERSION} deepstream ${this.serverName}`
+
+    this.callbacks = new Map() // String(topic) -> [callback]
+    this.topics = new Map() // String(topic) -> topic as given (int or str), for re-subscribing
+    this.emitter = new EventEmitter()
+    this.emitter.setMaxListeners(0)
+
+    this.queue = [] // encoded frames waiting for the sidecar
+    this.queueHead = 0
+    this.queuedBytes = 0
+    this.dropped = 0 // dropped since the last report
+
+    this.socket = null
+    this.reader = null
+    this.welcomed = false // this connection got its welcome
+    this.sidecarReady = false // ... and the sidecar is ready: frames are written straight through
+    this.started = false
+    this.closing = false
+    this.closed = false
+    this.attempt = 0
+    this.everConnected = false
+    this.lastUnreachableLog = 0
+    this.reconnectTimer = null
+    this.handshakeTimer = null
+    this.readyPromise = new Promise((resolve) => this.emitter.once('ready', resolve))
+  }
+
+  // ------------------------------------------------------------------ deepstream's API
+
+  init () {
+    this._start()
+  }
+
+  async whenReady () {
+    this._start()
+    return this.readyPromise
+  }
+
+  send (message, metaData) {
+    this._enqueue({ op: 'send', message: wireMessage(message) })
+  }
+
+  sendDirect (serverName, message, metaData) {
+    this._enqueue({ op: 'send_direct', server: serverName, message: wireMessage(message) })
+  }
+
+  subscribe (topic, callback) {
+    const key = String(topic)
+    let callbacks = this.callbacks.get(key)
+    if (!callbacks) {
+      callbacks = []
+      this.callbacks.set(key, callbacks)
+      this.topics.set(key, topic)
+      if (this.welcomed) {
+        this._write(encodeFrame({ op: 'subscribe', topic }))
+      }
+    }
+    callbacks.push(callback)
+  }
+
+  async close () {
+    if (this.closing) {
+      return this.closedPromise
+    }
+    this.closing = true
+    this.closedPromise = this._close()
+    return this.closedPromise
+  }
+
+  // ------------------------------------------------------------------ connection
+
+  _start () {
+    if (this.started || this.closing) {
+      return
+    }
+    this.started = true
+    this._connect()
+  }
+
+  _connect () {
+    this.reconnectTimer = null
+    if (this.closing) {
+      return
+    }
+    const socket = this.address.path
+      ? net.createConnection({ path: this.address.path })
+      : net.createConnection({ host: this.address.host, port: this.address.port })
+    socket.setNoDelay(true)
+    this.socket = socket
+    this.reader = new FrameReader(this.options.maxFrameSize)
+    this.welcomed = false
+    this.sidecarReady = false
+
+    socket.on('connect', () => {
+      socket.write(encodeFrame({ op: 'hello', version: PROTOCOL_VERSION, client: this.clientName }))
+    })
+    this.handshakeTimer = setTimeout(() => {
+      this._drop(socket, `no welcome within ${this.options.handshakeTimeout} ms`)
+    }, this.options.handshakeTimeout)
+    socket.on('data', (chunk) => {
+      let frames
+      try {
+        frames = this.reader.push(chunk)
+      } catch (error) {
+        this._drop(socket, error.message)
+        return
+      }
+      for (const frame of frames) {
+        if (this.socket !== socket) {
+          return
+        }
+        let object
+        try {
+          object = JSON.parse(frame.toString('utf8'))
+        } catch (error) {
+          this._drop(socket, `undecodable frame from the sidecar: ${error.message}`)
+          return
+        }
+        this._onFrame(socket, object)
+      }
+    })
+    socket.on('drain', () => {
+      if (this.socket === socket) {
+        this._flush()
+      }
+    })
+    socket.on('error', (error) => {
+      socket.lastError = error
+    })
+    socket.on('close', () => {
+      if (this.socket === socket) {
+        this._onLost(socket.dropReason || (socket.lastError && socket.lastError.message) || 'connection closed by the sidecar')
+      }
+    })
+  }
+
+  _onFrame (socket, object) {
+    if (object === null || typeof object !== 'object') {
+      this._drop(socket, 'a frame from the sidecar is not a JSON object')
+      return
+    }
+    switch (object.op) {
+      case 'welcome':
+        this._onWelcome(socket, object)
+        return
+      case 'ready':
+        if (this.welcomed && !this.sidecarReady) {
+          this._onSidecarReady()
+        }
+        return
+      case 'message':
+        this._onMessage(object)
+        return
+      case 'error':
+        this._log('warn', EVENT.PLUGIN_ERROR, `swarm sidecar ${this.addressText} reports ${object.code}: ${object.text}`)
+        return
+      default:
+        this._log('warn', EVENT.PLUGIN_ERROR, `swarm sidecar ${this.addressText} sent an unknown op ${JSON.stringify(object.op)}`)
+    }
+  }
+
+  _onWelcome (socket, welcome) {
+    clearTimeout(this.handshakeTimer)
+    this.handshakeTimer = null
+    if (welcome.version !== PROTOCOL_VERSION) {
+      this._drop(socket, `the sidecar speaks bridge version ${welcome.version}, this plugin ${PROTOCOL_VERSION}`, true)
+      return
+    }
+    if (this.serverName !== undefined && welcome.serverName !== this.serverName) {
+      this._drop(socket, `the sidecar's serverName is ${JSON.stringify(welcome.serverName)} but deepstream's is ` +
+        `${JSON.stringify(this.serverName)}; they must be equal (sendDirect addresses servers by name)`, true)
+      return
+    }
+    this.welcomed = true
+    this.attempt = 0
+    const again = this.everConnected
+    this.everConnected = true
+    this._log('info', EVENT.INFO, `swarm sidecar ${this.addressText} ${again ? 'reconnected' : 'connected'}` +
+      ` (serverName ${welcome.serverName}, ${welcome.ready ? 'ready' : 'not ready yet'})`)
+    for (const topic of this.topics.values()) {
+      socket.write(encodeFrame({ op: 'subscribe', topic }))
+    }
+    if (welcome.ready) {
+      this._onSidecarReady()
+    }
+  }
+
+  _onSidecarReady () {
+    this.sidecarReady = true
+    this._reportDropped()
+    this._flush()
+    if (!this.isReady) {
+      this.isReady = true
+      this.emitter.emit('ready')
+    }
+  }
+
+  _onMessage (object) {
+    const message = object.message
+    if (message === null || typeof message !== 'object') {
+      this._log('warn', EVENT.PLUGIN_ERROR, 'swarm sidecar delivered a message that is not an object; ignored')
+      return
+    }
+    if (object.origin === this.serverName) {
+      this._log('warn', EVENT.PLUGIN_ERROR, `swarm sidecar echoed this server's own message (topic ${message.topic}); ignored`)
+      return
+    }
+    const callbacks = this.callbacks.get(String(message.topic))
+    if (!callbacks) {
+      return
+    }
+    for (let i = 0; i < callbacks.length; i++) {
+      // every callback gets its own copy
+      const copy = i === 0 ? message : JSON.parse(JSON.stringify(message))
+      try {
+        callbacks[i](copy, object.origin)
+      } catch (error) {
+        this._log('error', EVENT.PLUGIN_ERROR, `a subscriber of topic ${message.topic} threw: ${error && error.stack}`)
+      }
+    }
+  }
+
+  /** Ends this connection; `close` reconnects unless the plugin is closing. */
+  _drop (socket, reason, configError) {
+    if (socket.destroyed) {
+      return
+    }
+    socket.dropReason = reason
+    socket.configError = Boolean(configError)
+    socket.destroy()
+  }
+
+  _onLost (reason) {
+    const socket = this.socket
+    clearTimeout(this.handshakeTimer)
+    this.handshakeTimer = null
+    const wasWelcomed = this.welcomed
+    this.socket = null
+    this.reader = null
+    this.welcomed = false
+    this.sidecarReady = false
+    if (this.closing) {
+      return
+    }
+    const delay = this._backoff()
+    const message = `swarm sidecar ${this.addressText}: ${reason}; reconnecting in ${delay} ms` +
+      ` (${this._queueLength()} messages waiting)`
+    if (socket && socket.configError) {
+      this._log('error', EVENT.PLUGIN_INITIALIZATION_ERROR, message)
+    } else if (wasWelcomed) {
+      this._log('warn', EVENT.PLUGIN_ERROR, `lost ${message}`)
+    } else if (socket && socket.dropReason) {
+      // connected, but the sidecar broke the protocol or never said welcome
+      this._log('warn', EVENT.PLUGIN_ERROR, message)
+    } else {
+      // unreachable: once on the first failure, then at most every 30 s
+      const now = Date.now()
+      if (this.attempt === 1 || now - this.lastUnreachableLog >= 30000) {
+        this.lastUnreachableLog = now
+        this._log('warn', EVENT.PLUGIN_ERROR, `cannot reach ${message} (attempt ${this.attempt})`)
+      }
+    }
+    this.reconnectTimer = setTimeout(() => this._connect(), delay)
+  }
+
+  _backoff () {
+    this.attempt += 1
+    const ceiling = Math.min(this.options.maxReconnectInterval,
+      this.options.reconnectInterval * Math.pow(2, this.attempt - 1))
+    return Math.max(1, Math.round(ceiling * (0.5 + Math.random() * 0.5)))
+  }
+
+  async _close () {
+    clearTimeout(this.reconnectTimer)
+    this.reconnectTimer = null
+    // deepstream closes its services together: the cluster registry's leave message is sent right after
+    // this call, in the same tick; let it reach the socket first
+    await new Promise((resolve) => setImmediate(resolve))
+    this.closed = true
+    const socket = this.socket
+    if (socket && this.sidecarReady) {
+      this._flush(true)
+    }
+    const lost = this._queueLength()
+    if (lost) {
+      this._log('warn', EVENT.PLUGIN_ERROR, `closing with ${lost} messages the swarm sidecar never took`)
+    }
+    this.queue = []
+    this.queueHead = 0
+    this.queuedBytes = 0
+    if (!socket || socket.destroyed) {
+      return
+    }
+    await new Promise((resolve) => {
+      const timer = setTimeout(() => { socket.destroy(); resolve() }, this.options.closeTimeout)
+      socket.once('close', () => { clearTimeout(timer); resolve() })
+      socket.end()
+    })
+  }
+
+  // ------------------------------------------------------------------ the bounded queue
+
+  _enqueue (object) {
+    if (this.closed) {
+      return
+    }
+    // what the sidecar would take for garbage (and drop the connection for) is refused here
+    const topic = object.message && object.message.topic
+    if (!(Number.isSafeInteger(topic) || (typeof topic === 'string' && topic.length > 0))) {
+      this._log('error', EVENT.PLUGIN_ERROR, `a message without an integer or string topic is not sent: ` +
+        `topic ${JSON.stringify(topic)}`)
+      return
+    }
+    if (object.op === 'send_direct' && (typeof object.server !== 'string' || object.server.length === 0)) {
+      this._log('error', EVENT.PLUGIN_ERROR, `sendDirect needs a serverName, got ${JSON.stringify(object.server)}`)
+      return
+    }
+    let frame
+    try {
+      frame = encodeFrame(object)
+    } catch (error) {
+      this._log('error', EVENT.PLUGIN_ERROR, `a message on topic ${object.message && object.message.topic} ` +
+        `cannot be written as JSON, not sent: ${error.message}`)
+      return
+    }
+    if (frame.length - 4 > this.options.maxFrameSize) {
+      this._log('error', EVENT.PLUGIN_ERROR, `a message on topic ${object.message && object.message.topic} is ` +
+        `${frame.length - 4} bytes of JSON, over maxFrameSize ${this.options.maxFrameSize}: not sent`)
+      return
+    }
+    if (this.sidecarReady && this._queueLength() === 0 && this.socket.writableLength < this.options.socketHighWater) {
+      this.socket.write(frame)
+      return
+    }
+    this.queue.push(frame)
+    this.queuedBytes += frame.length
+    while (this._queueLength() > this.options.maxQueuedMessages || this.queuedBytes > this.options.maxQueuedBytes) {
+      const oldest = this.queue[this.queueHead]
+      this.queue[this.queueHead] = undefined
+      this.queueHead += 1
+      this.queuedBytes -= oldest.length
+      if (this.dropped === 0) {
+        this._log('warn', EVENT.PLUGIN_ERROR, `swarm sidecar ${this.addressText} is not taking messages and ` +
+          `${this.options.maxQueuedMessages} messages / ${this.options.maxQueuedBytes} bytes are waiting: ` +
+          'dropping the oldest')
+      }
+      this.dropped += 1
+    }
+    this._compact()
+    if (this.sidecarReady) {
+      this._flush()
+    }
+  }
+
+  _write (frame) {
+    if (this.socket && !this.socket.destroyed) {
+      this.socket.write(frame)
+    }
+  }
+
+  /** Writes waiting frames while the socket takes them (all of them when `force`). */
+  _flush (force) {
+    const socket = this.socket
+    while (this._queueLength() > 0 && (force || socket.writableLength < this.options.socketHighWater)) {
+      const frame = this.queue[this.queueHead]
+      this.queue[this.queueHead] = undefined
+      this.queueHead += 1
+      this.queuedBytes -= frame.length
+      socket.write(frame)
+    }
+    this._compact()
+  }
+
+  _queueLength () {
+    return this.queue.length - this.queueHead
+  }
+
+  _compact () {
+    if (this.queueHead > 1024 && this.queueHead * 2 > this.queue.length) {
+      this.queue = this.queue.slice(this.queueHead)
+      this.queueHead = 0
+    } else if (this.queueHead === this.queue.length) {
+      this.queue = []
+      this.queueHead = 0
+    }
+  }
+
+  _reportDropped () {
+    if (this.dropped) {
+      this._log('warn', EVENT.PLUGIN_ERROR, `dropped ${this.dropped} messages while the swarm sidecar was not taking them`)
+      this.dropped = 0
+    }
+  }
+
+  _log (level, event, text) {
+    const logger = this.services.logger
+    if (logger && typeof logger[level] === 'function') {
+      logger[level](event, text)
+    } else {
+      console.error(`swarm-clusternode ${level}: ${text}`)
+    }
+  }
+}
+
+module.exports = SwarmClusterNode
+module.exports.SwarmClusterNode = SwarmClusterNode
+module.exports.parseBridgeAddress = parseBridgeAddress
+module.exports.FrameReader = FrameReader
+module.exports.DEFAULTS = DEFAULTS

@@ -1,0 +1,137 @@
+"""Tree broadcast (`broadcast: tree`): Plumtree's eager and lazy push over the overlay's links.
+
+Flooding sends every payload over every link, so a node of degree d receives about d copies of each
+message (RMR ≈ d − 2). Plumtree (Leitão, Pereira and Rodrigues, "Epidemic Broadcast Trees", SRDS 2007)
+keeps flooding's reliability at a fraction of the cost:
+
+* every link starts *eager*: payloads are pushed on it;
+* a node that receives a payload it already has tells the sender PRUNE, and both ends make the link
+  *lazy*: from then on only message ids (IHAVE) travel on it, batched once per tick;
+* a node that hears IHAVE for a message it has not received within `graft_timeout` asks the announcer
+  with GRAFT: the link becomes eager again (the tree repairs itself) and the payload is resent from a
+  cache of recent messages.
+
+The eager links soon form a spanning tree per source, and the lazy links are the safety net: a dead or
+slow tree link costs one graft timeout, not a lost message. Ordering and duplicate suppression stay
+with the seen-record; this module only decides which links carry payloads.
+
+Pure code, no I/O and no clock: `NodeState` calls it with `now`. iroh-gossip's `plumtree.rs` has the
+same shape.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+
+__all__ = ["MessageId", "TreeBroadcast"]
+
+MessageId = tuple[bytes, int]  # (stream key: origin length, origin, epoch; seq)
+
+# Ids announced in one IHAVE frame at most (a control frame stays small); more go in further frames.
+MAX_IHAVE = 512
+# Payloads kept for grafts: at 50,000 msgs/s this is about 1.3 s of traffic, several graft timeouts.
+CACHE_SIZE = 65536
+
+
+class _Pending:
+    __slots__ = ("deadline", "announcers")
+
+    def __init__(self, deadline: float, announcer: bytes) -> None:
+        self.deadline = deadline
+        self.announcers = [announcer]
+
+
+class TreeBroadcast:
+    """Which links carry payloads (eager) and which only ids (lazy), and the grafts to repair."""
+
+    def __init__(self, graft_timeout: float, cache_size: int = CACHE_SIZE) -> None:
+        self.graft_timeout = graft_timeout
+        self.cache_size = cache_size
+        self.lazy: set[bytes] = set()
+        self._cache: OrderedDict[MessageId, bytes] = OrderedDict()
+        self._ihave: dict[bytes, list[MessageId]] = {}
+        self._pending: dict[MessageId, _Pending] = {}
+        self.wakeup = float("inf")
+
+    # ------------------------------------------------------------------ payloads
+
+    def received(self, message: MessageId, body: bytes) -> None:
+        """A new payload (published here or received): cache it for grafts, stop waiting for it."""
+        self._pending.pop(message, None)
+        self._cache[message] = body
+        if len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
+    def announce(self, message: MessageId, peers: Iterable[bytes]) -> None:
+        """Queue an IHAVE for `message` to each lazy peer in `peers`."""
+        for peer in peers:
+            self._ihave.setdefault(peer, []).append(message)
+
+    def duplicate_from(self, peer: bytes) -> bool:
+        """A payload we had came from `peer`: make the link lazy. True if the peer must be told (PRUNE)."""
+        if peer in self.lazy:
+            return False
+        self.lazy.add(peer)
+        return True
+
+    # ------------------------------------------------------------------ control frames
+
+    def pruned_by(self, peer: bytes) -> None:
+        self.lazy.add(peer)
+
+    def grafted_by(self, peer: bytes, messages: Iterable[MessageId]) -> list[bytes]:
+        """`peer` asks for these payloads: the link is eager again; return the cached bodies."""
+        self.lazy.discard(peer)
+        return [self._cache[message] for message in messages if message in self._cache]
+
+    def ihave_from(self, peer: bytes, messages: Iterable[MessageId], now: float,
+                   seen: Callable[[MessageId], bool]) -> None:
+        """`peer` announces these ids; wait `graft_timeout` for any we have not seen, then graft."""
+        for message in messages:
+            if message in self._cache or seen(message):
+                continue
+            pending = self._pending.get(message)
+            if pending is None:
+                self._pending[message] = _Pending(now + self.graft_timeout, peer)
+                self.wakeup = min(self.wakeup, now + self.graft_timeout)
+            elif peer not in pending.announcers:
+                pending.announcers.append(peer)
+
+    # ------------------------------------------------------------------ time and links
+    # Peers are named by their server name as UTF-8 bytes, as the core's links are.
+
+    def due(self, now: float, linked: set[bytes]) -> list[tuple[bytes, list[MessageId]]]:
+        """Grafts to send now, per peer (each such link becomes eager). A message whose graft got no
+        answer within another timeout is asked of its next announcer."""
+        grafts: dict[bytes, list[MessageId]] = {}
+        self.wakeup = float("inf")
+        for message, pending in list(self._pending.items()):
+            if pending.deadline > now:
+                self.wakeup = min(self.wakeup, pending.deadline)
+                continue
+            while pending.announcers and pending.announcers[0] not in linked:
+                pending.announcers.pop(0)
+            if not pending.announcers:
+                del self._pending[message]  # nobody left to ask: the seen-record's gap timeout decides
+                continue
+            peer = pending.announcers.pop(0)
+            grafts.setdefault(peer, []).append(message)
+            self.lazy.discard(peer)
+            pending.deadline = now + self.graft_timeout
+            self.wakeup = min(self.wakeup, pending.deadline)
+        return list(grafts.items())
+
+    def take_ihaves(self) -> list[tuple[bytes, list[MessageId]]]:
+        """The IHAVE batches to send now, per peer: everything queued, in frames of MAX_IHAVE ids (a
+        backlog would outlive the payload cache, and its grafts could no longer be answered)."""
+        batches = [(peer, messages[start:start + MAX_IHAVE]) for peer, messages in self._ihave.items()
+                   for start in range(0, len(messages), MAX_IHAVE)]
+        self._ihave = {}
+        return batches
+
+    def link_lost(self, peer: bytes) -> None:
+        """A new link to `peer` later starts eager again; nothing more is queued for this one."""
+        self.lazy.discard(peer)
+        self._ihave.pop(peer, None)
+

@@ -1,0 +1,322 @@
+'use strict'
+/**
+ * The plugin of integrations/deepstream against a scripted fake sidecar (Node built-ins only): the
+ * handshake, whenReady, subscriptions and re-subscription, delivery, the bounded queue, reconnection,
+ * refusals, close. Run by tests/test_deepstream.py: `node tests/deepstream/plugin_unit.js`; exits 0 when
+ * every case passes, prints `ok <case>` per case.
+ */
+
+const assert = require('assert')
+const net = require('net')
+const path = require('path')
+
+const SwarmClusterNode = require(path.join(__dirname, '..', '..', 'integrations', 'deepstream'))
+const { parseBridgeAddress, FrameReader } = SwarmClusterNode
+
+const CASE_TIMEOUT = 10000
+
+function frame (object) {
+  const body = Buffer.from(JSON.stringify(object))
+  const head = Buffer.alloc(4)
+  head.writeUInt32BE(body.length)
+  return Buffer.concat([head, body])
+}
+
+/** A fake sidecar: records every connection's frames; `next()` waits for the next connection. */
+class FakeSidecar {
+  constructor () {
+    this.connections = []
+    this.waiters = []
+    this.server = net.createServer((socket) => {
+      const connection = { socket, frames: [], waiters: [], closed: false }
+      const reader = new FrameReader(1 << 24)
+      socket.on('data', (chunk) => {
+        for (const body of reader.push(chunk)) {
+          connection.frames.push(JSON.parse(body.toString()))
+        }
+        this._wake(connection)
+      })
+      socket.on('close', () => { connection.closed = true; this._wake(connection) })
+      socket.on('error', () => {})
+      this.connections.push(connection)
+      for (const waiter of this.waiters.splice(0)) waiter()
+    })
+  }
+
+  _wake (connection) {
+    for (const waiter of connection.waiters.splice(0)) waiter()
+  }
+
+  async listen (port = 0) {
+    await new Promise((resolve) => this.server.listen(port, '127.0.0.1', resolve))
+    this.port = this.server.address().port
+    return `127.0.0.1:${this.port}`
+  }
+
+  async next (count) {
+    while (this.connections.length < count) {
+      await new Promise((resolve) => this.waiters.push(resolve))
+    }
+    return this.connections[count - 1]
+  }
+
+  /** Waits until `connection` has received frames satisfying `predicate(frames)`. */
+  async until (connection, predicate) {
+    while (!predicate(connection.frames)) {
+      if (connection.closed) throw new Error(`connection closed; frames: ${JSON.stringify(connection.frames)}`)
+      await new Promise((resolve) => connection.waiters.push(resolve))
+    }
+  }
+
+  async close () {
+    for (const connection of this.connections) connection.socket.destroy()
+    await new Promise((resolve) => this.server.close(resolve))
+  }
+}
+
+function makeLogger () {
+  const lines = []
+  const log = (level) => (event, text) => lines.push({ level, event, text })
+  return { lines, logger: { debug: log('debug'), info: log('info'), warn: log('warn'), error: log('error'), fatal: log('fatal') } }
+}
+
+function plugin (bridge, extra = {}, serverName = 'server-a') {
+  const { lines, logger } = makeLogger()
+  const node = new SwarmClusterNode({ bridge, reconnectInterval: 20, maxReconnectInterval: 100, ...extra },
+    { logger }, { serverName })
+  return { node, lines }
+}
+
+const tick = (ms = 20) => new Promise((resolve) => setTimeout(resolve, ms))
+
+async function eventually (predicate, what) {
+  const deadline = Date.now() + CASE_TIMEOUT / 2
+  while (!predicate()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await tick(10)
+  }
+}
+
+const cases = {
+  async 'parses bridge addresses' () {
+    assert.deepStrictEqual(parseBridgeAddress('127.0.0.1:7101'), { host: '127.0.0.1', port: 7101 })
+    assert.deepStrictEqual(parseBridgeAddress('[::1]:7101'), { host: '::1', port: 7101 })
+    assert.deepStrictEqual(parseBridgeAddress('/run/swarm/bridge.sock'), { path: '/run/swarm/bridge.sock' })
+    assert.deepStrictEqual(parseBridgeAddress('bridge.sock'), { path: 'bridge.sock' })
+    assert.deepStrictEqual(parseBridgeAddress(7101), { host: '127.0.0.1', port: 7101 })
+    assert.throws(() => parseBridgeAddress(undefined), /bridge/)
+    assert.throws(() => parseBridgeAddress('127.0.0.1:99999'), /port/)
+    assert.throws(() => new SwarmClusterNode({ bridge: '127.0.0.1:1', maxQueuedMessages: -1 }, {}, {}), /maxQueuedMessages/)
+  },
+
+  async 'whenReady waits for ready; subscriptions and queued sends follow the welcome in order' () {
+    const sidecar = new FakeSidecar()
+    const { node } = plugin(await sidecar.listen())
+    node.subscribe(9, () => {}) // deepstream's cluster registry subscribes before anything is connected
+    node.send({ topic: 9, action: 1, n: 1 })
+    node.init()
+    let ready = false
+    node.whenReady().then(() => { ready = true })
+    const connection = await sidecar.next(1)
+    await sidecar.until(connection, (f) => f.length >= 1)
+    assert.deepStrictEqual(connection.frames[0].op, 'hello')
+    assert.strictEqual(connection.frames[0].version, 1)
+    connection.socket.write(frame({ op: 'welcome', version: 1, serverName: 'server-a', ready: false }))
+    await sidecar.until(connection, (f) => f.length >= 2)
+    assert.deepStrictEqual(connection.frames[1], { op: 'subscribe', topic: 9 })
+    node.subscribe(11, () => {})
+    node.sendDirect('server-b', { topic: 11, n: 2 })
+    await sidecar.until(connection, (f) => f.length >= 3)
+    assert.deepStrictEqual(connection.frames[2], { op: 'subscribe', topic: 11 })
+    await tick(50)
+    assert.strictEqual(ready, false, 'ready before the sidecar said so')
+    assert.strictEqual(connection.frames.length, 3, 'sent before the sidecar was ready')
+    connection.socket.write(frame({ op: 'ready' }))
+    await sidecar.until(connection, (f) => f.length >= 5)
+    assert.deepStrictEqual(connection.frames.slice(3), [
+      { op: 'send', message: { topic: 9, action: 1, n: 1 } },
+      { op: 'send_direct', server: 'server-b', message: { topic: 11, n: 2 } }
+    ])
+    await eventually(() => ready, 'whenReady')
+    assert.strictEqual(node.isReady, true)
+    await node.close()
+    await sidecar.close()
+  },
+
+  async 'delivers with the origin, copies per callback, drops echoes, survives a throwing callback' () {
+    const sidecar = new FakeSidecar()
+    const { node, lines } = plugin(await sidecar.listen())
+    const got = []
+    node.subscribe(4, () => { throw new Error('subscriber bug') })
+    node.subscribe(4, (message, origin) => { message.mutated = true; got.push(['first', message, origin]) })
+    node.subscribe(4, (message, origin) => got.push(['second', message, origin]))
+    node.init()
+    const connection = await sidecar.next(1)
+    connection.socket.write(frame({ op: 'welcome', version: 1, serverName: 'server-a', ready: true }))
+    await node.whenReady()
+    connection.socket.write(Buffer.concat([
+      frame({ op: 'message', origin: 'server-a', message: { topic: 4, n: 0 } }), // an echo: dropped
+      frame({ op: 'message', origin: 'server-b', message: { topic: 4, n: 1 } }),
+      frame({ op: 'message', origin: 'server-c', message: { topic: 5, n: 2 } }) // nobody subscribed
+    ]))
+    await eventually(() => got.length === 2, 'two deliveries')
+    assert.deepStrictEqual(got[0], ['first', { topic: 4, n: 1, mutated: true }, 'server-b'])
+    assert.deepStrictEqual(got[1], ['second', { topic: 4, n: 1 }, 'server-b'])
+    assert.ok(lines.some((l) => l.level === 'error' && /threw/.test(l.text)), 'the throwing callback is logged')
+    assert.ok(lines.some((l) => l.level === 'warn' && /echoed/.test(l.text)), 'the echo is logged')
+    connection.socket.write(frame({ op: 'error', code: 'unknown-node', text: 'no node server-x' }))
+    await eventually(() => lines.some((l) => /unknown-node: no node server-x/.test(l.text)), 'the error op logged')
+    await node.close()
+    await sidecar.close()
+  },
+
+  async 'Buffer data travels as its text' () {
+    const sidecar = new FakeSidecar()
+    const { node } = plugin(await sidecar.listen())
+    node.init()
+    const connection = await sidecar.next(1)
+    connection.socket.write(frame({ op: 'welcome', version: 1, serverName: 'server-a', ready: true }))
+    await node.whenReady()
+    const message = { topic: 4, action: 2, name: 'e', data: Buffer.from('{"x":1}') }
+    node.send(message)
+    await sidecar.until(connection, (f) => f.length >= 2)
+    assert.deepStrictEqual(connection.frames[1], { op: 'send', message: { topic: 4, action: 2, name: 'e', data: '{"x":1}' } })
+    assert.ok(Buffer.isBuffer(message.data), 'the caller\'s message is not changed')
+    await node.close()
+    await sidecar.close()
+  },
+
+  async 'does not send what the sidecar would drop it for: too large, not JSON, no topic, no server' () {
+    const sidecar = new FakeSidecar()
+    const { node, lines } = plugin(await sidecar.listen(), { maxFrameSize: 1000 })
+    node.init()
+    const connection = await sidecar.next(1)
+    connection.socket.write(frame({ op: 'welcome', version: 1, serverName: 'server-a', ready: true }))
+    await node.whenReady()
+    node.send({ topic: 5, data: 'x'.repeat(2000) })
+    const cyclic = { topic: 5 }
+    cyclic.self = cyclic
+    node.send(cyclic)
+    node.send({ action: 1 }) // no topic
+    node.sendDirect(undefined, { topic: 5 })
+    node.send({ topic: 5, n: 'small' })
+    await sidecar.until(connection, (f) => f.length >= 2)
+    assert.deepStrictEqual(connection.frames[1], { op: 'send', message: { topic: 5, n: 'small' } })
+    assert.ok(lines.some((l) => l.level === 'error' && /over maxFrameSize 1000: not sent/.test(l.text)))
+    assert.ok(lines.some((l) => l.level === 'error' && /cannot be written as JSON/.test(l.text)))
+    assert.ok(lines.some((l) => l.level === 'error' && /without an integer or string topic/.test(l.text)))
+    assert.ok(lines.some((l) => l.level === 'error' && /sendDirect needs a serverName/.test(l.text)))
+    assert.strictEqual(connection.frames.length, 2)
+    await node.close()
+    await sidecar.close()
+  },
+
+  async 'reconnects, re-subscribes, and delivers what was queued (the oldest dropped past the bound)' () {
+    const sidecar = new FakeSidecar()
+    const bridge = await sidecar.listen()
+    const { node, lines } = plugin(bridge, { maxQueuedMessages: 3 })
+    node.subscribe(6, () => {})
+    node.init()
+    const first = await sidecar.next(1)
+    first.socket.write(frame({ op: 'welcome', version: 1, serverName: 'server-a', ready: true }))
+    await node.whenReady()
+    // the sidecar goes away altogether
+    const port = sidecar.port
+    await sidecar.close()
+    await eventually(() => lines.some((l) => l.level === 'warn' && /lost swarm sidecar/.test(l.text)), 'the loss logged')
+    for (let n = 1; n <= 5; n++) node.send({ topic: 6, n })
+    assert.ok(lines.some((l) => l.level === 'warn' && /dropping the oldest/.test(l.text)), 'the overflow logged')
+    await tick(150) // failed attempts
+    const again = new FakeSidecar()
+    await again.listen(port)
+    const second = await again.next(1)
+    await again.until(second, (f) => f.length >= 1)
+    assert.strictEqual(second.frames[0].op, 'hello')
+    second.socket.write(frame({ op: 'welcome', version: 1, serverName: 'server-a', ready: true }))
+    await again.until(second, (f) => f.length >= 5)
+    assert.deepStrictEqual(second.frames.slice(1), [
+      { op: 'subscribe', topic: 6 },
+      { op: 'send', message: { topic: 6, n: 3 } },
+      { op: 'send', message: { topic: 6, n: 4 } },
+      { op: 'send', message: { topic: 6, n: 5 } }
+    ])
+    assert.ok(lines.some((l) => /reconnected/.test(l.text)), 'the reconnection logged')
+    assert.ok(lines.some((l) => /dropped 2 messages/.test(l.text)), 'the drop count logged')
+    assert.ok(!lines.some((l) => l.level === 'fatal'), 'nothing fatal')
+    await node.close()
+    await again.close()
+  },
+
+  async 'refuses a sidecar of another serverName, and keeps trying' () {
+    const sidecar = new FakeSidecar()
+    const { node, lines } = plugin(await sidecar.listen())
+    let ready = false
+    node.whenReady().then(() => { ready = true })
+    const first = await sidecar.next(1)
+    first.socket.write(frame({ op: 'welcome', version: 1, serverName: 'server-z', ready: true }))
+    const second = await sidecar.next(2)
+    assert.ok(lines.some((l) => l.level === 'error' && /serverName/.test(l.text)), 'the mismatch logged as an error')
+    assert.strictEqual(ready, false)
+    second.socket.write(frame({ op: 'welcome', version: 1, serverName: 'server-a', ready: true }))
+    await eventually(() => ready, 'ready with the right sidecar')
+    await node.close()
+    await sidecar.close()
+  },
+
+  async 'drops a connection that sends garbage or no welcome, and reconnects' () {
+    const sidecar = new FakeSidecar()
+    const { node, lines } = plugin(await sidecar.listen(), { handshakeTimeout: 200, maxFrameSize: 1000 })
+    node.init()
+    const first = await sidecar.next(1)
+    first.socket.write(Buffer.from([0xff, 0xff, 0xff, 0xff])) // a 4 GiB frame
+    const second = await sidecar.next(2)
+    second.socket.write(frame({ op: 'welcome', version: 1, serverName: 'server-a', ready: true }))
+    second.socket.write(Buffer.concat([Buffer.from([0, 0, 0, 3]), Buffer.from('{{{')]))
+    await sidecar.next(3) // and this one never says welcome
+    await sidecar.next(4)
+    assert.ok(lines.some((l) => /exceeds maxFrameSize/.test(l.text)))
+    assert.ok(lines.some((l) => /undecodable frame/.test(l.text)))
+    assert.ok(lines.some((l) => /no welcome within 200 ms/.test(l.text)))
+    await node.close()
+    await sidecar.close()
+  },
+
+  async 'close writes what was sent in the same tick, then stops for good' () {
+    const sidecar = new FakeSidecar()
+    const { node } = plugin(await sidecar.listen())
+    node.init()
+    const connection = await sidecar.next(1)
+    connection.socket.write(frame({ op: 'welcome', version: 1, serverName: 'server-a', ready: true }))
+    await node.whenReady()
+    const closed = node.close()
+    node.send({ topic: 9, action: 'leave' }) // deepstream's cluster registry, closed right after the node
+    await closed
+    await sidecar.until(connection, () => connection.closed)
+    assert.deepStrictEqual(connection.frames.slice(1), [{ op: 'send', message: { topic: 9, action: 'leave' } }])
+    node.send({ topic: 9, n: 'after close' })
+    await tick(150)
+    assert.strictEqual(sidecar.connections.length, 1, 'no reconnection after close')
+    await sidecar.close()
+  }
+}
+
+async function main () {
+  let failed = 0
+  for (const [name, run] of Object.entries(cases)) {
+    let timer
+    try {
+      await Promise.race([run(), new Promise((resolve, reject) => {
+        timer = setTimeout(() => reject(new Error(`timed out after ${CASE_TIMEOUT} ms`)), CASE_TIMEOUT)
+      })])
+      console.log(`ok ${name}`)
+    } catch (error) {
+      failed += 1
+      console.log(`FAILED ${name}: ${error && error.stack}`)
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+  process.exit(failed ? 1 : 0)
+}
+
+main()

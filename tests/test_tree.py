@@ -1,0 +1,131 @@
+"""Tree broadcast (`broadcast: tree`, Plumtree): the figures iroh-gossip holds itself to, at 100 nodes
+with zero missed deliveries, and repair when tree links die."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import trio
+from memnet import MemNet
+
+import swarm
+from swarm.protocol.tree import TreeBroadcast
+
+N = 100
+
+
+@functools.cache
+def converged_net(mode: str, seed: int = 3, n: int = N) -> tuple[MemNet, list[str]]:
+    """A converged overlay of `n` nodes (built once per arguments: later tests run on from its state)."""
+    net = MemNet(seed=seed, latency=0.005, trace=False)
+    names = [f"n{i:03d}" for i in range(n)]
+    net.add_node(names[0], broadcast=mode)
+    for name in names[1:]:
+        net.add_node(name, seeds=[names[0]], broadcast=mode)
+    net.run_for(6.0)  # the ring forms in well under a second here; pruning settles in a few rounds
+    return net, names
+
+
+def broadcast_rounds(net: MemNet, names: list[str], senders: list[str], rounds: int,
+                     live: list[str] | None = None) -> tuple[int, int, float]:
+    """(deliveries made, deliveries expected, RMR) of `rounds` messages from each sender."""
+    live = live or names
+    before = {name: net.state(name).counters["data_frames_received"] for name in live}
+    delivered_before = len(net.deliveries)
+    for i in range(rounds):
+        for sender in senders:
+            net.publish(sender, "t", i)
+        net.run_for(0.05)
+    net.run_for(3.0)
+    received = sum(net.state(name).counters["data_frames_received"] - before[name] for name in live)
+    broadcasts = rounds * len(senders)
+    expected = broadcasts * (len(live) - 1)
+    return len(net.deliveries) - delivered_before, expected, received / expected - 1
+
+
+@pytest.mark.parametrize("senders,rounds,bound", [(1, 50, 0.2), (10, 50, 1.0), (N, 3, 3.0)])
+def test_tree_rmr_with_zero_missed_deliveries(senders: int, rounds: int, bound: float) -> None:
+    net, names = converged_net("tree")
+    delivered, expected, rmr = broadcast_rounds(net, names, names[:senders], rounds)
+    assert delivered == expected
+    assert rmr < bound, rmr
+    # ... where flooding the same overlay costs several copies per delivery.
+    flood, flood_names = converged_net("flood")
+    _, _, flood_rmr = broadcast_rounds(flood, flood_names, flood_names[:senders], rounds)
+    assert flood_rmr > 3 * rmr
+
+
+def test_tree_repairs_itself_when_tree_links_die() -> None:
+    net, names = converged_net("tree", seed=5, n=50)
+    net.deliveries.clear()
+    broadcast_rounds(net, names, [names[0]], 20)  # the tree has formed
+    victims = names[10:20]  # a fifth of the nodes, tree links among them, die without a word
+    for name in victims:
+        net.crash(name, notify=False)
+    live = [name for name in names if name not in victims]
+    net.run_for(10.0)  # failure detection and ring repair
+    start = len(net.deliveries)
+    for i in range(30):
+        net.publish(names[0], "t", ("after", i))
+        net.run_for(0.05)
+    net.run_for(5.0)
+    for name in live[1:]:
+        got = [m for m in net.delivered(name, origin=names[0]) if isinstance(m, list) and m[0] == "after"]
+        assert got == [["after", i] for i in range(30)], name
+    assert len(net.deliveries) - start == 30 * (len(live) - 1)
+    assert sum(net.state(name).counters["grafts"] for name in live) >= 0
+
+
+def test_lazy_link_grafts_a_missing_payload() -> None:
+    tree = TreeBroadcast(graft_timeout=0.1)
+    message = (b"\x01a" + bytes(8), 7)
+    tree.ihave_from(b"b", [message], now=0.0, seen=lambda m: False)
+    tree.ihave_from(b"c", [message], now=0.01, seen=lambda m: False)
+    assert tree.due(0.05, {b"b", b"c"}) == []
+    assert tree.due(0.1, {b"b", b"c"}) == [(b"b", [message])]  # the first announcer is asked
+    assert tree.due(0.2, {b"c"}) == [(b"c", [message])]  # no answer: the next one
+    tree.received(message, b"body")
+    assert tree.due(1.0, {b"b", b"c"}) == []
+    assert tree.grafted_by(b"d", [message]) == [b"body"]
+
+
+def test_duplicate_prunes_once_and_graft_makes_eager() -> None:
+    tree = TreeBroadcast(graft_timeout=0.1)
+    assert tree.duplicate_from(b"x") is True
+    assert tree.duplicate_from(b"x") is False  # already lazy: no second PRUNE
+    assert b"x" in tree.lazy
+    tree.grafted_by(b"x", [])
+    assert b"x" not in tree.lazy
+
+
+async def test_tree_mode_over_real_sockets_delivers_exactly_once_in_order() -> None:
+    options = {"port": 0, "broadcast": "tree"}
+    async with swarm.Connector({"serverName": "a", **options}) as a:
+        seed = "{}:{}".format(*a.address)
+        async with swarm.Connector({"serverName": "b", "seedNodes": [seed], **options}) as b, \
+                swarm.Connector({"serverName": "c", "seedNodes": [seed], **options}) as c, \
+                swarm.Connector({"serverName": "d", "seedNodes": [seed], **options}) as d:
+            got: dict[str, list[int]] = {"b": [], "c": [], "d": []}
+            for name, conn in (("b", b), ("c", c), ("d", d)):
+                conn.subscribe("t", got[name].append)
+            with trio.fail_after(5):
+                while any(len(conn.status()["links"]) < 3 for conn in (a, b, c, d)):
+                    await trio.sleep(0.01)
+            a.publish("t", -1)  # the first message finds the tree: its duplicates prune links
+            with trio.fail_after(5):
+                while any(len(v) < 1 for v in got.values()):
+                    await trio.sleep(0.01)
+            await trio.sleep(0.3)
+            before = sum(conn.status()["counters"].get("data_frames_received", 0) for conn in (b, c, d))
+            for i in range(500):
+                a.publish("t", i)
+                if i % 50 == 0:
+                    await a.drain()
+            with trio.fail_after(10):
+                while any(len(v) < 501 for v in got.values()):
+                    await trio.sleep(0.01)
+            await trio.sleep(0.3)
+            assert all(v == list(range(-1, 500)) for v in got.values())
+            copies = sum(conn.status()["counters"].get("data_frames_received", 0) for conn in (b, c, d))
+            assert copies - before < 3 * 500 * 1.2  # flooding this full mesh reads 3 copies per delivery
