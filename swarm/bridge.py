@@ -18,7 +18,6 @@ reason logged, and nothing else is affected.
 
 from __future__ import annotations
 
-import base64
 import itertools
 import json
 import logging
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from . import jsontext
 from .config import format_bridge, parse_bridge
 from .errors import MessageTooLarge, SwarmError
 from .node import NodeError
@@ -78,40 +78,12 @@ def max_frame_size(max_message_size: int) -> int:
     return max_message_size + FRAME_OVERHEAD
 
 
-def _json_default(value: Any) -> Any:
-    # What msgpack carries and JSON does not (a Python peer may send bytes): base64 text.
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return base64.b64encode(bytes(value)).decode("ascii")
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def _json_keys(value: Any) -> Any:
-    """Map keys JSON can carry (msgpack allows bytes keys)."""
-    if isinstance(value, dict):
-        return {(_json_default(key) if isinstance(key, (bytes, bytearray)) else key): _json_keys(item)
-                for key, item in value.items()}
-    if isinstance(value, list):
-        return [_json_keys(item) for item in value]
-    return value
-
-
 def encode_frame(obj: Any) -> bytes:
     """One frame: 4-byte big-endian length, then `obj` as UTF-8 JSON.
 
     Raises ValueError for what JSON cannot carry (NaN, infinities, keys of other types).
     """
-    try:
-        text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False,
-                          default=_json_default)
-    except TypeError:
-        try:
-            text = json.dumps(_json_keys(obj), ensure_ascii=False, separators=(",", ":"), allow_nan=False,
-                              default=_json_default)
-        except TypeError as error:
-            raise ValueError(str(error)) from None
-    payload = text.encode("utf-8")
+    payload = jsontext.dumps(obj, allow_nan=False).encode("utf-8")
     return len(payload).to_bytes(LENGTH_BYTES, "big") + payload
 
 

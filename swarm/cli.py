@@ -32,7 +32,6 @@ The demo's logic lives in `swarm.demo`, the certificates' in `swarm.certs`.
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import json
 import logging
@@ -46,7 +45,7 @@ from typing import Any, TextIO, TypeVar
 
 import trio
 
-from . import __version__, certs
+from . import __version__, certs, jsontext
 from .bridge import BridgeListenError
 from .cluster_node import ClusterNode
 from .config import OPTIONS_BY_KEY, Options, load_config_file, parse_address, parse_option_text
@@ -55,7 +54,7 @@ from .errors import ConfigError, MessageTooLarge
 from .node import Node
 from .transport.engine import fetch_status
 
-__all__ = ["build_parser", "json_default", "load_options", "main", "parse_topic"]
+__all__ = ["build_parser", "load_options", "main", "parse_topic", "to_json_line"]
 
 log = logging.getLogger("swarm.cli")
 
@@ -134,32 +133,9 @@ def parse_topic(text: str) -> str | int:
     return text
 
 
-def json_default(value: Any) -> Any:
-    """`json.dumps` hook: bytes become base64 strings, tuples lists; anything else is an error."""
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return base64.b64encode(bytes(value)).decode("ascii")
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def _json_keys(value: Any) -> Any:
-    """Make map keys JSON can carry (msgpack allows bytes keys); values are left to `json_default`."""
-    if isinstance(value, dict):
-        return {(json_default(key) if isinstance(key, (bytes, bytearray)) else key): _json_keys(item)
-                for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_keys(item) for item in value]
-    return value
-
-
 def to_json_line(message: Any) -> str:
     """One message as one line of JSON."""
-    try:
-        return json.dumps(message, default=json_default, ensure_ascii=False, separators=(",", ":"))
-    except TypeError:
-        return json.dumps(_json_keys(message), default=json_default, ensure_ascii=False,
-                          separators=(",", ":"))
+    return jsontext.dumps(message)
 
 
 def _setup_logging(level: str) -> None:
@@ -311,7 +287,7 @@ async def run_status(address: tuple[str, int], as_json: bool, timeout: float,
         reason = "no answer in time" if isinstance(error, trio.TooSlowError) else str(error)
         raise CommandFailed(f"cannot get the status of {address[0]}:{address[1]}: {reason}") from None
     if as_json:
-        print(json.dumps(status, indent=2, sort_keys=True, default=json_default))
+        print(json.dumps(status, indent=2, sort_keys=True, default=jsontext.json_default))
     else:
         print(format_status(status))
     return EXIT_OK
