@@ -276,3 +276,12 @@ def test_wire_keys_match_the_simulators_bookkeeping() -> None:
     body = frame[4:]
     assert body[2:19 + body[2]] == key
     assert key == wire.encode_origin("node-7") + (3).to_bytes(8, "big") + (42).to_bytes(8, "big")
+
+
+def test_every_scenario_file_in_simulations_parses() -> None:
+    """The scenario files live in simulations/ (read by simulations/figures.py): each must load as is."""
+    files = sorted((ROOT / "simulations").glob("*.yml"))
+    assert len(files) >= 5
+    for path in files:
+        settings = cli.parse(["--scenario", str(path)])
+        assert settings["seed"] is not None, path

@@ -183,9 +183,12 @@ class _Window:
 class Simulation:
     """A cluster of real cores on a `Network`, with the scripts and measures of the module docstring."""
 
-    def __init__(self, params: Params, progress: Progress | None = None) -> None:
+    def __init__(self, params: Params, progress: Progress | None = None, overlay: Any = None) -> None:
         self.params = params
         self.progress = progress
+        # A direct bootstrap opens this overlay (a graph in `analysis.swarm_overlay`'s format, with
+        # `params.nodes` nodes) instead of drawing one: say, the links a real cluster converged to.
+        self.overlay = overlay
         self.config = params.core_config()
         self.tick = min(0.1, self.config.failure_timeout / 10)
         self.net = Network(params.seed, latency=params.latency_model(), jitter=params.jitter_ms / 1000,
@@ -260,8 +263,9 @@ class Simulation:
     def _bootstrap_direct(self) -> dict[str, Any]:
         p = self.params
         self._report(0.0, "drawing the overlay")
-        graph = analysis.swarm_overlay(p.nodes, p.local_links, p.shortcuts, p.distribution, p.seed,
-                                       view="bounded", reserve_size=self.config.reserve_size)
+        graph = self.overlay if self.overlay is not None else analysis.swarm_overlay(
+            p.nodes, p.local_links, p.shortcuts, p.distribution, p.seed, view="bounded",
+            reserve_size=self.config.reserve_size)
         names = [graph.nodes[i]["name"] for i in range(p.nodes)]
         chosen: list[tuple[int, ...]] = []
         for i in range(p.nodes):
