@@ -59,6 +59,7 @@ import trio
 
 import swarm
 from swarm import demo
+from swarm.cli import number_type
 from swarm.protocol.wire import encode_data, encode_message, encode_origin, encode_topic
 
 HOST = "127.0.0.1"
@@ -520,18 +521,10 @@ async def benchmark(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- command line
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0 or not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text}")
-    return value
+_positive_int = number_type(int, "an integer", 1)
+_positive_float = number_type(float, "a number of seconds", 0, strict=True)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -40,6 +40,7 @@ import trio
 
 import swarm
 from swarm import certs, demo
+from swarm.cli import number_type
 
 NAMES = ("node-0", "node-1")
 PUBLISHER, SUBSCRIBER = NAMES
@@ -180,25 +181,12 @@ async def benchmark(args: argparse.Namespace) -> int:
     return 1
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
 
 
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
-    return value
 
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0 or not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text}")
-    return value
+_positive_int = number_type(int, "an integer", 1)
+_non_negative_int = number_type(int, "an integer", 0)
+_positive_float = number_type(float, "a number of seconds", 0, strict=True)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -54,7 +54,7 @@ from .errors import ConfigError, MessageTooLarge
 from .node import Node
 from .transport.engine import fetch_status
 
-__all__ = ["build_parser", "load_options", "main", "parse_topic", "to_json_line"]
+__all__ = ["build_parser", "load_options", "main", "number_type", "parse_topic", "to_json_line"]
 
 log = logging.getLogger("swarm.cli")
 
@@ -314,7 +314,7 @@ def format_status(status: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------- argument parsing
 
 
-def _number(convert: Callable[[str], Any], what: str, minimum: float, *, strict: bool = False,
+def number_type(convert: Callable[[str], Any], what: str, minimum: float, *, strict: bool = False,
             ) -> Callable[[str], Any]:
     """An argparse type: `what` (e.g. "an integer") at least `minimum` (above it, if `strict`)."""
     bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
@@ -330,10 +330,10 @@ def _number(convert: Callable[[str], Any], what: str, minimum: float, *, strict:
     return parse
 
 
-_positive_float = _number(float, "a number of seconds", 0, strict=True)
-_positive_int = _number(int, "an integer", 1)
-_non_negative_int = _number(int, "an integer", 0)
-_non_negative_float = _number(float, "a number", 0)
+_positive_float = number_type(float, "a number of seconds", 0, strict=True)
+_positive_int = number_type(int, "an integer", 1)
+_non_negative_int = number_type(int, "an integer", 0)
+_non_negative_float = number_type(float, "a number", 0)
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
