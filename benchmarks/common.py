@@ -16,6 +16,7 @@ from this folder, so it is on `sys.path`), and so do the child processes they st
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import importlib.util
 import json
@@ -27,7 +28,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,9 +58,9 @@ def machine() -> dict[str, Any]:
             "load_before": os.getloadavg()[0]}
 
 
-def header(name: str, settings: dict[str, Any]) -> dict[str, Any]:
+def header(name: str, settings: dict[str, Any], format: int = 1) -> dict[str, Any]:
     """The fields every benchmark's JSON starts with."""
-    return {"benchmark": name, "format": 1, "swarm_version": swarm.__version__,
+    return {"benchmark": name, "format": format, "swarm_version": swarm.__version__,
             "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "machine": machine(), "settings": settings}
 
@@ -73,6 +74,17 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [json_safe(inner) for inner in value]
     return value
+
+
+def run(benchmark: Callable[[argparse.Namespace], Awaitable[int]], args: argparse.Namespace,
+        name: str) -> int:
+    """Run `benchmark(args)` under trio; a second Ctrl-C during the clean-up (re-raised once every
+    process was stopped) exits 130."""
+    try:
+        return trio.run(benchmark, args)
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted; every process was stopped", file=sys.stderr, flush=True)
+        return 130
 
 
 def ratio(numerator: float | None, denominator: float | None) -> float:

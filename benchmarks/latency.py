@@ -289,12 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         common.padding_for(args.size, _fields(round(args.rate * args.duration)))
     except ValueError as error:
         parser.error(f"--size {args.size}: {error}")
-    try:
-        return trio.run(benchmark, args)
-    except KeyboardInterrupt:
-        # A second Ctrl-C during the clean-up, re-raised once every process was stopped.
-        print("latency: interrupted; every process was stopped", file=sys.stderr, flush=True)
-        return 130
+    return common.run(benchmark, args, "latency")
 
 
 if __name__ == "__main__":

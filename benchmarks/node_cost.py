@@ -455,12 +455,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         common.padding_for(args.size, _fields(2 * args.messages, "node-0"))
     except ValueError as error:
         parser.error(f"--size {args.size}: {error}")
-    try:
-        return trio.run(benchmark, args)
-    except KeyboardInterrupt:
-        # A second Ctrl-C during the clean-up, re-raised once every process was stopped.
-        print("node cost: interrupted; every process was stopped", file=sys.stderr, flush=True)
-        return 130
+    return common.run(benchmark, args, "node cost")
 
 
 if __name__ == "__main__":

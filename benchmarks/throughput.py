@@ -41,11 +41,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import json
 import math
 import os
-import platform
 import struct
 import sys
 import time
@@ -57,7 +55,6 @@ import common
 import msgpack
 import trio
 
-import swarm
 from swarm import demo
 from swarm.cli import number_type
 from swarm.protocol.wire import encode_data, encode_message, encode_origin, encode_topic
@@ -416,27 +413,13 @@ def clean(run: dict[str, Any]) -> bool:
     return all(not (f["lost"] or f["duplicates"] or f["out_of_order"]) for f in figures)
 
 
-def _json_safe(value: Any) -> Any:
-    """NaN (an empty span) as null: JSON has no NaN."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _json_safe(inner) for key, inner in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(inner) for inner in value]
-    return value
-
 
 async def benchmark(args: argparse.Namespace) -> int:
-    report: dict[str, Any] = {
-        "benchmark": "throughput", "format": 2, "swarm_version": swarm.__version__,
-        "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform(), "load_before": os.getloadavg()[0]},
-        "settings": {"messages": args.messages, "baseline_messages": args.baseline_messages,
-                     "subscribers": args.subscribers, "publishers": 1, "sizes": args.size,
-                     "burst": args.burst, "coalesce": COALESCE, "profile": args.profile},
-        "runs": []}
+    report: dict[str, Any] = common.header("throughput", {
+        "messages": args.messages, "baseline_messages": args.baseline_messages,
+        "subscribers": args.subscribers, "publishers": 1, "sizes": args.size, "burst": args.burst,
+        "coalesce": COALESCE, "profile": args.profile, "broadcast": args.broadcast}, format=2)
+    report["runs"] = []
     missing = None if args.no_redis else common.redis_missing()
     if args.no_redis:
         report["redis_skipped"] = "Redis baseline skipped (--no-redis)"
@@ -510,7 +493,7 @@ async def benchmark(args: argparse.Namespace) -> int:
         return 130
     print(format_report(report), flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps(_json_safe(report), indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(common.json_safe(report), indent=2) + "\n")
         print(f"wrote {args.json}", file=sys.stderr)
     if all(clean(run) for run in report["runs"]):
         return 0
@@ -592,12 +575,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--size {size}: {error}")
     if args.profile and common.pyspy_path() is None:
         parser.error("--profile needs py-spy: .venv/bin/pip install py-spy")
-    try:
-        return trio.run(benchmark, args)
-    except KeyboardInterrupt:
-        # A second Ctrl-C during the clean-up, re-raised once every process was stopped.
-        print("throughput: interrupted; every process was stopped", file=sys.stderr, flush=True)
-        return 130
+    return common.run(benchmark, args, "throughput")
 
 
 if __name__ == "__main__":

@@ -23,11 +23,9 @@ stderr, `--json FILE` writes every figure. Exit status: 0 when nothing was lost,
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -36,9 +34,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import common
 import trio
 
-import swarm
 from swarm import certs, demo
 from swarm.cli import number_type
 
@@ -115,26 +113,12 @@ def clean(report: dict[str, Any]) -> bool:
                for run in report["runs"] for entry in run["rounds"])
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(item) for item in value]
-    return value
-
 
 async def benchmark(args: argparse.Namespace) -> int:
-    report: dict[str, Any] = {
-        "benchmark": "tls_cost", "format": 1, "swarm_version": swarm.__version__,
-        "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform(), "load_before": os.getloadavg()[0]},
-        "settings": {"messages": args.messages, "sizes": args.size, "rounds": args.rounds,
-                     "burst": args.burst, "processes": "1 publisher + 1 subscriber node process",
-                     "key": "EC P-256, TLS 1.3"},
-        "runs": []}
+    report: dict[str, Any] = common.header("tls_cost", {
+        "messages": args.messages, "sizes": args.size, "rounds": args.rounds, "burst": args.burst,
+        "processes": "1 publisher + 1 subscriber node process", "key": "EC P-256, TLS 1.3"})
+    report["runs"] = []
     with tempfile.TemporaryDirectory(prefix="swarm-tls-cost-") as temporary:
         tls_dir = Path(temporary)
         certs.init(tls_dir)
@@ -173,7 +157,7 @@ async def benchmark(args: argparse.Namespace) -> int:
             return 1
     print(format_report(report), flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps(_json_safe(report), indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(common.json_safe(report), indent=2) + "\n")
         print(f"wrote {args.json}", file=sys.stderr)
     if clean(report):
         return 0
@@ -210,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return trio.run(benchmark, args)
+    return common.run(benchmark, args, "tls_cost")
 
 
 if __name__ == "__main__":
