@@ -44,6 +44,7 @@ from typing import Any
 import trio
 
 from swarm.connector import Connector
+from swarm.demo import read_lines
 from swarm.topology import ring
 from swarm.transport.engine import fetch_status
 
@@ -65,17 +66,6 @@ def _say(line: str) -> None:
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
 
-
-async def _read_lines(stream: trio.abc.ReceiveStream) -> AsyncIterator[str]:
-    buffer = b""
-    while True:
-        chunk = await stream.receive_some(65536)
-        if not chunk:
-            return
-        buffer += chunk
-        *lines, buffer = buffer.split(b"\n")
-        for line in lines:
-            yield line.decode()
 
 
 async def _publish(conn: Connector, src: str, rate: float, count: int | None, halt: trio.Event) -> None:
@@ -133,7 +123,7 @@ async def child_main(name: str, seeds: list[str], options: dict[str, Any]) -> in
             nursery.start_soon(announce_ready)
 
             halt = trio.Event()
-            async for line in _read_lines(stdin):
+            async for line in read_lines(stdin):
                 verb, _, rest = line.partition(" ")
                 if verb == "publish":
                     command = json.loads(rest)
