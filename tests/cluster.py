@@ -75,12 +75,13 @@ async def wait_mesh(conns: Sequence[swarm.Connector], timeout: float = WAIT) -> 
 
 @contextlib.asynccontextmanager
 async def cluster(names: int | Sequence[str], *, timeout: float = WAIT,
-                  before_start: Callable[[swarm.Connector], None] | None = None,
-                  **extra: Any) -> AsyncIterator[list[swarm.Connector]]:
+                  before_start: Callable[[Any], None] | None = None, mesh: bool = True,
+                  make: Callable[..., Any] | None = None, **extra: Any) -> AsyncIterator[list[Any]]:
     """Start connectors (N of them, or one per name), seeded from the first, and wait for the mesh.
 
     `before_start(conn)` runs on each connector before it is started (to subscribe or add handlers).
-    `extra` options apply to every node.
+    `extra` options apply to every node. `make(name, seeds, **extra)` builds each node (default
+    `node`: a Connector; the ClusterNode tests pass their own); `mesh=False` waits only for ready.
     """
     if isinstance(names, int):
         names = [f"n{i}" for i in range(names)]
@@ -89,7 +90,7 @@ async def cluster(names: int | Sequence[str], *, timeout: float = WAIT,
         conns: list[swarm.Connector] = []
         seeds: list[tuple[str, int]] = []
         for name in names:
-            conn = node(name, seeds, **extra)
+            conn = (make or node)(name, seeds, **extra)
             if before_start is not None:
                 before_start(conn)
             await stack.enter_async_context(conn)
@@ -97,7 +98,8 @@ async def cluster(names: int | Sequence[str], *, timeout: float = WAIT,
             if not seeds:
                 seeds.append(conn.address)
         await wait_ready(conns, timeout)
-        await wait_mesh(conns, timeout)
+        if mesh:
+            await wait_mesh(conns, timeout)
         try:
             yield conns
         except trio.Cancelled:

@@ -7,14 +7,14 @@ And it is the same node as `swarm.Connector`: the two faces talk to each other o
 
 from __future__ import annotations
 
-import contextlib
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pytest
 import trio
-from cluster import HOST, options, wait_mesh, wait_ready, wait_until
+from cluster import HOST, cluster, options, wait_mesh, wait_ready, wait_until
 
 import swarm
 from swarm.node import Node
@@ -49,26 +49,10 @@ def cluster_node(name: str, seeds: Sequence[tuple[str, int]] = (), **extra: Any)
     return swarm.ClusterNode(options(name, seeds, **extra))
 
 
-@contextlib.asynccontextmanager
-async def cluster_nodes(names: Sequence[str], *, mesh: bool = True,
-                        before_start: Callable[[swarm.ClusterNode], None] | None = None,
-                        **extra: Any) -> AsyncIterator[list[swarm.ClusterNode]]:
-    """Start ClusterNodes seeded from the first; wait until ready (and, with `mesh`, fully linked)."""
-    async with contextlib.AsyncExitStack() as stack:
-        nodes: list[swarm.ClusterNode] = []
-        seeds: list[tuple[str, int]] = []
-        for name in names:
-            node = cluster_node(name, seeds, **extra)
-            if before_start is not None:
-                before_start(node)
-            await stack.enter_async_context(node)
-            nodes.append(node)
-            if not seeds:
-                seeds.append(node.address)
-        await wait_ready(nodes)  # type: ignore[arg-type]
-        if mesh:
-            await wait_mesh(nodes)  # type: ignore[arg-type]
-        yield nodes
+def cluster_nodes(names: Sequence[str],
+                  **kwargs: Any) -> AbstractAsyncContextManager[list[swarm.ClusterNode]]:
+    """Start ClusterNodes seeded from the first; wait until ready (and, unless `mesh=False`, fully linked)."""
+    return cluster(names, make=cluster_node, **kwargs)
 
 
 async def broadcast_barrier(nodes: Sequence[swarm.ClusterNode], topic: str = "__barrier__") -> None:
