@@ -104,13 +104,8 @@ async def _publish(conn: Connector, state: dict[str, int], command: dict[str, An
 
 async def _receive(conn: Connector, recorder: Recorder, command: dict[str, Any]) -> None:
     expected = command["expected"]
-    last_count, last_change = -1, trio.current_time()
-    while recorder.delivered < expected:
-        await trio.sleep(0.01)
-        if recorder.delivered != last_count:
-            last_count, last_change = recorder.delivered, trio.current_time()
-        elif trio.current_time() - last_change > STALL_TIMEOUT:
-            break
+    await demo.wait_while_progressing(lambda: recorder.delivered >= expected, lambda: recorder.delivered,
+                                      STALL_TIMEOUT, poll=0.01)
     status = conn.status()
     result = {"expected": expected, "delivered": recorder.delivered, "duplicates": recorder.duplicates,
               "out_of_order": recorder.out_of_order, "first_ns": recorder.first_ns,

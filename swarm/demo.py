@@ -139,6 +139,19 @@ class Tally:
 # ---------------------------------------------------------------------- the child: one node
 
 
+async def wait_while_progressing(done: Callable[[], bool], count: Callable[[], int],
+                                 stall: float = STALL_TIMEOUT, poll: float = 0.02) -> None:
+    """Wait until `done()`, or until `count()` (messages received) has not moved for `stall` seconds:
+    a receiver that lost messages must still report, with what it has."""
+    last_count, last_change = -1, trio.current_time()
+    while not done():
+        await trio.sleep(poll)
+        if count() != last_count:
+            last_count, last_change = count(), trio.current_time()
+        elif trio.current_time() - last_change > stall:
+            return
+
+
 def _say(line: str) -> None:
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
@@ -180,13 +193,7 @@ async def _run_round(conn: Connector, tally: Tally, command: dict[str, Any]) -> 
         if name in command["publishers"]:
             nursery.start_soon(_publish, conn, name, command["messages"], command["size"], command["rate"],
                                command.get("burst", BATCH))
-        last_count, last_change = -1, trio.current_time()
-        while not tally.complete():
-            await trio.sleep(0.02)
-            if tally.delivered != last_count:
-                last_count, last_change = tally.delivered, trio.current_time()
-            elif trio.current_time() - last_change > STALL_TIMEOUT:
-                break
+        await wait_while_progressing(tally.complete, lambda: tally.delivered)
     status = conn.status()
     counters = status["counters"]
     result = tally.result()
