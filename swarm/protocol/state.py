@@ -320,11 +320,12 @@ class NodeState:
             self._out.append(Send(self._active, frame))
             self.counters["data_frames_sent"] += len(self._active)
         else:
-            self.tree.received((self._own_key, self._seq), frame[4:])
-            self._push(frame, b"", b"")
+            message = (self._own_key, self._seq)
+            self.tree.received(message, frame[4:])
+            self._push(frame, b"", b"", message)
         return self._flush()
 
-    def _push(self, frame: bytes, sender: bytes, origin: bytes) -> None:
+    def _push(self, frame: bytes, sender: bytes, origin: bytes, message: MessageId) -> None:
         """Tree mode: the payload to eager links, its id to lazy ones (not back to sender or origin)."""
         tree = self.tree
         assert tree is not None
@@ -334,15 +335,8 @@ class NodeState:
         if eager:
             self._out.append(Send(eager, frame))
             self.counters["data_frames_sent"] += len(eager)
-        tree.announce(self._message_id(frame, 4),
-                      (peer for _, peer in self._active_pairs if peer in lazy and peer != sender
+        tree.announce(message, (peer for _, peer in self._active_pairs if peer in lazy and peer != sender
                        and peer != origin))
-
-    @staticmethod
-    def _message_id(data: bytes, at: int) -> MessageId:
-        """(stream key, seq) of the DATA frame or body in `data` whose kind byte is at `at`."""
-        name_end = at + 3 + data[at + 2]
-        return data[at + 2:name_end + 8], SEQ.unpack_from(data, name_end + 8)[0]
 
     def _topic_bytes(self, topic: str | int) -> bytes:
         topic_bytes = self._topic_cache.get(topic)
@@ -621,7 +615,7 @@ class NodeState:
         sender = conn.peer_bytes
         if self.tree is not None:
             self.tree.received((key, seq), body)
-            self._push(wire.relay_prefix(len(body), hops) + body[2:], sender, origin)
+            self._push(wire.relay_prefix(len(body), hops) + body[2:], sender, origin, (key, seq))
             counters["forwarded"] += 1
         else:
             targets = tuple(c for c, peer in self._active_pairs if peer != sender and peer != origin)
@@ -937,13 +931,17 @@ class NodeState:
                 for key, highest in seen[:SEEN_SNAPSHOT_LIMIT + 1]:
                     if key and key[1:1 + key[0]] != self._name_bytes:  # never track our own stream
                         self.seen.adopt(key, highest, now)
-        self._learn(fields.get("peers"), now)
-        self._dial_due(now)
+        if self._learn(fields.get("peers"), now):
+            # Only news can change whom to link to: most PEERS repeat what we know, and deciding again
+            # (every view member rebuilt, two sorts) was most of a large simulation's CPU.
+            self._dial_due(now)
 
-    def _learn(self, peers: Any, now: float) -> None:
-        """Merge a list of [name, [host, port], epoch] entries (from PEERS or a REFUSE's hints)."""
+    def _learn(self, peers: Any, now: float) -> bool:
+        """Merge a list of [name, [host, port], epoch] entries (from PEERS or a REFUSE's hints); True if a
+        member is new or restarted."""
         if not isinstance(peers, list):
             raise ProtocolError("PEERS without a list of peers")
+        changed = False
         for entry in peers[:1024]:
             if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str)
                     and isinstance(entry[1], list) and len(entry[1]) == 2 and isinstance(entry[1][0], str)
@@ -956,6 +954,7 @@ class NodeState:
             if member is None:
                 self._members[name] = _Member(name, (host, port), epoch, ring.position(name), heard_at=now)
                 self.counters["members_learned"] += 1
+                changed = True
             elif epoch == member.epoch:
                 member.heard_at = now  # a peer is linked to it right now: it was alive a moment ago
             elif epoch > member.epoch:
@@ -966,7 +965,9 @@ class NodeState:
                 member.epoch, member.address, member.left = epoch, (host, port), False
                 member.failures = 0
                 member.heard_at = now
+                changed = True
         self._bound_view(now)
+        return changed
 
     def _bound_view(self, now: float) -> None:
         """Trim the view as soon as it passes its bound (a join storm brings members fast)."""
