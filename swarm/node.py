@@ -234,7 +234,7 @@ class Node:
         if not callbacks:
             self.counters["dropped_after_unsubscribe"] += 1
             return
-        encoded = memoryview(delivery.body)[delivery.offset:]
+        encoded = memoryview(delivery.body)[delivery.offset:delivery.end]
         for callback in callbacks:
             try:
                 message = decode_message(encoded)  # each callback gets its own copy

@@ -321,6 +321,69 @@ def test_malformed_control_frame_closes_only_that_connection() -> None:
     assert net.link_pair("a", "b") == link
 
 
+# ---------------------------------------------------------------------- batches
+
+
+def test_a_batch_travels_as_one_frame_is_relayed_untouched_and_delivered_in_order() -> None:
+    net = MemNet(seed=40)
+    net.add_node("a", policy=Fixed("b"))
+    net.add_node("b", seeds=["a"], policy=Fixed("a", "c"))
+    net.add_node("c", seeds=["b"], policy=Fixed("b"))
+    net.run_for(2.0)
+    for i in range(50):
+        net.publish("a", T if i % 2 else "other", i, seal=False)
+    assert net.frames_between("a", "b", wire.KIND_DATA) == []  # nothing leaves before the seal
+    net.seal_batch("a")
+    net.run_for(0.5)
+    (sent,) = net.frames_between("a", "b", wire.KIND_DATA)
+    (relayed,) = net.frames_between("b", "c", wire.KIND_DATA)
+    assert relayed.frame[6:] == sent.frame[6:]  # forwarded as received, only the hop count rewritten
+    for name in "bc":
+        assert net.delivered(name) == list(range(1, 50, 2)), name  # in order, only the subscribed topic
+        assert net.state(name).counters["dropped_no_subscriber"] == 25
+        assert net.state(name).counters["delivered"] == 25
+    assert net.state("a").counters["published"] == 50
+    assert net.state("a").counters["batches_published"] == 1
+
+
+def test_a_full_batch_is_sealed_and_an_open_one_goes_out_at_the_next_tick() -> None:
+    net = mesh("ab", seed=41)
+    message = "x" * 1000  # an entry of ~1,010 bytes: 16 fit in wire.BATCH_BYTES
+    for i in range(40):
+        net.publish("a", T, [i, message], seal=False)
+    frames = net.frames_between("a", "b", wire.KIND_DATA)
+    assert len(frames) == 2  # two full batches sealed as they filled; the rest still open
+    assert all(len(f.frame) - 4 <= wire.BATCH_BYTES + 64 for f in frames)
+    net.run_for(0.2)  # no seal_batch: the tick sends it
+    assert len(net.frames_between("a", "b", wire.KIND_DATA)) == 3
+    assert [m[0] for m in net.delivered("b")] == list(range(40))
+
+
+def test_leave_sends_the_open_batch_before_the_leave() -> None:
+    net = mesh("ab", seed=42)
+    net.publish("a", T, "last words", seal=False)
+    net.leave("a")
+    net.run_for(0.5)
+    kinds = [f.kind for f in net.frames_between("a", "b") if f.kind in (wire.KIND_DATA, wire.KIND_LEAVE)]
+    assert kinds == [wire.KIND_DATA, wire.KIND_LEAVE]
+    assert net.delivered("b") == ["last words"]
+
+
+def test_a_batch_with_a_cut_entry_is_refused_and_not_relayed() -> None:
+    net = mesh("ab", seed=43)
+    raw = net.raw_dial("a")
+    raw.send(hello())
+    net.run_for(0.1)
+    good = wire.encode_entry(wire.encode_topic(T), wire.encode_message("ok"), 1 << 20)
+    bad = wire.encode_entry(wire.encode_topic(T), wire.encode_message("cut"), 1 << 20)[:-2]
+    raw.send(wire.encode_batch(wire.encode_origin("raw"), 1, 1, [good, bad]))
+    net.run_for(0.2)
+    assert raw.closed
+    assert net.errors_of("a", "protocol")
+    assert net.delivered("a") == [] and net.delivered("b") == []
+    assert net.frames_between("a", "b", wire.KIND_DATA) == []
+
+
 # ---------------------------------------------------------------------- failure detection
 
 

@@ -125,7 +125,8 @@ async def test_malformed_control_frames(pair: Pair) -> None:
     cases = [
         bytes((wire.KIND_HELLO,)) + b"\xc1",  # 0xc1 is never valid msgpack
         bytes((wire.KIND_HELLO,)) + msgpack.packb([1, 2, 3]),  # not a map
-        bytes((wire.KIND_HELLO,)) + msgpack.packb({"version": 1, "cluster": "swarm", "name": 5}),
+        bytes((wire.KIND_HELLO,)) + msgpack.packb({"version": wire.PROTOCOL_VERSION, "cluster": "swarm",
+                                                   "name": 5}),
         bytes((wire.KIND_HELLO,)) + b"\x91" * 5000 + b"\xc0",  # deeply nested arrays
     ]
     for body in cases:

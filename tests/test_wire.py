@@ -39,8 +39,9 @@ def decode_data(frame: bytes) -> tuple[wire.DataHeader, str | int, object]:
     body = frame[4:]
     assert body[0] == wire.KIND_DATA
     header = wire.parse_data_header(body)
-    topic, offset = wire.parse_topic(body, header.topic_offset)
-    return header, topic, wire.decode_message(body[offset:])
+    ((topic, start, end),) = wire.parse_entries(body, header.topic_offset)
+    assert end == len(body)
+    return header, topic, wire.decode_message(body[start:end])
 
 
 # ---------------------------------------------------------------------- round trips
@@ -67,7 +68,7 @@ def test_parse_topic_str_and_int(topic: str | int) -> None:
     header = wire.parse_data_header(body)
     got, offset = wire.parse_topic(body, header.topic_offset)
     assert got == topic and type(got) is type(topic)
-    assert wire.decode_message(body[offset:]) == [1, "two"]
+    assert wire.decode_message(body[offset + wire.ENTRY_LEN.size:]) == [1, "two"]
     # The topic's encoding is exactly what encode_topic produced, at topic_offset.
     encoded = wire.encode_topic(topic)
     assert body[header.topic_offset:header.topic_offset + len(encoded)] == encoded
@@ -151,9 +152,54 @@ def test_garbage_data_body_raises_only_protocol_error(tail: bytes) -> None:
     body = bytes((wire.KIND_DATA,)) + tail
     try:
         header = wire.parse_data_header(body)
-        wire.parse_topic(body, header.topic_offset)
+        wire.parse_entries(body, header.topic_offset)
     except swarm.ProtocolError:
         pass
+
+
+# ---------------------------------------------------------------------- batches
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(batch=st.lists(st.tuples(topics, messages), min_size=1, max_size=20), seq=st.integers(1, 1 << 40))
+def test_batch_round_trip_keeps_every_message_in_order(batch: list[tuple[str | int, object]],
+                                                       seq: int) -> None:
+    entries = [wire.encode_entry(wire.encode_topic(topic), wire.encode_message(message), MAX)
+               for topic, message in batch]
+    frame = wire.encode_batch(wire.encode_origin("batcher"), 9, seq, entries)
+    assert wire.LENGTH.unpack_from(frame)[0] == len(frame) - 4
+    body = frame[4:]
+    header = wire.parse_data_header(body)
+    assert (header.origin, header.epoch, header.seq) == (b"batcher", 9, seq)
+    parsed = wire.parse_entries(body, header.topic_offset)
+    assert [(topic, wire.decode_message(body[start:end])) for topic, start, end in parsed] == batch
+    assert parsed[-1][2] == len(body)
+
+
+def test_batch_cut_anywhere_inside_its_entries_raises() -> None:
+    entries = [wire.encode_entry(wire.encode_topic(topic), wire.encode_message(message), MAX)
+               for topic, message in [("a", 1), (7, "two"), ("ü", [3, 3, 3])]]
+    body = wire.encode_batch(wire.encode_origin("o"), 1, 1, entries)[4:]
+    header = wire.parse_data_header(body)
+    boundaries = {header.topic_offset + sum(map(len, entries[:i])) for i in range(1, len(entries) + 1)}
+    for cut in range(header.topic_offset, len(body)):
+        if cut in boundaries:  # a whole number of entries is a valid (shorter) batch
+            whole = sorted(boundaries).index(cut) + 1
+            assert len(wire.parse_entries(body[:cut], header.topic_offset)) == whole
+            continue
+        with pytest.raises(swarm.ProtocolError):
+            wire.parse_entries(body[:cut], header.topic_offset)
+
+
+def test_batch_without_entries_and_overlong_entry_raise() -> None:
+    empty = wire.encode_batch(wire.encode_origin("o"), 1, 1, [])[4:]
+    with pytest.raises(swarm.ProtocolError, match="without a message"):
+        wire.parse_entries(empty, wire.parse_data_header(empty + b"\x00").topic_offset)
+    body = bytearray(data_frame(topic="t")[4:])
+    offset = wire.parse_data_header(bytes(body)).topic_offset + len(wire.encode_topic("t"))
+    wire.ENTRY_LEN.pack_into(body, offset, 1 << 31)  # a length that runs past the frame
+    with pytest.raises(swarm.ProtocolError, match="past the frame"):
+        wire.parse_entries(bytes(body), offset - len(wire.encode_topic("t")))
 
 
 @pytest.mark.parametrize("payload", [b"\xc1", b"\x92\x01", msgpack.packb([1, 2]), msgpack.packb("map?"),

@@ -58,13 +58,15 @@ class Retire:
 class Deliver:
     """Hand a message to the local subscribers of `topic`.
 
-    The message is still encoded: `body[offset:]` is its msgpack, so each callback can get its own copy.
+    The message is still encoded: `body[offset:end]` is its msgpack (a DATA body may carry a batch of
+    messages), so each callback can get its own copy.
     """
 
     origin: str
     topic: str | int
     body: bytes
     offset: int
+    end: int
     hops: int
 
 

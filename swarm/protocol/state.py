@@ -202,7 +202,10 @@ class NodeState:
         self._own_key = self._origin_header + EPOCH.pack(epoch)  # our stream's seen-record key
         self.tree = TreeBroadcast(config.graft_timeout) if config.broadcast == "tree" else None
         self._name_bytes = self.name.encode("utf-8")
-        self._seq = 0
+        self._seq = 0  # the last sequence number given to a DATA frame (a batch) of ours
+        # Messages published and not yet sealed into a DATA frame (encoded entries), and their size.
+        self._batch: list[bytes] = []
+        self._batch_bytes = 0
         self._conns: dict[int, _Connection] = {}
         self._members: dict[str, _Member] = {}
         self._dials: dict[Address, _DialTarget] = {}
@@ -304,26 +307,58 @@ class NodeState:
     def unsubscribe(self, topic: str | int) -> None:
         self._topics.discard(topic)
 
-    def publish(self, topic: str | int, message: Any, now: float) -> list[Action]:
+    def publish(self, topic: str | int, message: Any, now: float, *, seal: bool = True) -> list[Action]:
         """Broadcast `message` on `topic` to every other node.
+
+        With `seal` (the default) the message leaves at once, in a DATA frame of its own. Without it the
+        message joins the open batch, which goes out as one frame when `seal_batch` is called (the
+        trio driver does so when its writers next run, before any byte is written), when it reaches
+        `wire.BATCH_BYTES`, or at the next tick; the messages of a batch keep their order.
 
         Raises MessageTooLarge, or TypeError/ValueError for a message or topic the wire cannot carry,
         before anything is sent.
         """
-        frame = wire.encode_data(self._origin_header, self.epoch, self._seq + 1, self._topic_bytes(topic),
-                                 wire.encode_message(message), self.config.max_message_size)
-        self._seq += 1
+        entry = wire.encode_entry(self._topic_bytes(topic), wire.encode_message(message),
+                                  self.config.max_message_size)
         self.counters["published"] += 1
-        if not self._active:
+        if not self._active and not self._batch:
             self.counters["published_without_peers"] += 1
-        elif self.tree is None:
+            return self._flush()
+        if self._batch and self._batch_bytes + len(entry) > wire.BATCH_BYTES:
+            self._seal()
+        self._batch.append(entry)
+        self._batch_bytes += len(entry)
+        if seal:
+            self._seal()
+        return self._flush()
+
+    @property
+    def batch_open(self) -> bool:
+        """Are there published messages waiting for `seal_batch`?"""
+        return bool(self._batch)
+
+    def seal_batch(self, now: float) -> list[Action]:
+        """Send the open batch of published messages (if any) as one DATA frame."""
+        self._now = now
+        if self._batch:
+            self._seal()
+        return self._flush()
+
+    def _seal(self) -> None:
+        batch, self._batch, self._batch_bytes = self._batch, [], 0
+        if not self._active:  # the links went while the batch was open
+            self.counters["published_without_peers"] += len(batch)
+            return
+        self._seq += 1
+        self.counters["batches_published"] += 1
+        frame = wire.encode_batch(self._origin_header, self.epoch, self._seq, batch)
+        if self.tree is None:
             self._out.append(Send(self._active, frame))
             self.counters["data_frames_sent"] += len(self._active)
         else:
             message = (self._own_key, self._seq)
             self.tree.received(message, frame[4:])
             self._push(frame, b"", b"", message)
-        return self._flush()
 
     def _push(self, frame: bytes, sender: bytes, origin: bytes, message: MessageId) -> None:
         """Tree mode: the payload to eager links, its id to lazy ones (not back to sender or origin)."""
@@ -349,6 +384,8 @@ class NodeState:
     def leave(self, now: float) -> list[Action]:
         """Announce a graceful exit to every linked peer. The driver then flushes and closes."""
         self._now = now
+        if self._batch:
+            self._seal()  # what was published before leaving goes out before the LEAVE
         self.leaving = True
         self._departed[(self.name, self.epoch)] = now  # our own LEAVE coming back is not passed on
         if self._active:
@@ -466,6 +503,8 @@ class NodeState:
                 conn.last_sent = now
         if ping:
             self._out.append(Send(tuple(ping), wire.encode_control(wire.KIND_PING, {})))
+        if self._batch:
+            self._seal()  # a driver that does not seal batches itself: they wait one tick at most
         if self.tree is not None:
             self._tree_tick(now)
         for item in self.seen.expire(now):
@@ -496,6 +535,8 @@ class NodeState:
         self._now = now
         if target == self.name:
             raise ValueError("a node does not send direct messages to itself")
+        if self._batch:
+            self._seal()  # what this node published before stays ahead of it on every link
         # Numbered per target and per target *process*: a restarted target (a new epoch in our view)
         # starts a new count, or it would meet our stream mid-way and hold it for reorderTimeout.
         member = self._members.get(target)
@@ -602,7 +643,7 @@ class NodeState:
                 self._send_to(conn, wire.encode_control(wire.KIND_PRUNE, {}))  # Plumtree: prune
             return
         try:
-            wire.parse_topic(body, name_end + 16)  # a new frame with a bad topic is never relayed
+            entries = wire.parse_entries(body, name_end + 16)  # a malformed batch is never relayed
         except ProtocolError:
             for item in ready:  # it may have filled a gap: the good ones behind it still go out
                 if item is not body:
@@ -624,28 +665,44 @@ class NodeState:
                 counters["forwarded"] += 1
                 counters["data_frames_sent"] += len(targets)
         for item in ready:
-            self._deliver(item)
+            self._deliver(item, entries if item is body else None)
 
-    def _deliver(self, body: bytes) -> None:
-        """Hand a DATA or DIRECT body (checked on arrival) to the local subscribers of its topic."""
-        start = 2 if body[0] == wire.KIND_DATA else 3 + body[2]  # a DIRECT's origin follows its target
-        name_end = start + 1 + body[start]
+    def _deliver(self, body: bytes, entries: list[tuple[str | int, int, int]] | None = None) -> None:
+        """Hand the messages of a DATA or DIRECT body (checked on arrival) to the local subscribers of
+        their topics. `entries` are the DATA body's, when the caller has parsed them already."""
         try:
-            topic, offset = wire.parse_topic(body, name_end + 16)
+            if body[0] == wire.KIND_DATA:
+                start = 2
+                name_end = 3 + body[2]
+                if entries is None:
+                    entries = wire.parse_entries(body, name_end + 16)
+            else:  # a DIRECT carries one message, after its target and origin
+                start = 3 + body[2]
+                name_end = start + 1 + body[start]
+                topic, offset = wire.parse_topic(body, name_end + 16)
+                entries = [(topic, offset, len(body))]
         except ProtocolError:  # held behind a gap, then found bad on arrival: its link is gone already
             self.counters["malformed_dropped"] += 1
             return
-        if topic not in self._topics:
-            self.counters["dropped_no_subscriber"] += 1
-            return
-        origin_bytes = body[start + 1:name_end]
-        origin = self._origin_names.get(origin_bytes)
-        if origin is None:
-            origin = origin_bytes.decode("utf-8", "replace")
-            if len(self._origin_names) < 4096:
-                self._origin_names[origin_bytes] = origin
-        self.counters["delivered"] += 1
-        self._out.append(Deliver(origin, topic, body, offset, body[1] + 1))
+        topics = self._topics
+        out = self._out
+        origin = None
+        hops = body[1] + 1
+        delivered = 0
+        for topic, offset, end in entries:
+            if topic not in topics:
+                self.counters["dropped_no_subscriber"] += 1
+                continue
+            if origin is None:
+                origin_bytes = body[start + 1:name_end]
+                origin = self._origin_names.get(origin_bytes)
+                if origin is None:
+                    origin = origin_bytes.decode("utf-8", "replace")
+                    if len(self._origin_names) < 4096:
+                        self._origin_names[origin_bytes] = origin
+            delivered += 1
+            out.append(Deliver(origin, topic, body, offset, end, hops))
+        self.counters["delivered"] += delivered
 
     # ------------------------------------------------------------------ control path
 

@@ -425,11 +425,18 @@ class Network:
 
     # ------------------------------------------------------------------ node life cycle
 
-    def publish(self, name: str, topic: str | int, message: Any) -> int:
-        """Publish on `name`; return the sequence number it got."""
+    def publish(self, name: str, topic: str | int, message: Any, *, seal: bool = True) -> int:
+        """Publish on `name`; return the sequence number of its DATA frame. Without `seal` the message
+        joins `name`'s open batch (see `NodeState.publish`), which `seal_batch` or the next tick sends;
+        the number returned is then the one the batch will get."""
         node = self.nodes[name]
-        self._apply(node, node.state.publish(topic, message, self.now))
-        return node.state._seq
+        self._apply(node, node.state.publish(topic, message, self.now, seal=seal))
+        return node.state._seq + (0 if seal else 1)
+
+    def seal_batch(self, name: str) -> None:
+        """Send `name`'s open batch of published messages, as the trio driver does when its writers run."""
+        node = self.nodes[name]
+        self._apply(node, node.state.seal_batch(self.now))
 
     def send_direct(self, name: str, target: str, topic: str | int, message: Any) -> None:
         """A direct message from `name` to the node called `target`."""
@@ -607,7 +614,7 @@ class Network:
                 if self.on_deliver is not None:
                     self.on_deliver(node, action)
                 if self.record:
-                    message = wire.decode_message(action.body[action.offset:])
+                    message = wire.decode_message(action.body[action.offset:action.end])
                     self.deliveries.append(Delivery(self.now, node.name, action.origin, action.topic, message,
                                                     action.hops))
             elif kind is _Dial:

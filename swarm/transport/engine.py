@@ -6,7 +6,9 @@ This is the only place where swarm touches sockets and the clock. One `Engine` o
 * per link a reader task, which cuts the byte stream into frames (`FrameReader`) and feeds them to the
   core, and a writer task, which drains the link's `SendQueue` into one `send_all` per wake-up: writes
   are coalesced, so a burst of a hundred frames costs one system call (an order of magnitude on this
-  machine: 99k frames/s one write each against 1.18M coalesced, in the anchors of shared/reference);
+  machine: 99k frames/s one write each against 1.18M coalesced, in the anchors of shared/reference).
+  Publishes are coalesced one level up: `publish` adds to the core's open batch and pokes the writers,
+  and the first writer to run seals the batch into one DATA frame before it writes;
 * a ticker that passes time to the core.
 
 Everything runs in the nursery of `run`; cancelling it (or `close`) ends every task, and no task
@@ -83,13 +85,14 @@ TLS_REPORT_KEYS = 1024
 class SendQueue:
     """A bounded queue of frames for one link, with wake-ups for its writer and for `drain`."""
 
-    __slots__ = ("frames", "limit", "_nonempty", "closed")
+    __slots__ = ("frames", "limit", "_nonempty", "closed", "_poked")
 
     def __init__(self, limit: int) -> None:
         self.frames: deque[bytes] = deque()
         self.limit = limit
         self._nonempty = trio.Event()
         self.closed = False
+        self._poked = False
 
     def put(self, frame: bytes) -> bool:
         """Queue `frame`; False (and nothing queued) if the queue is full or closed."""
@@ -134,10 +137,17 @@ class SendQueue:
         self._nonempty.set()
         return unsent
 
+    def poke(self) -> None:
+        """Wake the writer even though nothing is queued (a batch of published messages is open)."""
+        self._poked = True
+        self._nonempty.set()
+
     async def wait_nonempty(self) -> None:
-        while not self.frames:
+        """Wait until a frame is queued or the queue is poked."""
+        while not self.frames and not self._poked:
             self._nonempty = trio.Event()
             await self._nonempty.wait()
+        self._poked = False
 
 
 class Link:
@@ -249,8 +259,22 @@ class Engine:
     # ------------------------------------------------------------------ application side
 
     def publish(self, topic: str | int, message: Any) -> None:
-        assert self.core is not None, "the node is not running"
-        self._apply(self.core.publish(topic, message, trio.current_time()))
+        """Publish into the core's open batch. The first message of a batch wakes every writer, and the
+        first writer to run seals the batch into one frame before it writes: a burst of publishes in one
+        turn of the event loop becomes one frame, and a lone message waits for nothing it would not
+        wait for anyway (its writer's turn)."""
+        core = self.core
+        assert core is not None, "the node is not running"
+        opened = not core.batch_open
+        self._apply(core.publish(topic, message, trio.current_time(), seal=False))
+        if opened and core.batch_open:
+            for link in self._links.values():
+                link.queue.poke()
+
+    def _seal_batch(self) -> None:
+        core = self.core
+        if core is not None and core.batch_open:
+            self._apply(core.seal_batch(trio.current_time()))
 
     def send_direct(self, target: str, topic: str | int, message: Any) -> None:
         assert self.core is not None, "the node is not running"
@@ -258,6 +282,7 @@ class Engine:
 
     async def flush(self) -> None:
         """Wait until every link's send queue is empty (everything handed to the kernel)."""
+        self._seal_batch()
         while any(link.queue.frames for link in self._links.values()):
             await self._room.park()
 
@@ -604,6 +629,9 @@ class Engine:
         send_all = link.stream.send_all
         while True:
             await queue.wait_nonempty()
+            self._seal_batch()
+            if not queue.frames:
+                continue  # poked for a batch that went to other links only
             data = queue.take()
             if data:
                 await send_all(data)
