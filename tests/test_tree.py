@@ -10,7 +10,8 @@ import trio
 from memnet import MemNet
 
 import swarm
-from swarm.protocol.tree import TreeBroadcast
+from swarm.protocol import wire
+from swarm.protocol.tree import MAX_GRAFT, TreeBroadcast
 
 N = 100
 
@@ -129,3 +130,19 @@ async def test_tree_mode_over_real_sockets_delivers_exactly_once_in_order() -> N
             assert all(v == list(range(-1, 500)) for v in got.values())
             copies = sum(conn.status()["counters"].get("data_frames_received", 0) for conn in (b, c, d))
             assert copies - before < 3 * 500 * 1.2  # flooding this full mesh reads 3 copies per delivery
+
+
+def test_a_graft_backlog_goes_out_in_frames_under_the_control_limit() -> None:
+    # Thousands of ids due at once (a saturated lazy link) once made one GRAFT over MAX_CONTROL_BODY,
+    # and the peer closed the link. Ids of the longest origin name are the worst case.
+    tree = TreeBroadcast(graft_timeout=0.1)
+    key = bytes((wire.MAX_NAME_BYTES,)) + b"n" * wire.MAX_NAME_BYTES + bytes(8)
+    messages = [(key, seq) for seq in range(1, 5001)]
+    tree.ihave_from(b"b", messages, now=0.0, seen=lambda m: False)
+    batches = tree.due(0.1, {b"b"})
+    assert [m for _, batch in batches for m in batch] == messages  # all of them, in order, to b
+    assert {peer for peer, _ in batches} == {b"b"}
+    for _, batch in batches:
+        assert len(batch) <= MAX_GRAFT
+        frame = wire.encode_control(wire.KIND_GRAFT, {"ids": [[k, s] for k, s in batch]})
+        assert len(frame) - 4 < wire.MAX_CONTROL_BODY
