@@ -265,3 +265,14 @@ def test_arrival_order_starting_with_seq_1(case: tuple[int, list[int]]) -> None:
             released += out
     assert released == list(range(1, n + 1))
     assert seen.held_count == 0
+
+
+def test_progress_is_the_highest_seq_seen_and_the_last_arrival() -> None:
+    seen = SeenRecord(max_entries=100, ttl=60.0, reorder_timeout=1.0)
+    assert seen.progress("a") is None
+    seen.observe("a", 1, 0.0, "m1")
+    assert seen.progress("a") == (1, 0.0)
+    seen.observe("a", 3, 0.5, "m3")  # held behind a gap: still the highest seen
+    assert seen.progress("a") == (3, 0.5)
+    seen.observe("a", 1, 0.7, "m1")  # a duplicate: the stream still flows
+    assert seen.progress("a") == (3, 0.7)

@@ -11,7 +11,7 @@ from memnet import MemNet
 
 import swarm
 from swarm.protocol import wire
-from swarm.protocol.tree import MAX_GRAFT, TreeBroadcast
+from swarm.protocol.tree import MAX_GRAFT, MAX_POSTPONE, TreeBroadcast
 
 N = 100
 
@@ -146,3 +146,36 @@ def test_a_graft_backlog_goes_out_in_frames_under_the_control_limit() -> None:
         assert len(batch) <= MAX_GRAFT
         frame = wire.encode_control(wire.KIND_GRAFT, {"ids": [[k, s] for k, s in batch]})
         assert len(frame) - 4 < wire.MAX_CONTROL_BODY
+
+
+def test_a_late_payload_is_not_grafted_while_its_stream_still_flows() -> None:
+    # A saturated eager link delays payloads past graftTimeout while IHAVEs on lazy links come sooner:
+    # grafting then fetches a second copy and churns the tree. FIFO links mean the payload is coming as
+    # long as the stream flows and nothing past it has arrived.
+    key = b"\x01a" + bytes(8)
+    stream: dict[bytes, tuple[int, float]] = {}
+    tree = TreeBroadcast(graft_timeout=0.25)
+    tree.ihave_from(b"b", [(key, 10)], now=0.0, seen=lambda m: False)
+    stream[key] = (8, 0.125)  # seq 8 came 125 ms ago: flowing, not yet at 10
+    assert tree.due(0.25, {b"b"}, stream.get) == []
+    assert tree.wakeup == 0.5
+    stream[key] = (9, 0.375)
+    assert tree.due(0.5, {b"b"}, stream.get) == []
+    stream[key] = (11, 0.625)  # 11 came before 10 over a FIFO path: 10 was lost, graft it now
+    assert tree.due(0.75, {b"b"}, stream.get) == [(b"b", [(key, 10)])]
+
+    tree = TreeBroadcast(graft_timeout=0.25)
+    tree.ihave_from(b"b", [(key, 10)], now=0.0, seen=lambda m: False)
+    stream[key] = (8, 0.0)  # silent for a whole timeout: the eager link stalled or died
+    assert tree.due(0.25, {b"b"}, stream.get) == [(b"b", [(key, 10)])]
+
+    tree = TreeBroadcast(graft_timeout=0.25)
+    tree.ihave_from(b"b", [(key, 10)], now=0.0, seen=lambda m: False)
+    for tick in range(1, MAX_POSTPONE):  # a stream that flows but never gets there: bounded wait
+        stream[key] = (8, tick / 4 - 0.125)
+        assert tree.due(tick / 4, {b"b"}, stream.get) == []
+    assert tree.due(MAX_POSTPONE / 4, {b"b"}, stream.get) == [(b"b", [(key, 10)])]
+
+    tree = TreeBroadcast(graft_timeout=0.25)
+    tree.ihave_from(b"b", [(key, 10)], now=0.0, seen=lambda m: False)
+    assert tree.due(0.25, {b"b"}, lambda k: None) == [(b"b", [(key, 10)])]  # a stream never seen

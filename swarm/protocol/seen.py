@@ -138,6 +138,14 @@ class SeenRecord:
         log = self._logs.get(origin)
         return log is not None and (seq in log.held or (not log.settle_until and seq < log.next_seq))
 
+    def progress(self, origin: Hashable) -> tuple[int, float] | None:
+        """(highest seq seen, when a message of `origin` last arrived, duplicates included), or None for
+        an origin not tracked: how far a stream has come and whether it still flows."""
+        log = self._logs.get(origin)
+        if log is None:
+            return None
+        return max(log.next_seq - 1, max(log.held, default=0)), log.last_active
+
     def snapshot(self, limit: int) -> list[tuple[Hashable, int]]:
         """(origin, highest seq seen) of up to `limit` most recently active origins.
 

@@ -711,7 +711,7 @@ class NodeState:
         tree = self.tree
         assert tree is not None
         conns = {peer: c for c, peer in self._active_pairs}
-        for peer, messages in tree.due(now, set(conns)):
+        for peer, messages in tree.due(now, set(conns), self.seen.progress):
             self.counters["grafts"] += len(messages)
             self._out.append(Send((conns[peer],), wire.encode_control(
                 wire.KIND_GRAFT, {"ids": [[key, seq] for key, seq in messages]})))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 __all__ = ["MessageId", "TreeBroadcast"]
 
@@ -33,16 +34,25 @@ MAX_IHAVE = 512
 # Ids asked for in one GRAFT frame at most, for the same reason: an id is ~30 bytes packed, so a backlog
 # of ~9,000 ids in one frame passed wire.MAX_CONTROL_BODY and the peer closed the link over it.
 MAX_GRAFT = MAX_IHAVE
+# A graft waits for a late (not lost) payload at most this many graft timeouts after its IHAVE.
+MAX_POSTPONE = 10
+
+
+class StreamProgress(Protocol):
+    """(highest seq seen, when anything of the stream last arrived) of a stream key, or None."""
+
+    def __call__(self, key: bytes) -> tuple[int, float] | None: ...
 # Payloads kept for grafts: at 50,000 msgs/s this is about 1.3 s of traffic, several graft timeouts.
 CACHE_SIZE = 65536
 
 
 class _Pending:
-    __slots__ = ("deadline", "announcers")
+    __slots__ = ("deadline", "announcers", "since")
 
-    def __init__(self, deadline: float, announcer: bytes) -> None:
+    def __init__(self, deadline: float, announcer: bytes, since: float) -> None:
         self.deadline = deadline
         self.announcers = [announcer]
+        self.since = since  # when the first IHAVE came
 
 
 class TreeBroadcast:
@@ -96,7 +106,7 @@ class TreeBroadcast:
                 continue
             pending = self._pending.get(message)
             if pending is None:
-                self._pending[message] = _Pending(now + self.graft_timeout, peer)
+                self._pending[message] = _Pending(now + self.graft_timeout, peer, now)
                 self.wakeup = min(self.wakeup, now + self.graft_timeout)
             elif peer not in pending.announcers:
                 pending.announcers.append(peer)
@@ -104,15 +114,33 @@ class TreeBroadcast:
     # ------------------------------------------------------------------ time and links
     # Peers are named by their server name as UTF-8 bytes, as the core's links are.
 
-    def due(self, now: float, linked: set[bytes]) -> list[tuple[bytes, list[MessageId]]]:
+    def due(self, now: float, linked: set[bytes],
+            progress: StreamProgress | None = None) -> list[tuple[bytes, list[MessageId]]]:
         """Grafts to send now, per peer, in batches of MAX_GRAFT ids (each such link becomes eager). A
-        message whose graft got no answer within another timeout is asked of its next announcer."""
+        message whose graft got no answer within another timeout is asked of its next announcer.
+
+        With `progress`, a payload that is late rather than lost is not grafted: when a link is
+        saturated its queue delays the eager payload past `graft_timeout` while the small IHAVE from a
+        lazy peer comes sooner, and grafting then would fetch a second copy, prune the eager link and
+        churn the tree (under load most grafts were of this kind). Eager links are FIFO, so while the
+        stream still flows and nothing past the message has come, the payload is on its way: wait
+        another timeout (at most MAX_POSTPONE of them). A later message of the stream already here (a
+        hole), or a stream silent for a timeout (a stalled or dead eager link), grafts at once.
+        """
         grafts: dict[bytes, list[MessageId]] = {}
+        streams: dict[bytes, tuple[int, float] | None] = {}  # progress asked once per key per call
         self.wakeup = float("inf")
         for message, pending in list(self._pending.items()):
             if pending.deadline > now:
                 self.wakeup = min(self.wakeup, pending.deadline)
                 continue
+            if progress is not None and now - pending.since < MAX_POSTPONE * self.graft_timeout:
+                key = message[0]
+                stream = streams[key] if key in streams else streams.setdefault(key, progress(key))
+                if stream is not None and stream[0] < message[1] and now - stream[1] < self.graft_timeout:
+                    pending.deadline = now + self.graft_timeout
+                    self.wakeup = min(self.wakeup, pending.deadline)
+                    continue
             while pending.announcers and pending.announcers[0] not in linked:
                 pending.announcers.pop(0)
             if not pending.announcers:
