@@ -11,7 +11,7 @@ from memnet import MemNet
 
 import swarm
 from swarm.protocol import wire
-from swarm.protocol.tree import MAX_GRAFT, MAX_POSTPONE, TreeBroadcast
+from swarm.protocol.tree import GRAFT_WINDOW, MAX_GRAFT, MAX_POSTPONE, TreeBroadcast
 
 N = 100
 
@@ -139,7 +139,11 @@ def test_a_graft_backlog_goes_out_in_frames_under_the_control_limit() -> None:
     key = bytes((wire.MAX_NAME_BYTES,)) + b"n" * wire.MAX_NAME_BYTES + bytes(8)
     messages = [(key, seq) for seq in range(1, 5001)]
     tree.ihave_from(b"b", messages, now=0.0, seen=lambda m: False)
-    batches = tree.due(0.1, {b"b"})
+    batches = []
+    for tick in range(1, 20):  # answers free the graft window: the backlog goes out over a few ticks
+        batches += tree.due(tick / 8, {b"b"})
+        for message in batches[-1][1] if batches else []:
+            tree.received(message, b"body")
     assert [m for _, batch in batches for m in batch] == messages  # all of them, in order, to b
     assert {peer for peer, _ in batches} == {b"b"}
     for _, batch in batches:
@@ -179,3 +183,35 @@ def test_a_late_payload_is_not_grafted_while_its_stream_still_flows() -> None:
     tree = TreeBroadcast(graft_timeout=0.25)
     tree.ihave_from(b"b", [(key, 10)], now=0.0, seen=lambda m: False)
     assert tree.due(0.25, {b"b"}, lambda k: None) == [(b"b", [(key, 10)])]  # a stream never seen
+
+
+def test_grafts_unanswered_per_peer_stay_within_the_window() -> None:
+    # A graft answer goes into one send queue at once; a backlog of thousands overflowed it. Ids asked
+    # and not yet answered are bounded per peer, and a second announcer takes what the first cannot.
+    key = b"\x01a" + bytes(8)
+    messages = [(key, seq) for seq in range(1, 3 * GRAFT_WINDOW + 1)]
+    tree = TreeBroadcast(graft_timeout=0.25)
+    tree.ihave_from(b"b", messages, now=0.0, seen=lambda m: False)
+    tree.ihave_from(b"c", messages[:2 * GRAFT_WINDOW], now=0.0, seen=lambda m: False)
+    assert tree.due(0.25, {b"b", b"c"}) == [(b"b", messages[:GRAFT_WINDOW]),
+                                             (b"c", messages[GRAFT_WINDOW:2 * GRAFT_WINDOW])]
+    assert tree.due(0.375, {b"b", b"c"}) == []  # both windows full: the rest waits
+    assert tree.wakeup == 0.5  # (no busy wake-up for the waiting ones)
+    for message in messages[:10]:
+        tree.received(message, b"body")  # answers free 10 places in b's window
+    assert tree.wakeup == 0.375  # ... and ask for a tick at once, not at the next deadline
+    assert tree.due(0.4375, {b"b", b"c"}) == [(b"b", messages[2 * GRAFT_WINDOW:2 * GRAFT_WINDOW + 10])]
+    # Unanswered within the timeout: out of the window, asked of the other announcer, oldest first
+    # (b still has 10 in flight: room for GRAFT_WINDOW - 10).
+    grafts = dict(tree.due(0.5, {b"b", b"c"}))
+    assert grafts[b"c"] == messages[10:GRAFT_WINDOW]
+    assert grafts[b"b"] == messages[GRAFT_WINDOW:2 * GRAFT_WINDOW - 10]
+
+
+def test_a_graft_answer_is_bounded() -> None:
+    tree = TreeBroadcast(graft_timeout=0.1)
+    key = b"\x01a" + bytes(8)
+    for seq in range(1, 2 * MAX_GRAFT + 1):
+        tree.received((key, seq), b"body")
+    assert len(tree.grafted_by(b"x", [(key, seq) for seq in range(1, 2 * MAX_GRAFT + 1)])) == MAX_GRAFT
+

@@ -34,6 +34,11 @@ MAX_IHAVE = 512
 # Ids asked for in one GRAFT frame at most, for the same reason: an id is ~30 bytes packed, so a backlog
 # of ~9,000 ids in one frame passed wire.MAX_CONTROL_BODY and the peer closed the link over it.
 MAX_GRAFT = MAX_IHAVE
+# Ids asked of one peer by GRAFT and not yet answered, at most. A graft answer goes into one send queue
+# at once, and the driver drops what finds it full: answering a backlog of thousands of grafts (a
+# saturated link's holes) overflowed the publisher's queue and made new holes. Each answered payload
+# has left the peer's queue before it arrives, so this also bounds what our grafts put in that queue.
+GRAFT_WINDOW = MAX_GRAFT
 # A graft waits for a late (not lost) payload at most this many graft timeouts after its IHAVE.
 MAX_POSTPONE = 10
 
@@ -47,12 +52,13 @@ CACHE_SIZE = 65536
 
 
 class _Pending:
-    __slots__ = ("deadline", "announcers", "since")
+    __slots__ = ("deadline", "announcers", "since", "asked")
 
     def __init__(self, deadline: float, announcer: bytes, since: float) -> None:
         self.deadline = deadline
         self.announcers = [announcer]
         self.since = since  # when the first IHAVE came
+        self.asked: bytes | None = None  # the peer last sent a GRAFT for it (until `deadline`)
 
 
 class TreeBroadcast:
@@ -66,12 +72,19 @@ class TreeBroadcast:
         self._ihave: dict[bytes, list[MessageId]] = {}
         self._pending: dict[MessageId, _Pending] = {}
         self.wakeup = float("inf")
+        # `now` of the last `due` call if it left messages waiting for a full window, else None: an
+        # answer then asks for a tick at once (a wakeup in the past), so a window that empties in 10 ms
+        # is not left idle until the next regular tick.
+        self._window_wait: float | None = None
 
     # ------------------------------------------------------------------ payloads
 
     def received(self, message: MessageId, body: bytes) -> None:
         """A new payload (published here or received): cache it for grafts, stop waiting for it."""
-        self._pending.pop(message, None)
+        pending = self._pending.pop(message, None)
+        if pending is not None and pending.asked is not None and self._window_wait is not None:
+            self.wakeup = self._window_wait
+            self._window_wait = None
         self._cache[message] = body
         if len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
@@ -94,9 +107,12 @@ class TreeBroadcast:
         self.lazy.add(peer)
 
     def grafted_by(self, peer: bytes, messages: Iterable[MessageId]) -> list[bytes]:
-        """`peer` asks for these payloads: the link is eager again; return the cached bodies."""
+        """`peer` asks for these payloads: the link is eager again; return the cached bodies, at most
+        MAX_GRAFT of them (what one well-behaved GRAFT asks for; the answer goes into one send queue at
+        once, and a peer asking for more gets the rest by asking again)."""
         self.lazy.discard(peer)
-        return [self._cache[message] for message in messages if message in self._cache]
+        cache = self._cache
+        return [cache[message] for message in messages if message in cache][:MAX_GRAFT]
 
     def ihave_from(self, peer: bytes, messages: Iterable[MessageId], now: float,
                    seen: Callable[[MessageId], bool]) -> None:
@@ -126,8 +142,16 @@ class TreeBroadcast:
         stream still flows and nothing past the message has come, the payload is on its way: wait
         another timeout (at most MAX_POSTPONE of them). A later message of the stream already here (a
         hole), or a stream silent for a timeout (a stalled or dead eager link), grafts at once.
+
+        At most GRAFT_WINDOW ids are asked of one peer and unanswered at a time; a message whose
+        linked announcers all have full windows stays due, and is asked when answers free room.
         """
         grafts: dict[bytes, list[MessageId]] = {}
+        self._window_wait = None
+        in_flight: dict[bytes, int] = {}
+        for pending in self._pending.values():
+            if pending.asked is not None and pending.deadline > now:
+                in_flight[pending.asked] = in_flight.get(pending.asked, 0) + 1
         streams: dict[bytes, tuple[int, float] | None] = {}  # progress asked once per key per call
         self.wakeup = float("inf")
         for message, pending in list(self._pending.items()):
@@ -146,7 +170,14 @@ class TreeBroadcast:
             if not pending.announcers:
                 del self._pending[message]  # nobody left to ask: the seen-record's gap timeout decides
                 continue
-            peer = pending.announcers.pop(0)
+            peer = next((p for p in pending.announcers if p in linked
+                         and in_flight.get(p, 0) < GRAFT_WINDOW), None)
+            if peer is None:
+                self._window_wait = now  # every window is full: due again when an answer frees one
+                continue
+            pending.announcers.remove(peer)
+            in_flight[peer] = in_flight.get(peer, 0) + 1
+            pending.asked = peer
             grafts.setdefault(peer, []).append(message)
             self.lazy.discard(peer)
             pending.deadline = now + self.graft_timeout
