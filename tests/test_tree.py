@@ -215,3 +215,22 @@ def test_a_graft_answer_is_bounded() -> None:
         tree.received((key, seq), b"body")
     assert len(tree.grafted_by(b"x", [(key, seq) for seq in range(1, 2 * MAX_GRAFT + 1)])) == MAX_GRAFT
 
+
+def test_the_leading_path_of_a_stream_is_not_pruned_for_a_duplicate() -> None:
+    # Two eager paths of one stream at different delays each bring some duplicates; pruning both
+    # left a node with no eager path. The one that brought the newest first copy keeps its link.
+    key = b"\x01a" + bytes(8)
+    tree = TreeBroadcast(graft_timeout=0.1)
+    tree.received((key, 1), b"body", b"slow")
+    tree.received((key, 5), b"body", b"fast")  # fast leads
+    tree.received((key, 2), b"body", b"slow")  # an older one first from slow: fast still leads
+    assert tree.duplicate_from(b"fast", key) is False
+    assert b"fast" not in tree.lazy
+    assert tree.duplicate_from(b"slow", key) is True
+    tree.received((key, 6), b"body", b"other")
+    assert tree.duplicate_from(b"fast", key) is True  # no longer the leader
+    tree.received((key, 7), b"body", b"last")
+    tree.link_lost(b"last")  # a lost link leads nothing
+    tree.grafted_by(b"last", [])
+    assert tree.duplicate_from(b"last", key) is True
+    assert tree.duplicate_from(b"third", b"\x01b" + bytes(8)) is True  # an untracked stream: plain Plumtree

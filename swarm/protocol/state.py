@@ -598,7 +598,7 @@ class NodeState:
         key, seq = body[2:name_end + 8], SEQ.unpack_from(body, name_end + 8)[0]
         ready = self.seen.observe(key, seq, now, body)
         if ready is None:
-            if self.tree is not None and self.tree.duplicate_from(conn.peer_bytes):
+            if self.tree is not None and self.tree.duplicate_from(conn.peer_bytes, key):
                 self._send_to(conn, wire.encode_control(wire.KIND_PRUNE, {}))  # Plumtree: prune
             return
         try:
@@ -614,7 +614,7 @@ class NodeState:
         # Not back to the peer it came from (by name: it may have come on a connection being retired).
         sender = conn.peer_bytes
         if self.tree is not None:
-            self.tree.received((key, seq), body)
+            self.tree.received((key, seq), body, sender)
             self._push(wire.relay_prefix(len(body), hops) + body[2:], sender, origin, (key, seq))
             counters["forwarded"] += 1
         else:

@@ -39,6 +39,8 @@ MAX_GRAFT = MAX_IHAVE
 # saturated link's holes) overflowed the publisher's queue and made new holes. Each answered payload
 # has left the peer's queue before it arrives, so this also bounds what our grafts put in that queue.
 GRAFT_WINDOW = MAX_GRAFT
+# Stream keys whose leading path is remembered (one entry per live origin).
+LEADERS = 4096
 # A graft waits for a late (not lost) payload at most this many graft timeouts after its IHAVE.
 MAX_POSTPONE = 10
 
@@ -76,11 +78,20 @@ class TreeBroadcast:
         # answer then asks for a tick at once (a wakeup in the past), so a window that empties in 10 ms
         # is not left idle until the next regular tick.
         self._window_wait: float | None = None
+        # Per stream key, (seq, peer) of the newest payload that came first: the stream's leading path.
+        self._leader: dict[bytes, tuple[int, bytes]] = {}
 
     # ------------------------------------------------------------------ payloads
 
-    def received(self, message: MessageId, body: bytes) -> None:
-        """A new payload (published here or received): cache it for grafts, stop waiting for it."""
+    def received(self, message: MessageId, body: bytes, sender: bytes = b"") -> None:
+        """A new payload (published here, or first received from `sender`): cache it for grafts, stop
+        waiting for it."""
+        if sender:
+            leader = self._leader.get(message[0])
+            if leader is None or message[1] > leader[0]:
+                if leader is None and len(self._leader) >= LEADERS:
+                    self._leader.clear()  # many origins: forget, and prune as plain Plumtree would
+                self._leader[message[0]] = (message[1], sender)
         pending = self._pending.pop(message, None)
         if pending is not None and pending.asked is not None and self._window_wait is not None:
             self.wakeup = self._window_wait
@@ -94,9 +105,19 @@ class TreeBroadcast:
         for peer in peers:
             self._ihave.setdefault(peer, []).append(message)
 
-    def duplicate_from(self, peer: bytes) -> bool:
-        """A payload we had came from `peer`: make the link lazy. True if the peer must be told (PRUNE)."""
+    def duplicate_from(self, peer: bytes, key: bytes = b"") -> bool:
+        """A payload we had came from `peer`: make the link lazy. True if the peer must be told (PRUNE).
+
+        Not if `peer` brought the newest first copy of stream `key`. Under load two eager paths of one
+        stream run at different delays (a graft made a fast one while a slow one still drains its
+        queue); each brings some duplicates, and pruning on every duplicate (plain Plumtree) pruned
+        both, left the node with no eager path, and turned the whole stream into grafts. The path
+        that leads keeps its link; the lagging one is pruned by its own duplicates.
+        """
         if peer in self.lazy:
+            return False
+        leader = self._leader.get(key) if key else None
+        if leader is not None and leader[1] == peer:
             return False
         self.lazy.add(peer)
         return True
@@ -197,4 +218,5 @@ class TreeBroadcast:
         """A new link to `peer` later starts eager again; nothing more is queued for this one."""
         self.lazy.discard(peer)
         self._ihave.pop(peer, None)
+        self._leader = {key: leader for key, leader in self._leader.items() if leader[1] != peer}
 
