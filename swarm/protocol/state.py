@@ -52,7 +52,7 @@ from ..topology.smallworld import SmallWorld
 from . import wire
 from .actions import Action, CloseConnection, Deliver, Dial, Ready, ReportError, Retire, Send
 from .seen import SeenRecord
-from .tree import MessageId, TreeBroadcast
+from .tree import REPAIR_ROUNDS, MessageId, TreeBroadcast
 
 __all__ = ["CoreConfig", "NodeState"]
 
@@ -194,8 +194,10 @@ class NodeState:
         # An origin first met mid-stream (not at seq 1, and not in the position list a peer sends when it
         # links us) settles for `reorder_timeout`, as long as a gap may stay open: a message that
         # overtook an earlier one must not fix the starting point past it. Rare, so the wait is cheap.
+        # Tree mode repairs a gap by GRAFT, which under load may take longer than reorder_timeout.
         self.seen = SeenRecord(config.seen_max_entries, config.seen_ttl, config.reorder_timeout,
-                               settle=config.reorder_timeout)
+                               settle=config.reorder_timeout, repair_timeout=config.reorder_timeout + (
+                                   REPAIR_ROUNDS * config.graft_timeout if config.broadcast == "tree" else 0))
         self.ready = False
         self.leaving = False
         self._origin_header = wire.encode_origin(self.name)
@@ -468,7 +470,7 @@ class NodeState:
             self._out.append(Send(tuple(ping), wire.encode_control(wire.KIND_PING, {})))
         if self.tree is not None:
             self._tree_tick(now)
-        for item in self.seen.expire(now):
+        for item in self.seen.expire(now, None if self.tree is None else self._tree_repairing):
             self._deliver(item)
         self._forget_unreachable(now)
         if now >= self._timers.next_gossip:
@@ -720,6 +722,11 @@ class NodeState:
                 self.counters["ihave_ids_sent"] += len(messages)
                 self._out.append(Send((conns[peer],), wire.encode_control(
                     wire.KIND_IHAVE, {"ids": [[key, seq] for key, seq in messages]})))
+
+    def _tree_repairing(self, origin: Any, seq: int) -> bool:
+        """Tree mode: is the seen-record's missing message `seq` of `origin` announced and on its way?"""
+        assert self.tree is not None
+        return self.tree.repairing((origin, seq))
 
     def _send_hello(self, conn: _Connection) -> None:
         conn.hello_sent = True

@@ -25,7 +25,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-__all__ = ["MessageId", "TreeBroadcast"]
+__all__ = ["REPAIR_ROUNDS", "MessageId", "TreeBroadcast"]
 
 MessageId = tuple[bytes, int]  # (stream key: origin length, origin, epoch; seq)
 
@@ -39,6 +39,10 @@ MAX_GRAFT = MAX_IHAVE
 # saturated link's holes) overflowed the publisher's queue and made new holes. Each answered payload
 # has left the peer's queue before it arrives, so this also bounds what our grafts put in that queue.
 GRAFT_WINDOW = MAX_GRAFT
+# A gap whose missing message is being repaired (announced, waiting for its payload or a graft answer)
+# is given up by the seen-record only this many graft timeouts after `reorder_timeout`: under load a
+# repair waits for MAX_POSTPONE timeouts, a full graft window, and an answer behind a deep queue.
+REPAIR_ROUNDS = 30
 # Stream keys whose leading path is remembered (one entry per live origin).
 LEADERS = 4096
 # A graft waits for a late (not lost) payload at most this many graft timeouts after its IHAVE.
@@ -205,6 +209,10 @@ class TreeBroadcast:
             self.wakeup = min(self.wakeup, pending.deadline)
         return [(peer, messages[start:start + MAX_GRAFT]) for peer, messages in grafts.items()
                 for start in range(0, len(messages), MAX_GRAFT)]
+
+    def repairing(self, message: MessageId) -> bool:
+        """Is `message` announced by a peer and waiting for its payload or a graft answer?"""
+        return message in self._pending
 
     def take_ihaves(self) -> list[tuple[bytes, list[MessageId]]]:
         """The IHAVE batches to send now, per peer: everything queued, in frames of MAX_IHAVE ids (a
