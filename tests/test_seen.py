@@ -265,3 +265,31 @@ def test_arrival_order_starting_with_seq_1(case: tuple[int, list[int]]) -> None:
             released += out
     assert released == list(range(1, n + 1))
     assert seen.held_count == 0
+
+
+def test_progress_is_the_highest_seq_seen_and_the_last_arrival() -> None:
+    seen = SeenRecord(max_entries=100, ttl=60.0, reorder_timeout=1.0)
+    assert seen.progress("a") is None
+    seen.observe("a", 1, 0.0, "m1")
+    assert seen.progress("a") == (1, 0.0)
+    seen.observe("a", 3, 0.5, "m3")  # held behind a gap: still the highest seen
+    assert seen.progress("a") == (3, 0.5)
+    seen.observe("a", 1, 0.7, "m1")  # a duplicate: the stream still flows
+    assert seen.progress("a") == (3, 0.7)
+
+
+def test_a_gap_under_repair_waits_for_the_repair_timeout_then_is_given_up() -> None:
+    # Tree mode repairs a gap by GRAFT, which under load can outlast reorder_timeout: giving the gap
+    # up first lost a message that was on its way. The wait stays bounded by repair_timeout.
+    seen = SeenRecord(max_entries=100, ttl=60.0, reorder_timeout=1.0, repair_timeout=3.0)
+    seen.observe("a", 1, 0.0, "m1")
+    assert seen.observe("a", 3, 0.0, "m3") == []
+    assert seen.expire(1.5, lambda origin, seq: (origin, seq) == ("a", 2)) == []
+    assert seen.wakeup == 3.0
+    assert seen.observe("a", 2, 2.5, "m2") == ["m2", "m3"]  # the repair came
+    assert seen.observe("a", 5, 2.5, "m5") == []
+    assert seen.expire(5.4, lambda origin, seq: True) == []
+    assert seen.expire(5.5, lambda origin, seq: True) == ["m5"]  # repair_timeout passed: given up
+    assert seen.gaps_given_up == 1
+    assert seen.observe("a", 7, 6.0, "m7") == []
+    assert seen.expire(7.0, lambda origin, seq: False) == ["m7"]  # not under repair: as before

@@ -10,7 +10,8 @@ import trio
 from memnet import MemNet
 
 import swarm
-from swarm.protocol.tree import TreeBroadcast
+from swarm.protocol import wire
+from swarm.protocol.tree import GRAFT_WINDOW, MAX_GRAFT, MAX_POSTPONE, TreeBroadcast
 
 N = 100
 
@@ -129,3 +130,107 @@ async def test_tree_mode_over_real_sockets_delivers_exactly_once_in_order() -> N
             assert all(v == list(range(-1, 500)) for v in got.values())
             copies = sum(conn.status()["counters"].get("data_frames_received", 0) for conn in (b, c, d))
             assert copies - before < 3 * 500 * 1.2  # flooding this full mesh reads 3 copies per delivery
+
+
+def test_a_graft_backlog_goes_out_in_frames_under_the_control_limit() -> None:
+    # Thousands of ids due at once (a saturated lazy link) once made one GRAFT over MAX_CONTROL_BODY,
+    # and the peer closed the link. Ids of the longest origin name are the worst case.
+    tree = TreeBroadcast(graft_timeout=0.1)
+    key = bytes((wire.MAX_NAME_BYTES,)) + b"n" * wire.MAX_NAME_BYTES + bytes(8)
+    messages = [(key, seq) for seq in range(1, 5001)]
+    tree.ihave_from(b"b", messages, now=0.0, seen=lambda m: False)
+    batches = []
+    for tick in range(1, 20):  # answers free the graft window: the backlog goes out over a few ticks
+        batches += tree.due(tick / 8, {b"b"})
+        for message in batches[-1][1] if batches else []:
+            tree.received(message, b"body")
+    assert [m for _, batch in batches for m in batch] == messages  # all of them, in order, to b
+    assert {peer for peer, _ in batches} == {b"b"}
+    for _, batch in batches:
+        assert len(batch) <= MAX_GRAFT
+        frame = wire.encode_control(wire.KIND_GRAFT, {"ids": [[k, s] for k, s in batch]})
+        assert len(frame) - 4 < wire.MAX_CONTROL_BODY
+
+
+def test_a_late_payload_is_not_grafted_while_its_stream_still_flows() -> None:
+    # A saturated eager link delays payloads past graftTimeout while IHAVEs on lazy links come sooner:
+    # grafting then fetches a second copy and churns the tree. FIFO links mean the payload is coming as
+    # long as the stream flows and nothing past it has arrived.
+    key = b"\x01a" + bytes(8)
+    stream: dict[bytes, tuple[int, float]] = {}
+    tree = TreeBroadcast(graft_timeout=0.25)
+    tree.ihave_from(b"b", [(key, 10)], now=0.0, seen=lambda m: False)
+    stream[key] = (8, 0.125)  # seq 8 came 125 ms ago: flowing, not yet at 10
+    assert tree.due(0.25, {b"b"}, stream.get) == []
+    assert tree.wakeup == 0.5
+    stream[key] = (9, 0.375)
+    assert tree.due(0.5, {b"b"}, stream.get) == []
+    stream[key] = (11, 0.625)  # 11 came before 10 over a FIFO path: 10 was lost, graft it now
+    assert tree.due(0.75, {b"b"}, stream.get) == [(b"b", [(key, 10)])]
+
+    tree = TreeBroadcast(graft_timeout=0.25)
+    tree.ihave_from(b"b", [(key, 10)], now=0.0, seen=lambda m: False)
+    stream[key] = (8, 0.0)  # silent for a whole timeout: the eager link stalled or died
+    assert tree.due(0.25, {b"b"}, stream.get) == [(b"b", [(key, 10)])]
+
+    tree = TreeBroadcast(graft_timeout=0.25)
+    tree.ihave_from(b"b", [(key, 10)], now=0.0, seen=lambda m: False)
+    for tick in range(1, MAX_POSTPONE):  # a stream that flows but never gets there: bounded wait
+        stream[key] = (8, tick / 4 - 0.125)
+        assert tree.due(tick / 4, {b"b"}, stream.get) == []
+    assert tree.due(MAX_POSTPONE / 4, {b"b"}, stream.get) == [(b"b", [(key, 10)])]
+
+    tree = TreeBroadcast(graft_timeout=0.25)
+    tree.ihave_from(b"b", [(key, 10)], now=0.0, seen=lambda m: False)
+    assert tree.due(0.25, {b"b"}, lambda k: None) == [(b"b", [(key, 10)])]  # a stream never seen
+
+
+def test_grafts_unanswered_per_peer_stay_within_the_window() -> None:
+    # A graft answer goes into one send queue at once; a backlog of thousands overflowed it. Ids asked
+    # and not yet answered are bounded per peer, and a second announcer takes what the first cannot.
+    key = b"\x01a" + bytes(8)
+    messages = [(key, seq) for seq in range(1, 3 * GRAFT_WINDOW + 1)]
+    tree = TreeBroadcast(graft_timeout=0.25)
+    tree.ihave_from(b"b", messages, now=0.0, seen=lambda m: False)
+    tree.ihave_from(b"c", messages[:2 * GRAFT_WINDOW], now=0.0, seen=lambda m: False)
+    assert tree.due(0.25, {b"b", b"c"}) == [(b"b", messages[:GRAFT_WINDOW]),
+                                             (b"c", messages[GRAFT_WINDOW:2 * GRAFT_WINDOW])]
+    assert tree.due(0.375, {b"b", b"c"}) == []  # both windows full: the rest waits
+    assert tree.wakeup == 0.5  # (no busy wake-up for the waiting ones)
+    for message in messages[:10]:
+        tree.received(message, b"body")  # answers free 10 places in b's window
+    assert tree.wakeup == 0.375  # ... and ask for a tick at once, not at the next deadline
+    assert tree.due(0.4375, {b"b", b"c"}) == [(b"b", messages[2 * GRAFT_WINDOW:2 * GRAFT_WINDOW + 10])]
+    # Unanswered within the timeout: out of the window, asked of the other announcer, oldest first
+    # (b still has 10 in flight: room for GRAFT_WINDOW - 10).
+    grafts = dict(tree.due(0.5, {b"b", b"c"}))
+    assert grafts[b"c"] == messages[10:GRAFT_WINDOW]
+    assert grafts[b"b"] == messages[GRAFT_WINDOW:2 * GRAFT_WINDOW - 10]
+
+
+def test_a_graft_answer_is_bounded() -> None:
+    tree = TreeBroadcast(graft_timeout=0.1)
+    key = b"\x01a" + bytes(8)
+    for seq in range(1, 2 * MAX_GRAFT + 1):
+        tree.received((key, seq), b"body")
+    assert len(tree.grafted_by(b"x", [(key, seq) for seq in range(1, 2 * MAX_GRAFT + 1)])) == MAX_GRAFT
+
+
+def test_the_leading_path_of_a_stream_is_not_pruned_for_a_duplicate() -> None:
+    # Two eager paths of one stream at different delays each bring some duplicates; pruning both
+    # left a node with no eager path. The one that brought the newest first copy keeps its link.
+    key = b"\x01a" + bytes(8)
+    tree = TreeBroadcast(graft_timeout=0.1)
+    tree.received((key, 1), b"body", b"slow")
+    tree.received((key, 5), b"body", b"fast")  # fast leads
+    tree.received((key, 2), b"body", b"slow")  # an older one first from slow: fast still leads
+    assert tree.duplicate_from(b"fast", key) is False
+    assert b"fast" not in tree.lazy
+    assert tree.duplicate_from(b"slow", key) is True
+    tree.received((key, 6), b"body", b"other")
+    assert tree.duplicate_from(b"fast", key) is True  # no longer the leader
+    tree.received((key, 7), b"body", b"last")
+    tree.link_lost(b"last")  # a lost link leads nothing
+    tree.grafted_by(b"last", [])
+    assert tree.duplicate_from(b"last", key) is True
+    assert tree.duplicate_from(b"third", b"\x01b" + bytes(8)) is True  # an untracked stream: plain Plumtree

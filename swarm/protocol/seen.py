@@ -18,6 +18,10 @@ there on. Because flooding may bring a later message first (say seq 5 over a sho
 over a longer one), a new origin's messages are held for a short `settle` window and its starting point
 is the lowest sequence number seen in that window.
 
+A caller that is repairing a gap (tree mode: a GRAFT for the missing message is pending) says so to
+`expire`, and such a gap is given up only after `repair_timeout`: repair under load can take longer than
+`reorder_timeout`, and giving up first loses a message that was on its way.
+
 Bounds (both configurable): an origin silent for `ttl` seconds is forgotten, and the total of records plus
 held messages never exceeds `max_entries` (the least recently active origin is dropped first; a single
 origin's gap is given up early when its held messages alone would pass the bound).
@@ -27,7 +31,7 @@ Pure code: time comes in as `now`.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 __all__ = ["SeenRecord"]
@@ -47,8 +51,10 @@ class _OriginLog:
 class SeenRecord:
     """Duplicate detection and in-order release of messages, per origin."""
 
-    def __init__(self, max_entries: int, ttl: float, reorder_timeout: float, settle: float = 0.0) -> None:
+    def __init__(self, max_entries: int, ttl: float, reorder_timeout: float, settle: float = 0.0,
+                 repair_timeout: float = 0.0) -> None:
         self.max_entries = max_entries
+        self.repair_timeout = max(repair_timeout, reorder_timeout)
         self.settle = settle
         self.ttl = ttl
         self.reorder_timeout = reorder_timeout
@@ -138,6 +144,14 @@ class SeenRecord:
         log = self._logs.get(origin)
         return log is not None and (seq in log.held or (not log.settle_until and seq < log.next_seq))
 
+    def progress(self, origin: Hashable) -> tuple[int, float] | None:
+        """(highest seq seen, when a message of `origin` last arrived, duplicates included), or None for
+        an origin not tracked: how far a stream has come and whether it still flows."""
+        log = self._logs.get(origin)
+        if log is None:
+            return None
+        return max(log.next_seq - 1, max(log.held, default=0)), log.last_active
+
     def snapshot(self, limit: int) -> list[tuple[Hashable, int]]:
         """(origin, highest seq seen) of up to `limit` most recently active origins.
 
@@ -156,8 +170,10 @@ class SeenRecord:
             self._evict_one()
         self._logs[origin] = _OriginLog(highest_seen + 1, now, 0.0)
 
-    def expire(self, now: float) -> list[Any]:
-        """Give up gaps older than `reorder_timeout`, forget silent origins; return items released."""
+    def expire(self, now: float, repairing: Callable[[Hashable, int], bool] | None = None) -> list[Any]:
+        """Give up gaps older than `reorder_timeout` (or `repair_timeout`, for a gap whose missing
+        message `repairing(origin, seq)` says is on its way), forget silent origins; return items
+        released."""
         released: list[Any] = []
         for origin in list(self._gapped):
             log = self._logs[origin]
@@ -168,11 +184,17 @@ class SeenRecord:
                 log.gap_since = now
                 released.extend(self._give_up_gap(origin, log, now))  # no gap: next_seq is the lowest held
             while log.held and now - log.gap_since >= self.reorder_timeout:
+                if (repairing is not None and now - log.gap_since < self.repair_timeout
+                        and repairing(origin, log.next_seq)):
+                    break
                 released.extend(self._give_up_gap(origin, log, log.gap_since + self.reorder_timeout))
         self.wakeup = float("inf")
         for origin in self._gapped:
             log = self._logs[origin]
-            self.wakeup = min(self.wakeup, log.settle_until or log.gap_since + self.reorder_timeout)
+            deadline = log.gap_since + self.reorder_timeout
+            if deadline <= now:  # waiting for a repair: looked at again at the next regular tick
+                deadline = log.gap_since + self.repair_timeout
+            self.wakeup = min(self.wakeup, log.settle_until or deadline)
         deadline = now - self.ttl
         stale = [origin for origin, log in self._logs.items() if log.last_active < deadline and not log.held]
         for origin in stale:

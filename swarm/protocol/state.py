@@ -52,7 +52,7 @@ from ..topology.smallworld import SmallWorld
 from . import wire
 from .actions import Action, CloseConnection, Deliver, Dial, Ready, ReportError, Retire, Send
 from .seen import SeenRecord
-from .tree import MessageId, TreeBroadcast
+from .tree import REPAIR_ROUNDS, MessageId, TreeBroadcast
 
 __all__ = ["CoreConfig", "NodeState"]
 
@@ -194,8 +194,10 @@ class NodeState:
         # An origin first met mid-stream (not at seq 1, and not in the position list a peer sends when it
         # links us) settles for `reorder_timeout`, as long as a gap may stay open: a message that
         # overtook an earlier one must not fix the starting point past it. Rare, so the wait is cheap.
+        # Tree mode repairs a gap by GRAFT, which under load may take longer than reorder_timeout.
         self.seen = SeenRecord(config.seen_max_entries, config.seen_ttl, config.reorder_timeout,
-                               settle=config.reorder_timeout)
+                               settle=config.reorder_timeout, repair_timeout=config.reorder_timeout + (
+                                   REPAIR_ROUNDS * config.graft_timeout if config.broadcast == "tree" else 0))
         self.ready = False
         self.leaving = False
         self._origin_header = wire.encode_origin(self.name)
@@ -507,7 +509,7 @@ class NodeState:
             self._seal()  # a driver that does not seal batches itself: they wait one tick at most
         if self.tree is not None:
             self._tree_tick(now)
-        for item in self.seen.expire(now):
+        for item in self.seen.expire(now, None if self.tree is None else self._tree_repairing):
             self._deliver(item)
         self._forget_unreachable(now)
         if now >= self._timers.next_gossip:
@@ -639,7 +641,7 @@ class NodeState:
         key, seq = body[2:name_end + 8], SEQ.unpack_from(body, name_end + 8)[0]
         ready = self.seen.observe(key, seq, now, body)
         if ready is None:
-            if self.tree is not None and self.tree.duplicate_from(conn.peer_bytes):
+            if self.tree is not None and self.tree.duplicate_from(conn.peer_bytes, key):
                 self._send_to(conn, wire.encode_control(wire.KIND_PRUNE, {}))  # Plumtree: prune
             return
         try:
@@ -655,7 +657,7 @@ class NodeState:
         # Not back to the peer it came from (by name: it may have come on a connection being retired).
         sender = conn.peer_bytes
         if self.tree is not None:
-            self.tree.received((key, seq), body)
+            self.tree.received((key, seq), body, sender)
             self._push(wire.relay_prefix(len(body), hops) + body[2:], sender, origin, (key, seq))
             counters["forwarded"] += 1
         else:
@@ -768,7 +770,7 @@ class NodeState:
         tree = self.tree
         assert tree is not None
         conns = {peer: c for c, peer in self._active_pairs}
-        for peer, messages in tree.due(now, set(conns)):
+        for peer, messages in tree.due(now, set(conns), self.seen.progress):
             self.counters["grafts"] += len(messages)
             self._out.append(Send((conns[peer],), wire.encode_control(
                 wire.KIND_GRAFT, {"ids": [[key, seq] for key, seq in messages]})))
@@ -777,6 +779,11 @@ class NodeState:
                 self.counters["ihave_ids_sent"] += len(messages)
                 self._out.append(Send((conns[peer],), wire.encode_control(
                     wire.KIND_IHAVE, {"ids": [[key, seq] for key, seq in messages]})))
+
+    def _tree_repairing(self, origin: Any, seq: int) -> bool:
+        """Tree mode: is the seen-record's missing message `seq` of `origin` announced and on its way?"""
+        assert self.tree is not None
+        return self.tree.repairing((origin, seq))
 
     def _send_hello(self, conn: _Connection) -> None:
         conn.hello_sent = True
