@@ -234,3 +234,14 @@ def test_the_leading_path_of_a_stream_is_not_pruned_for_a_duplicate() -> None:
     tree.grafted_by(b"last", [])
     assert tree.duplicate_from(b"last", key) is True
     assert tree.duplicate_from(b"third", b"\x01b" + bytes(8)) is True  # an untracked stream: plain Plumtree
+
+
+def test_graft_cache_is_bounded_in_bytes_as_well_as_in_frames() -> None:
+    tree = TreeBroadcast(0.1, cache_size=1000, cache_bytes=10_000)
+    for seq in range(1, 11):
+        tree.received((b"key", seq), bytes(3000))  # batches of 3,000 bytes: three fit
+    assert tree.grafted_by(b"p", [(b"key", seq) for seq in range(1, 11)]) == [bytes(3000)] * 3
+    small = TreeBroadcast(0.1, cache_size=2)
+    for seq in range(1, 5):
+        small.received((b"key", seq), b"x")
+    assert small.grafted_by(b"p", [(b"key", seq) for seq in range(1, 5)]) == [b"x", b"x"]

@@ -48,13 +48,17 @@ LEADERS = 4096
 # A graft waits for a late (not lost) payload at most this many graft timeouts after its IHAVE.
 MAX_POSTPONE = 10
 
+# Payloads (DATA frames) kept for grafts: at 50,000 frames/s this is about 1.3 s of traffic, several
+# graft timeouts. A frame may be a batch of up to wire.BATCH_BYTES, so the cache is bounded in bytes
+# too: 32 MiB is ~2,000 full batches, over a second of a saturated 1 Gbit/s link.
+CACHE_SIZE = 65536
+CACHE_BYTES = 32 << 20
+
 
 class StreamProgress(Protocol):
     """(highest seq seen, when anything of the stream last arrived) of a stream key, or None."""
 
     def __call__(self, key: bytes) -> tuple[int, float] | None: ...
-# Payloads kept for grafts: at 50,000 msgs/s this is about 1.3 s of traffic, several graft timeouts.
-CACHE_SIZE = 65536
 
 
 class _Pending:
@@ -70,9 +74,12 @@ class _Pending:
 class TreeBroadcast:
     """Which links carry payloads (eager) and which only ids (lazy), and the grafts to repair."""
 
-    def __init__(self, graft_timeout: float, cache_size: int = CACHE_SIZE) -> None:
+    def __init__(self, graft_timeout: float, cache_size: int = CACHE_SIZE,
+                 cache_bytes: int = CACHE_BYTES) -> None:
         self.graft_timeout = graft_timeout
         self.cache_size = cache_size
+        self.cache_bytes = cache_bytes
+        self._cached_bytes = 0
         self.lazy: set[bytes] = set()
         self._cache: OrderedDict[MessageId, bytes] = OrderedDict()
         self._ihave: dict[bytes, list[MessageId]] = {}
@@ -100,9 +107,11 @@ class TreeBroadcast:
         if pending is not None and pending.asked is not None and self._window_wait is not None:
             self.wakeup = self._window_wait
             self._window_wait = None
+        old = self._cache.get(message)
         self._cache[message] = body
-        if len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
+        self._cached_bytes += len(body) - (len(old) if old is not None else 0)
+        while len(self._cache) > self.cache_size or self._cached_bytes > self.cache_bytes:
+            self._cached_bytes -= len(self._cache.popitem(last=False)[1])
 
     def announce(self, message: MessageId, peers: Iterable[bytes]) -> None:
         """Queue an IHAVE for `message` to each lazy peer in `peers`."""
