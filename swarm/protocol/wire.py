@@ -207,8 +207,14 @@ def parse_entries(body: bytes, offset: int) -> list[tuple[str | int, int, int]]:
     entries = []
     end = len(body)
     unpack_length = ENTRY_LEN.unpack_from
+    startswith = body.startswith
+    last_raw, last_topic = b"", None  # a batch is mostly one topic: decode it once
     while offset < end:
-        topic, start = parse_topic(body, offset)
+        if last_raw and startswith(last_raw, offset):
+            topic, start = last_topic, offset + len(last_raw)
+        else:
+            topic, start = parse_topic(body, offset)
+            last_raw, last_topic = body[offset:start], topic
         if start + 4 > end:
             raise ProtocolError("DATA entry cut short before its message length")
         stop = start + 4 + unpack_length(body, start)[0]
