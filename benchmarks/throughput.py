@@ -380,8 +380,8 @@ def format_report(report: dict[str, Any]) -> str:
                          f"{ratio['swarm_vs_redis_total']:.2f}x in total; redis / baseline: "
                          f"{ratio['redis_vs_baseline_per_subscriber']:.3f} per subscriber")
         lines.append(f"{'':>6} {'':>6}  swarm subscribers read "
-                     f"{swarm_run['total']['frames_received_per_delivery']:.2f} frames per delivery "
-                     f"(the rest are relayed copies, dropped as duplicates)")
+                     f"{swarm_run['total']['frames_received_per_delivery']:.2f} DATA frames per delivery "
+                     f"(a frame carries a batch of messages; relayed copies included)")
         drops = _drops(swarm_run)
         if drops:
             lines.append(f"{'':>6} {'':>6}  dropped frames (counted by the nodes, none of them a lost "
@@ -389,8 +389,8 @@ def format_report(report: dict[str, Any]) -> str:
         if run.get("profile"):
             lines += [f"{'':>6} {'':>6}  {line}" for line in common.format_profile(run["profile"])]
         lines.append("")
-    lines.append("size: message bytes (msgpack); frame: bytes on the wire per message, length prefix "
-                 "included; ooo: out of order;")
+    lines.append("size: message bytes (msgpack); frame: bytes of a one-message DATA frame, length prefix "
+                 "included (a batch shares one header); ooo: out of order;")
     lines.append("msgs/s: delivered / (last - first arrival) at each receiver; total: all deliveries / "
                  "(latest last - earliest first)")
     return "\n".join(lines)
