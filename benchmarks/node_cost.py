@@ -12,7 +12,8 @@ What it measures:
   allows (`--burst`, then `drain()`); C counts them. The first copy reaches C through B (2 hops; the
   other way round the ring is 3), so B reads each message once and writes it once, to C: B is the relay
   under test. B's utime + stime (`/proc/PID/stat`, 10 ms ticks) is read before and after the round; the
-  messages it relayed are the growth of its `forwarded` counter (status over the wire, `fetch_status`,
+  messages it relayed are the growth of its `forwarded_messages` counter (`forwarded` counts the DATA
+  frames, each a batch of messages) (status over the wire, `fetch_status`,
   read once B's counters have stopped moving), which shows the traffic went through B. Two rounds: B not
   subscribed (relay only: nothing decoded), then B subscribed (relay + deliver: decode and callback
   too). A's and C's CPU per 10,000 messages is shown beside it. B's idle CPU rate (measured over `--idle`
@@ -63,8 +64,8 @@ RING_NODES = 5
 RING_OPTIONS = {"localLinks": 2, "shortcuts": 0}
 # Bound on waiting for the links made while joining to be pruned.
 RING_TIMEOUT = 30.0
-WATCHED = ("forwarded", "data_frames_received", "data_frames_sent", "received_new", "duplicates",
-           "delivered", "dropped_no_subscriber", "send_queue_overflow")
+WATCHED = ("forwarded", "forwarded_messages", "data_frames_received", "data_frames_sent", "received_new",
+           "duplicates", "delivered", "dropped_no_subscriber", "send_queue_overflow")
 # The node's defaults (swarm.protocol.state.CoreConfig): seenMaxEntries, seenTtl, reorderTimeout.
 SEEN_MAX_ENTRIES, SEEN_TTL, REORDER_TIMEOUT = 100_000, 120.0, 1.0
 
@@ -128,14 +129,15 @@ async def _round(cluster: dict[str, demo.Child], addresses: dict[str, tuple[str,
     after_cpu = _cpu(cluster)
     counters = {key: after_status["counters"].get(key, 0) - before_status["counters"].get(key, 0)
                 for key in WATCHED}
-    forwarded = counters["forwarded"]
+    forwarded, frames = counters["forwarded_messages"], counters["forwarded"]
     cpu = {name: after_cpu[name] - before_cpu[name] for name in cluster}
     return {"messages": messages, "c_expected": result["expected"], "c_delivered": result["delivered"],
             "c_duplicates": result["duplicates"], "c_out_of_order": result["out_of_order"],
             "c_hops": result["hops"], "seconds": seconds, "relay_counters": counters, "cpu_seconds": cpu,
             "relay_cpu_s_per_10k": common.ratio(cpu[b] * 10_000, forwarded),
-            "relay_frames_in_per_message": common.ratio(counters["data_frames_received"], forwarded),
-            "relay_frames_out_per_message": common.ratio(counters["data_frames_sent"], forwarded),
+            "relay_frames_in_per_frame": common.ratio(counters["data_frames_received"], frames),
+            "relay_frames_out_per_frame": common.ratio(counters["data_frames_sent"], frames),
+            "relay_messages_per_frame": common.ratio(forwarded, frames),
             "publisher_cpu_s_per_10k": cpu[a] * 10_000 / messages,
             "receiver_cpu_s_per_10k": cpu[c] * 10_000 / messages,
             "relay_seen_entries": after_status["seen_entries"], "relay_held": after_status["held"]}
@@ -341,20 +343,23 @@ def format_report(report: dict[str, Any]) -> str:
              f"shortcuts 0): A={roles['A']} publishes, B={roles['B']} relays, C={roles['C']} receives;",
              f"{settings['messages']:,} messages of {settings['size']} bytes per round, as fast as flow "
              f"control allows", ""]
-    head = (f"{'round':<28} {'B relayed':>9} {'B s/10k':>8} {'B in/msg':>8} {'B out/msg':>9} "
+    head = (f"{'round':<28} {'B relayed':>9} {'msg/fr':>6} {'B s/10k':>8} {'B in/fr':>7} {'B out/fr':>8} "
             f"{'A s/10k':>8} {'C s/10k':>8} {'C got':>15} {'dup':>4} {'seconds':>7}")
     lines += [head, "-" * len(head)]
     for key, label in (("relay_only", "relay only (B unsubscribed)"),
                        ("relay_and_deliver", "relay + deliver (B subscr.)")):
         run = cost[key]
         got = f"{run['c_delivered']}/{run['c_expected']}"
-        lines.append(f"{label:<28} {run['relay_counters']['forwarded']:>9} "
+        lines.append(f"{label:<28} {run['relay_counters']['forwarded_messages']:>9} "
+                     f"{common.fmt(run['relay_messages_per_frame'], '.1f'):>6} "
                      f"{common.fmt(run['relay_cpu_s_per_10k'], '.3f'):>8} "
-                     f"{common.fmt(run['relay_frames_in_per_message'], '.2f'):>8} "
-                     f"{common.fmt(run['relay_frames_out_per_message'], '.2f'):>9} "
+                     f"{common.fmt(run['relay_frames_in_per_frame'], '.2f'):>7} "
+                     f"{common.fmt(run['relay_frames_out_per_frame'], '.2f'):>8} "
                      f"{run['publisher_cpu_s_per_10k']:>8.3f} {run['receiver_cpu_s_per_10k']:>8.3f} "
                      f"{got:>15} {run['c_duplicates']:>4} {run['seconds']:>7.2f}")
-    lines.append(f"s/10k: CPU seconds (user + system) per 10,000 messages (B: relayed ones); B's idle CPU: "
+    lines.append(f"s/10k: CPU seconds (user + system) per 10,000 messages (B: relayed ones); msg/fr: "
+                 f"messages per DATA frame B relayed (a frame is a batch); in/fr, out/fr: DATA frames B read "
+                 f"and wrote per frame it relayed; B's idle CPU: "
                  f"{cost['relay_idle_cpu_s_per_s'] * 1000:.1f} ms/s, not subtracted")
     lines.append("")
     lines.append(f"{'resident memory, MiB':<46} {'VmRSS':>7} {'VmHWM (peak)':>12}")

@@ -660,11 +660,13 @@ class NodeState:
             self.tree.received((key, seq), body, sender)
             self._push(wire.relay_prefix(len(body), hops) + body[2:], sender, origin, (key, seq))
             counters["forwarded"] += 1
+            counters["forwarded_messages"] += len(entries)
         else:
             targets = tuple(c for c, peer in self._active_pairs if peer != sender and peer != origin)
             if targets:
                 self._out.append(Send(targets, wire.relay_prefix(len(body), hops) + body[2:]))
                 counters["forwarded"] += 1
+                counters["forwarded_messages"] += len(entries)
                 counters["data_frames_sent"] += len(targets)
         for item in ready:
             self._deliver(item, entries if item is body else None)
