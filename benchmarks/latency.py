@@ -55,9 +55,10 @@ def _fields(messages: int, publisher: str = "node-0") -> dict[str, Any]:
 
 
 async def run_swarm(children: list[demo.Child], nodes: int, messages: int, rate: float, size: int,
-                    warmup: int, raw: bool = False) -> dict[str, Any]:
+                    warmup: int, raw: bool = False, broadcast: str = "flood") -> dict[str, Any]:
     started = time.monotonic()
-    cluster, addresses, _ = await common.start_bench_cluster(children, nodes, timeout=30.0 + 3.0 * nodes)
+    cluster, addresses, _ = await common.start_bench_cluster(children, nodes, {"broadcast": broadcast},
+                                                             timeout=30.0 + 3.0 * nodes)
     statuses = await common.wait_settled(addresses)
     startup = time.monotonic() - started
     graph = common.overlay(statuses)
@@ -74,7 +75,7 @@ async def run_swarm(children: list[demo.Child], nodes: int, messages: int, rate:
     after = await common.fetch_statuses(addresses)
     await common.stop_children(list(cluster.values()))
     # Every DATA frame read by any node, per delivery (one per node but the publisher, per message): what
-    # flooding costs; 1.0 would be a spanning tree.
+    # flooding costs; 1.0 would be a spanning tree (at 1,000 msgs/s each message is a frame of its own).
     frames = sum(after[name]["counters"].get("data_frames_received", 0)
                  - statuses[name]["counters"].get("data_frames_received", 0) for name in after)
     return {"nodes": nodes, "source": source, "target": target, "bfs_hops": hops,
@@ -204,6 +205,7 @@ async def benchmark(args: argparse.Namespace) -> int:
     report = common.header("latency", {
         "rate": args.rate, "duration": args.duration, "rounds": args.rounds, "messages": messages,
         "messages_per_round": per_round, "size": args.size, "warmup": warmup, "nodes": args.nodes,
+        "broadcast": args.broadcast,
         "clock": "time.perf_counter_ns (clock_gettime(CLOCK_MONOTONIC), system-wide)"})
     report["runs"] = {}
     missing = None if args.no_redis else common.redis_missing()
@@ -221,9 +223,10 @@ async def benchmark(args: argparse.Namespace) -> int:
                            lambda children: run_redis(children, per_round, args.rate, pad, warmup)))
         phases.append(("swarm_neighbours", f"swarm, direct neighbours, round {index}/{args.rounds}",
                        lambda children: run_swarm(children, 2, per_round, args.rate, args.size, warmup,
-                                                  raw=True)))
+                                                  raw=True, broadcast=args.broadcast)))
     phases.append(("swarm_longest_path", f"swarm, longest path of {args.nodes} nodes",
-                   lambda children: run_swarm(children, args.nodes, messages, args.rate, args.size, warmup)))
+                   lambda children: run_swarm(children, args.nodes, messages, args.rate, args.size, warmup,
+                                              broadcast=args.broadcast)))
     rounds: dict[str, list[dict[str, Any]]] = {}
     try:
         for key, label, work in phases:
@@ -272,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=100, help="first messages not timed (default: 100)")
     parser.add_argument("--no-redis", action="store_true", help="skip the Redis phase")
     parser.add_argument("--timeout", type=float, default=120.0, help="bound on one phase (default: 120 s)")
+    parser.add_argument("--broadcast", choices=["flood", "tree"], default="flood",
+                        help="swarm's broadcast mode (the nodes' `broadcast` option; default: flood)")
     parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")
     return parser
 
