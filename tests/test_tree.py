@@ -91,24 +91,24 @@ def test_lazy_link_grafts_a_missing_payload() -> None:
     assert tree.grafted_by(b"d", [message]) == [b"body"]
 
 
-def test_duplicate_prunes_once_one_way_and_graft_makes_eager() -> None:
+def test_duplicate_prunes_once_and_graft_makes_eager() -> None:
     tree = TreeBroadcast(graft_timeout=0.1)
     assert tree.duplicate_from(b"x") is True
-    assert tree.duplicate_from(b"x") is False  # told already: no second PRUNE
-    assert b"x" not in tree.lazy  # x stops pushing to us; we go on pushing to x
-    tree.pruned_by(b"y")  # y's duplicates came from us: y gets ids from now on
-    assert b"y" in tree.lazy
-    tree.grafted_by(b"y", [])
-    assert b"y" not in tree.lazy
+    assert tree.duplicate_from(b"x") is False  # already lazy: no second PRUNE
+    assert b"x" in tree.lazy
+    tree.grafted_by(b"x", [])
+    assert b"x" not in tree.lazy
 
 
-def test_one_way_prunes_keep_every_node_on_an_eager_path_when_delays_vary() -> None:
+@pytest.mark.xfail(strict=True, reason="known gap: the tree churns when delays vary (docs/performance.md)")
+def test_tree_settles_when_delays_vary_from_message_to_message() -> None:
     # One sender, 16 nodes, 0.3 ms links with 0-5 ms of jitter per frame (FIFO kept): the first copy of
-    # a message comes over a different path from one message to the next. Symmetric prunes (the paper's)
-    # cut nodes off eager paths again and again, and their messages came by graft: median 62 ms over the
-    # second half of 2,000 messages, against 5 ms with one-way prunes. (Both start with a storm of grafts
-    # that takes about a second to settle, and one-way prunes still graft ~1 delivery in 5: p99 179 ms;
-    # docs/performance.md.)
+    # a message comes over a different path from one message to the next, prunes made on different
+    # messages' evidence cut nodes off their eager paths, and their messages come by graft: median 62 ms
+    # over the second half of 2,000 messages (flooding: a few ms). One-way prunes brought it to 5 ms
+    # here but made a saturated publisher lose every eager link in throughput.py (whole batches lost
+    # once its graft cache had moved on), so they were taken back. This test passes when the tree
+    # settles under varying delays.
     net = MemNet(seed=3, latency=0.0003, jitter=0.005, trace=False)
     names = [f"node-{i}" for i in range(16)]
     net.add_node(names[0], broadcast="tree")

@@ -4,20 +4,12 @@ Flooding sends every payload over every link, so a node of degree d receives abo
 message (RMR ≈ d − 2). Plumtree (Leitão, Pereira and Rodrigues, "Epidemic Broadcast Trees", SRDS 2007)
 keeps flooding's reliability at a fraction of the cost:
 
-* every link starts *eager* in both directions: payloads are pushed on it;
-* a node that receives a payload it already has tells the sender PRUNE, and the sender makes the link
-  *lazy* towards it: from then on only message ids (IHAVE) travel that way, batched once per tick;
+* every link starts *eager*: payloads are pushed on it;
+* a node that receives a payload it already has tells the sender PRUNE, and both ends make the link
+  *lazy*: from then on only message ids (IHAVE) travel on it, batched once per tick;
 * a node that hears IHAVE for a message it has not received within `graft_timeout` asks the announcer
-  with GRAFT: the announcer pushes payloads to it again (the tree repairs itself) and resends the
-  payload from a cache of recent messages.
-
-Unlike the paper, a PRUNE makes the link lazy in one direction only: the pruning node keeps pushing to
-the pruned one until that node's own duplicates say otherwise. With symmetric prunes, two prunes made on
-the evidence of different messages (delays vary from message to message) could remove both of a node's
-eager paths to the source, and its messages then came by graft: in a 16-node simulation with 0-5 ms of
-jitter per frame, 37% of deliveries were grafted and the median latency was 118 ms; with one-way prunes
-the median is 5 ms once the first second's grafts have settled (tests/test_tree.py). A node only prunes
-a link after another one brought the message first, so it keeps the link its first copies arrive on.
+  with GRAFT: the link becomes eager again (the tree repairs itself) and the payload is resent from a
+  cache of recent messages.
 
 The eager links soon form a spanning tree per source, and the lazy links are the safety net: a dead or
 slow tree link costs one graft timeout, not a lost message. Ordering and duplicate suppression stay
@@ -56,11 +48,14 @@ LEADERS = 4096
 # A graft waits for a late (not lost) payload at most this many graft timeouts after its IHAVE.
 MAX_POSTPONE = 10
 
-# Payloads (DATA frames) kept for grafts: at 50,000 frames/s this is about 1.3 s of traffic, several
-# graft timeouts. A frame may be a batch of up to wire.BATCH_BYTES, so the cache is bounded in bytes
-# too: 32 MiB is ~2,000 full batches, over a second of a saturated 1 Gbit/s link.
+# Payloads (DATA frames) kept for grafts. A graft must find its payload for as long as the seen-record
+# keeps the gap open under repair (reorderTimeout + REPAIR_ROUNDS graft timeouts: 4 s by default), or
+# the message is lost. A frame may be a batch of up to wire.BATCH_BYTES, so the cache is bounded in
+# bytes too: 256 MiB holds those 4 s at 50 MB/s (50,000 msgs/s of 1 KiB, what a node here relays at
+# most). A 32 MiB bound lost up to 59% of the messages in `throughput.py --broadcast tree --size 1024`:
+# the payloads had left the cache when the grafts for them came.
 CACHE_SIZE = 65536
-CACHE_BYTES = 32 << 20
+CACHE_BYTES = 256 << 20
 
 
 class StreamProgress(Protocol):
@@ -88,8 +83,7 @@ class TreeBroadcast:
         self.cache_size = cache_size
         self.cache_bytes = cache_bytes
         self._cached_bytes = 0
-        self.lazy: set[bytes] = set()  # peers that pruned us: they get ids, not payloads
-        self._pruned: set[bytes] = set()  # peers we told PRUNE (until we graft them again)
+        self.lazy: set[bytes] = set()
         self._cache: OrderedDict[MessageId, bytes] = OrderedDict()
         self._ihave: dict[bytes, list[MessageId]] = {}
         self._pending: dict[MessageId, _Pending] = {}
@@ -128,8 +122,7 @@ class TreeBroadcast:
             self._ihave.setdefault(peer, []).append(message)
 
     def duplicate_from(self, peer: bytes, key: bytes = b"") -> bool:
-        """A payload we had came from `peer`. True if the peer must be told PRUNE (it then stops pushing
-        payloads to us; we keep pushing to it until its own duplicates say otherwise).
+        """A payload we had came from `peer`: make the link lazy. True if the peer must be told (PRUNE).
 
         Not if `peer` brought the newest first copy of stream `key`. Under load two eager paths of one
         stream run at different delays (a graft made a fast one while a slow one still drains its
@@ -137,12 +130,12 @@ class TreeBroadcast:
         both, left the node with no eager path, and turned the whole stream into grafts. The path
         that leads keeps its link; the lagging one is pruned by its own duplicates.
         """
-        if peer in self._pruned:
+        if peer in self.lazy:
             return False
         leader = self._leader.get(key) if key else None
         if leader is not None and leader[1] == peer:
             return False
-        self._pruned.add(peer)
+        self.lazy.add(peer)
         return True
 
     # ------------------------------------------------------------------ control frames
@@ -223,7 +216,7 @@ class TreeBroadcast:
             in_flight[peer] = in_flight.get(peer, 0) + 1
             pending.asked = peer
             grafts.setdefault(peer, []).append(message)
-            self._pruned.discard(peer)  # the GRAFT asks it to push to us again
+            self.lazy.discard(peer)
             pending.deadline = now + self.graft_timeout
             self.wakeup = min(self.wakeup, pending.deadline)
         return [(peer, messages[start:start + MAX_GRAFT]) for peer, messages in grafts.items()
@@ -244,7 +237,6 @@ class TreeBroadcast:
     def link_lost(self, peer: bytes) -> None:
         """A new link to `peer` later starts eager again; nothing more is queued for this one."""
         self.lazy.discard(peer)
-        self._pruned.discard(peer)
         self._ihave.pop(peer, None)
         self._leader = {key: leader for key, leader in self._leader.items() if leader[1] != peer}
 
