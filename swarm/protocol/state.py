@@ -753,6 +753,13 @@ class NodeState:
         peer = conn.peer_bytes
         if kind == wire.KIND_PRUNE:
             tree.pruned_by(peer)
+            if all(other in tree.lazy for _, other in self._active_pairs):
+                # That was our last eager link: keep it (an empty GRAFT makes it eager at both ends).
+                # A PRUNE answers a duplicate we forwarded, often one sent before the peer's own
+                # PRUNE of our other links reached us; obeying it would cut us off every eager path.
+                tree.lazy.discard(peer)
+                self._send_to(conn, wire.encode_control(wire.KIND_GRAFT, {"ids": []}))
+                self.counters["prunes_refused"] += 1
             return
         ids = fields.get("ids")
         if not isinstance(ids, list) or not all(
