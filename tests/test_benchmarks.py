@@ -1,0 +1,74 @@
+"""The benchmarks of `benchmarks/` still run: each one, scaled down, with the Redis baseline left out
+(redis-py is in the `bench` extra, not in `test`). Figures are not checked, only that every message
+arrived once and the report has its parts: timings belong in the benchmarks, never in a test."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+# Generous: a benchmark here starts up to 5 node processes; on a loaded 2-core machine that is seconds.
+BOUND = 120.0
+
+
+def run_benchmark(script: str, *args: str, tmp_path: Path) -> dict[str, Any]:
+    """Run benchmarks/`script` with `args` and --json; return the report. The script gets its own process
+    group, so that on a timeout its node processes are stopped with it."""
+    report = tmp_path / f"{script}.json"
+    command = [sys.executable, str(ROOT / "benchmarks" / script), *args, "--json", str(report)]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=BOUND)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGINT)  # the scripts stop their children on Ctrl-C
+        try:
+            output, _ = process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            output, _ = process.communicate()
+        pytest.fail(f"{script} took over {BOUND:g} s:\n{output}")
+    assert process.returncode == 0, f"{script} exited with {process.returncode}:\n{output}"
+    return json.loads(report.read_text(encoding="utf-8"))
+
+
+def test_throughput_benchmark_runs_in_both_broadcast_modes(tmp_path: Path) -> None:
+    for mode in ("flood", "tree"):
+        report = run_benchmark("throughput.py", "--messages", "3000", "--baseline-messages", "20000",
+                               "--size", "100", "1024", "--no-redis", "--broadcast", mode, tmp_path=tmp_path)
+        assert [run["size"] for run in report["runs"]] == [100, 1024]
+        for run in report["runs"]:
+            total = run["swarm"]["total"]
+            assert (total["delivered"], total["lost"], total["duplicates"], total["out_of_order"]) == (
+                4 * 3000, 0, 0, 0), (mode, run["size"], total)
+            assert total["frames_received_per_delivery"] > 0
+            assert run["baseline"]["delivered"] == 20000
+
+
+def test_latency_benchmark_runs(tmp_path: Path) -> None:
+    report = run_benchmark("latency.py", "--no-redis", "--duration", "1", "--rounds", "1", "--nodes", "4",
+                           "--warmup", "10", tmp_path=tmp_path)
+    for key in ("swarm_neighbours", "swarm_longest_path"):
+        run = report["runs"][key]
+        assert (run["lost"], run["duplicates"]) == (0, 0), (key, run)
+        assert run["latency"]["samples"] == run["expected"] - 10
+        assert 0 < run["latency"]["p50_us"] <= run["latency"]["p99_us"]
+
+
+def test_node_cost_benchmark_runs(tmp_path: Path) -> None:
+    report = run_benchmark("node_cost.py", "--messages", "3000", "--idle", "0.5", "--seen-seconds", "1",
+                           "--sim-seconds", "2", tmp_path=tmp_path)
+    for key in ("relay_only", "relay_and_deliver"):
+        run = report["cluster"][key]
+        assert run["c_duplicates"] == 0 and run["c_delivered"] == run["c_expected"], (key, run)
+        # B relayed (nearly) every message, in batches: the figures are per message, not per frame.
+        assert run["relay_counters"]["forwarded_messages"] >= 0.9 * 3000
+        assert run["relay_messages_per_frame"] >= 1
