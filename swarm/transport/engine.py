@@ -7,8 +7,10 @@ This is the only place where swarm touches sockets and the clock. One `Engine` o
   core, and a writer task, which drains the link's `SendQueue` into one `send_all` per wake-up: writes
   are coalesced, so a burst of a hundred frames costs one system call (an order of magnitude on this
   machine: 99k frames/s one write each against 1.18M coalesced, in the anchors of shared/reference).
-  Publishes are coalesced one level up: `publish` adds to the core's open batch and pokes the writers,
-  and the first writer to run seals the batch into one DATA frame before it writes;
+  Publishes are coalesced one level up: after the first of a turn, `publish` adds to the core's open
+  batch and pokes the writers, and the first writer to run seals the batch into one DATA frame before
+  it writes. The first frame of each turn is written directly when its link's writer is idle, which
+  saves a task switch on the latency path;
 * a ticker that passes time to the core.
 
 Everything runs in the nursery of `run`; cancelling it (or `close`) ends every task, and no task
@@ -277,10 +279,11 @@ class Engine:
     # ------------------------------------------------------------------ application side
 
     def publish(self, topic: str | int, message: Any) -> None:
-        """Publish into the core's open batch. The first message of a batch wakes every writer, and the
-        first writer to run seals the batch into one frame before it writes: a burst of publishes in one
-        turn of the event loop becomes one frame, and a lone message waits for nothing it would not
-        wait for anyway (its writer's turn)."""
+        """Publish `message`. The first publish of a turn of the event loop goes out at once, in a frame
+        of its own, written directly to idle links (`_send`): a lone message waits for nothing. Later
+        publishes of the same turn join the core's open batch; the first of them pokes every writer,
+        and the first writer to run seals the batch into one frame before it writes, so a burst costs
+        two frames whatever its length (more past `wire.BATCH_BYTES`)."""
         core = self.core
         assert core is not None, "the node is not running"
         if not core.batch_open and not self._wrote_directly:
