@@ -35,6 +35,7 @@ from .config import format_bridge, parse_bridge
 from .errors import MessageTooLarge, SwarmError
 from .node import NodeError
 from .protocol import wire
+from .transport.framing import join_frames
 
 if TYPE_CHECKING:
     from .cluster_node import ClusterNode
@@ -56,7 +57,6 @@ FAREWELL_WAIT = 1.0
 # on, and a full queue drops and counts, as for the engine's own readers).
 DRAIN_WAIT = 1.0
 RECEIVE_SIZE = 65536
-MAX_WRITE_BYTES = 1 << 20
 LENGTH_BYTES = 4
 
 
@@ -191,16 +191,7 @@ class _Client:
         return True
 
     def take(self) -> bytes:
-        queue = self.queue
-        if len(queue) == 1:
-            return queue.popleft()
-        batch = []
-        size = 0
-        while queue and size < MAX_WRITE_BYTES:
-            frame = queue.popleft()
-            batch.append(frame)
-            size += len(frame)
-        return b"".join(batch)
+        return join_frames(self.queue)
 
 
 class Bridge:

@@ -51,7 +51,7 @@ from ..protocol import wire
 from ..protocol.state import CoreConfig, NodeState
 from ..protocol.wire import KIND_DATA, max_frame_body
 from . import tls
-from .framing import FrameReader
+from .framing import FrameReader, join_frames
 
 __all__ = ["Engine", "SendQueue", "fetch_status", "open_bus_warning"]
 
@@ -59,9 +59,6 @@ log = logging.getLogger("swarm.transport")
 
 # trio's default receive size; big enough that one read usually carries many small frames.
 RECEIVE_SIZE = 65536
-# Cap on one coalesced write: large enough to amortise the system call, small enough that one slow
-# link does not hold megabytes of joined copies.
-MAX_WRITE_BYTES = 1 << 20
 # How often the peers file is rewritten (when `peersFile` is set).
 PEERS_FILE_INTERVAL = 5.0
 # How long a closing node waits for its queues to empty before it cuts the links.
@@ -116,16 +113,7 @@ class SendQueue:
     def take(self) -> bytes:
         """All queued frames joined (up to MAX_WRITE_BYTES), removed from the queue."""
         self.partial_head = False
-        frames = self.frames
-        if len(frames) == 1:
-            return frames.popleft()
-        batch = []
-        size = 0
-        while frames and size < MAX_WRITE_BYTES:
-            frame = frames.popleft()
-            batch.append(frame)
-            size += len(frame)
-        return b"".join(batch)
+        return join_frames(self.frames)
 
     def finish(self, final: bytes, *, keep_data: bool) -> list[bytes]:
         """Close the queue for new frames, with `final` as its last; return the DATA frames taken out.

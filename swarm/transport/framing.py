@@ -1,18 +1,38 @@
-"""Cutting a TCP byte stream into frames.
+"""Cutting a TCP byte stream into frames, and joining queued frames into one write.
 
 TCP delivers bytes, not frames: one read may end in the middle of a frame (the old full-mesh connector's
 bug 3) or hold hundreds of them. `FrameReader` keeps what is left over between reads and hands out whole
 frame bodies. Like h11's receive buffer it has a documented limit: a length prefix larger than
 `max_body` is refused *before* any buffer of that size is allocated, so a hostile 4 GiB prefix costs
-nothing.
+nothing. In the other direction `join_frames` turns a queue of frames into one `send_all`.
 """
 
 from __future__ import annotations
 
+from collections import deque
+
 from ..errors import ProtocolError
 from ..protocol.wire import LENGTH
 
-__all__ = ["FrameReader"]
+__all__ = ["MAX_WRITE_BYTES", "FrameReader", "join_frames"]
+
+# Cap on one coalesced write: large enough to amortise the system call, small enough that one slow
+# link does not hold megabytes of joined copies.
+MAX_WRITE_BYTES = 1 << 20
+
+
+def join_frames(frames: deque[bytes]) -> bytes:
+    """Take queued frames from the front of `frames`, joined into one write of about MAX_WRITE_BYTES at
+    most (a single larger frame goes whole)."""
+    if len(frames) == 1:
+        return frames.popleft()
+    batch = []
+    size = 0
+    while frames and size < MAX_WRITE_BYTES:
+        frame = frames.popleft()
+        batch.append(frame)
+        size += len(frame)
+    return b"".join(batch)
 
 
 class FrameReader:
