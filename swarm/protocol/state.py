@@ -366,14 +366,14 @@ class NodeState:
         """Tree mode: the payload to eager links, its id to lazy ones (not back to sender or origin)."""
         tree = self.tree
         assert tree is not None
-        lazy = tree.lazy
+        lazy, pruned = tree.lazy, tree.lazy_for(message[0])
         eager = tuple(c for c, peer in self._active_pairs if peer != sender and peer != origin
-                      and peer not in lazy)
+                      and peer not in pruned and peer not in lazy)
         if eager:
             self._out.append(Send(eager, frame))
             self.counters["data_frames_sent"] += len(eager)
-        tree.announce(message, (peer for _, peer in self._active_pairs if peer in lazy and peer != sender
-                       and peer != origin))
+        tree.announce(message, (peer for _, peer in self._active_pairs if (peer in pruned or peer in lazy)
+                                and peer != sender and peer != origin))
 
     def _topic_bytes(self, topic: str | int) -> bytes:
         topic_bytes = self._topic_cache.get(topic)
@@ -634,15 +634,15 @@ class NodeState:
         if origin == self._name_bytes:
             # Our own message came back around a cycle: never deliver it (no echo).
             counters["own_messages_returned"] += 1
-            if self.tree is not None and self.tree.duplicate_from(conn.peer_bytes):
-                self._send_to(conn, wire.encode_control(wire.KIND_PRUNE, {}))
+            if self.tree is not None and self.tree.unwanted(conn.peer_bytes, self._own_key):
+                self._send_to(conn, wire.encode_control(wire.KIND_PRUNE, {"key": self._own_key}))
             return
         # The key is origin length, origin and epoch: it names one (origin, epoch) stream.
         key, seq = body[2:name_end + 8], SEQ.unpack_from(body, name_end + 8)[0]
         ready = self.seen.observe(key, seq, now, body)
         if ready is None:
-            if self.tree is not None and self.tree.duplicate_from(conn.peer_bytes, key):
-                self._send_to(conn, wire.encode_control(wire.KIND_PRUNE, {}))  # Plumtree: prune
+            if self.tree is not None:
+                self._tree_copy(conn, key, body[1] + 1)
             return
         try:
             entries = wire.parse_entries(body, name_end + 16)  # a malformed batch is never relayed
@@ -657,7 +657,8 @@ class NodeState:
         # Not back to the peer it came from (by name: it may have come on a connection being retired).
         sender = conn.peer_bytes
         if self.tree is not None:
-            self.tree.received((key, seq), body, sender)
+            self._tree_copy(conn, key, hops)
+            self.tree.received((key, seq), body)
             self._push(wire.relay_prefix(len(body), hops) + body[2:], sender, origin, (key, seq))
             counters["forwarded"] += 1
             counters["forwarded_messages"] += len(entries)
@@ -752,14 +753,13 @@ class NodeState:
             return
         peer = conn.peer_bytes
         if kind == wire.KIND_PRUNE:
-            tree.pruned_by(peer)
-            if all(other in tree.lazy for _, other in self._active_pairs):
-                # That was our last eager link: keep it (an empty GRAFT makes it eager at both ends).
-                # A PRUNE answers a duplicate we forwarded, often one sent before the peer's own
-                # PRUNE of our other links reached us; obeying it would cut us off every eager path.
-                tree.lazy.discard(peer)
-                self._send_to(conn, wire.encode_control(wire.KIND_GRAFT, {"ids": []}))
-                self.counters["prunes_refused"] += 1
+            # Obeyed as it is: the pruner chose another parent for the stream, and only it knows
+            # whether that one still brings it (our own sources are not affected: prunes are one-way).
+            key = fields.get("key")
+            if key is not None and not isinstance(key, bytes):
+                raise ProtocolError("PRUNE with a key that is not bytes")
+            tree.pruned_by(peer, key)
+            self.counters["prunes_received"] += 1
             return
         ids = fields.get("ids")
         if not isinstance(ids, list) or not all(
@@ -773,6 +773,18 @@ class NodeState:
         for body in tree.grafted_by(peer, messages):  # GRAFT: resend, one hop further
             self._send_to(conn, wire.relay_prefix(len(body), body[1] + 1) + body[2:])
             self.counters["grafted_payloads"] += 1
+
+    def _tree_copy(self, conn: _Connection, key: bytes, hops: int) -> None:
+        """Tree mode: a copy of stream `key` came on `conn`; PRUNE that peer or the parent it replaces."""
+        assert self.tree is not None
+        victim = self.tree.copy_from(conn.peer_bytes, key, hops)
+        if victim is None:
+            return
+        target = conn if victim == conn.peer_bytes else next(
+            (self._conns[c] for c, peer in self._active_pairs if peer == victim), None)
+        if target is not None:
+            self.counters["prunes_sent"] += 1
+            self._send_to(target, wire.encode_control(wire.KIND_PRUNE, {"key": key}))
 
     def _tree_tick(self, now: float) -> None:
         """Tree mode: send the batched IHAVEs, and GRAFT what was announced but has not come."""

@@ -5,15 +5,25 @@ message (RMR ≈ d − 2). Plumtree (Leitão, Pereira and Rodrigues, "Epidemic B
 keeps flooding's reliability at a fraction of the cost:
 
 * every link starts *eager*: payloads are pushed on it;
-* a node that receives a payload it already has tells the sender PRUNE, and both ends make the link
-  *lazy*: from then on only message ids (IHAVE) travel on it, batched once per tick;
+* a node that receives a payload from a peer it does not want that stream from tells the peer PRUNE
+  with the stream's key, and the peer stops pushing that stream to it (only message ids, IHAVE, batched
+  once per tick, travel that way from then on);
 * a node that hears IHAVE for a message it has not received within `graft_timeout` asks the announcer
-  with GRAFT: the link becomes eager again (the tree repairs itself) and the payload is resent from a
-  cache of recent messages.
+  with GRAFT: the link carries the stream eagerly again (the tree repairs itself) and the payload is
+  resent from a cache of recent messages.
 
-The eager links soon form a spanning tree per source, and the lazy links are the safety net: a dead or
-slow tree link costs one graft timeout, not a lost message. Ordering and duplicate suppression stay
-with the seen-record; this module only decides which links carry payloads.
+Unlike the paper, eager and lazy are per stream (origin and epoch) and per direction, and a node
+chooses which peer it takes each stream from: its *parent*, the peer whose copies crossed the fewest
+links (the DATA frame's hop count). The paper prunes both directions of a link for any duplicate, by
+arrival order. When per-frame delays vary, the first copy comes over a different path from one
+message to the next, each node prunes whichever path lost the last race, and two nodes pruning two
+different links of a cycle at once cut a whole branch off its source: its messages then came by
+graft, ~100-200 ms late, and in-order delivery held everything behind them (16 nodes, 0-5 ms of
+jitter per frame: p99 170 ms). Hop counts do not jitter, so the choice is stable: a node prunes every
+peer that brings a stream with no fewer hops than its parent, and switches parents only to a strictly
+shorter path (pruning the old one). So it never prunes its last live source of a stream, parents form
+no cycle (a parent's path is shorter than its child's), and a source's neighbours always keep the
+source itself (one hop). A graft makes the answering peer the parent until a shorter path shows up.
 
 Pure code, no I/O and no clock: `NodeState` calls it with `now`. iroh-gossip's `plumtree.rs` has the
 same shape.
@@ -22,10 +32,10 @@ same shape.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
-__all__ = ["REPAIR_ROUNDS", "MessageId", "TreeBroadcast"]
+__all__ = ["REPAIR_ROUNDS", "STREAMS", "MessageId", "TreeBroadcast"]
 
 MessageId = tuple[bytes, int]  # (stream key: origin length, origin, epoch; seq)
 
@@ -43,8 +53,11 @@ GRAFT_WINDOW = MAX_GRAFT
 # is given up by the seen-record only this many graft timeouts after `reorder_timeout`: under load a
 # repair waits for MAX_POSTPONE timeouts, a full graft window, and an answer behind a deep queue.
 REPAIR_ROUNDS = 30
-# Stream keys whose leading path is remembered (one entry per live origin).
-LEADERS = 4096
+# Streams whose parent and pruned peers are remembered (one per live origin and epoch). Forgetting one
+# costs a flooded message and its prunes, as when the stream was new.
+STREAMS = 4096
+# Hop count of a parent chosen by graft before its answer arrives: any real path is shorter.
+UNKNOWN_HOPS = 1 << 16
 # A graft waits for a late (not lost) payload at most this many graft timeouts after its IHAVE.
 MAX_POSTPONE = 10
 
@@ -56,6 +69,9 @@ MAX_POSTPONE = 10
 # the payloads had left the cache when the grafts for them came.
 CACHE_SIZE = 65536
 CACHE_BYTES = 256 << 20
+
+
+_NONE: frozenset[bytes] = frozenset()
 
 
 class StreamProgress(Protocol):
@@ -74,6 +90,18 @@ class _Pending:
         self.asked: bytes | None = None  # the peer last sent a GRAFT for it (until `deadline`)
 
 
+class _Stream:
+    """One stream's eager and lazy peers, as this node sees them."""
+
+    __slots__ = ("parent", "hops", "pruned", "lazy")
+
+    def __init__(self) -> None:
+        self.parent: bytes | None = None  # the peer we take the stream from
+        self.hops = UNKNOWN_HOPS  # links its last copy from the parent had crossed
+        self.pruned: set[bytes] = set()  # peers we told PRUNE: their copies are leftovers in flight
+        self.lazy: set[bytes] = set()  # peers that told us PRUNE: they get only IHAVE from us
+
+
 class TreeBroadcast:
     """Which links carry payloads (eager) and which only ids (lazy), and the grafts to repair."""
 
@@ -83,7 +111,10 @@ class TreeBroadcast:
         self.cache_size = cache_size
         self.cache_bytes = cache_bytes
         self._cached_bytes = 0
+        # Peers that sent a PRUNE without a stream key (an older node, whose prunes are per link):
+        # nothing is pushed to them until they graft.
         self.lazy: set[bytes] = set()
+        self._streams: dict[bytes, _Stream] = {}
         self._cache: OrderedDict[MessageId, bytes] = OrderedDict()
         self._ihave: dict[bytes, list[MessageId]] = {}
         self._pending: dict[MessageId, _Pending] = {}
@@ -92,20 +123,11 @@ class TreeBroadcast:
         # answer then asks for a tick at once (a wakeup in the past), so a window that empties in 10 ms
         # is not left idle until the next regular tick.
         self._window_wait: float | None = None
-        # Per stream key, (seq, peer) of the newest payload that came first: the stream's leading path.
-        self._leader: dict[bytes, tuple[int, bytes]] = {}
 
     # ------------------------------------------------------------------ payloads
 
-    def received(self, message: MessageId, body: bytes, sender: bytes = b"") -> None:
-        """A new payload (published here, or first received from `sender`): cache it for grafts, stop
-        waiting for it."""
-        if sender:
-            leader = self._leader.get(message[0])
-            if leader is None or message[1] > leader[0]:
-                if leader is None and len(self._leader) >= LEADERS:
-                    self._leader.clear()  # many origins: forget, and prune as plain Plumtree would
-                self._leader[message[0]] = (message[1], sender)
+    def received(self, message: MessageId, body: bytes) -> None:
+        """A new payload (published here, or received): cache it for grafts, stop waiting for it."""
         pending = self._pending.pop(message, None)
         if pending is not None and pending.asked is not None and self._window_wait is not None:
             self.wakeup = self._window_wait
@@ -121,33 +143,74 @@ class TreeBroadcast:
         for peer in peers:
             self._ihave.setdefault(peer, []).append(message)
 
-    def duplicate_from(self, peer: bytes, key: bytes = b"") -> bool:
-        """A payload we had came from `peer`: make the link lazy. True if the peer must be told (PRUNE).
+    def _stream(self, key: bytes) -> _Stream:
+        stream = self._streams.get(key)
+        if stream is None:
+            if len(self._streams) >= STREAMS:
+                del self._streams[next(iter(self._streams))]  # the oldest stream seen
+            stream = self._streams[key] = _Stream()
+        return stream
 
-        Not if `peer` brought the newest first copy of stream `key`. Under load two eager paths of one
-        stream run at different delays (a graft made a fast one while a slow one still drains its
-        queue); each brings some duplicates, and pruning on every duplicate (plain Plumtree) pruned
-        both, left the node with no eager path, and turned the whole stream into grafts. The path
-        that leads keeps its link; the lagging one is pruned by its own duplicates.
+    def copy_from(self, peer: bytes, key: bytes, hops: int) -> bytes | None:
+        """A payload of stream `key` came from `peer` (first or duplicate copy) over `hops` links.
+        Return the peer to send PRUNE for this stream, if any: `peer` itself, or the parent it replaces.
+
+        The first peer to bring a stream becomes its parent. Another peer is pruned unless its path is
+        strictly shorter, in which case it becomes the parent and the old parent is pruned. Hops, not
+        arrival order: with varying delays the order changes from one message to the next, while
+        hop counts only change when the tree does. Copies from a peer already pruned are in flight
+        from before our PRUNE reached it: nothing to do (and it cannot become the parent, it stops).
         """
-        if peer in self.lazy:
+        stream = self._streams.get(key) or self._stream(key)
+        parent = stream.parent
+        if peer == parent:
+            stream.hops = hops
+            return None
+        if peer in stream.pruned:
+            return None
+        if parent is None:
+            stream.parent, stream.hops = peer, hops
+            return None
+        if hops < stream.hops:
+            stream.parent, stream.hops = peer, hops
+            stream.pruned.add(parent)
+            return parent
+        stream.pruned.add(peer)
+        return peer
+
+    def unwanted(self, peer: bytes, key: bytes) -> bool:
+        """`peer` sent us a payload of our own stream `key`: True if it must be told PRUNE (once)."""
+        stream = self._stream(key)
+        if peer in stream.pruned:
             return False
-        leader = self._leader.get(key) if key else None
-        if leader is not None and leader[1] == peer:
-            return False
-        self.lazy.add(peer)
+        stream.pruned.add(peer)
         return True
+
+    def lazy_for(self, key: bytes) -> set[bytes] | frozenset[bytes]:
+        """Peers that pruned stream `key` (they get its ids, not its payloads)."""
+        stream = self._streams.get(key)
+        return stream.lazy if stream is not None else _NONE
 
     # ------------------------------------------------------------------ control frames
 
-    def pruned_by(self, peer: bytes) -> None:
-        self.lazy.add(peer)
+    def pruned_by(self, peer: bytes, key: bytes | None = None) -> None:
+        """`peer` wants stream `key` no more (no key: an older node's PRUNE of the whole link)."""
+        if key is None:
+            self.lazy.add(peer)
+        else:
+            self._stream(key).lazy.add(peer)
 
-    def grafted_by(self, peer: bytes, messages: Iterable[MessageId]) -> list[bytes]:
-        """`peer` asks for these payloads: the link is eager again; return the cached bodies, at most
-        MAX_GRAFT of them (what one well-behaved GRAFT asks for; the answer goes into one send queue at
-        once, and a peer asking for more gets the rest by asking again)."""
+    def grafted_by(self, peer: bytes, messages: Sequence[MessageId]) -> list[bytes]:
+        """`peer` asks for these payloads: their streams are pushed to it again; return the cached
+        bodies, at most MAX_GRAFT of them (what one well-behaved GRAFT asks for; the answer goes into
+        one send queue at once, and a peer asking for more gets the rest by asking again). An empty
+        GRAFT (an older node refusing our PRUNE) makes every stream eager towards it."""
         self.lazy.discard(peer)
+        if not messages:
+            for stream in self._streams.values():
+                stream.lazy.discard(peer)
+        for key in {key for key, _ in messages}:
+            self._stream(key).lazy.discard(peer)
         cache = self._cache
         return [cache[message] for message in messages if message in cache][:MAX_GRAFT]
 
@@ -216,7 +279,12 @@ class TreeBroadcast:
             in_flight[peer] = in_flight.get(peer, 0) + 1
             pending.asked = peer
             grafts.setdefault(peer, []).append(message)
-            self.lazy.discard(peer)
+            # The graft makes `peer` push the stream to us again: take it from `peer` until a shorter
+            # path shows (the parent failed, or is so late that it might as well have).
+            stream = self._stream(message[0])
+            if stream.parent != peer:
+                stream.parent, stream.hops = peer, UNKNOWN_HOPS
+            stream.pruned.discard(peer)
             pending.deadline = now + self.graft_timeout
             self.wakeup = min(self.wakeup, pending.deadline)
         return [(peer, messages[start:start + MAX_GRAFT]) for peer, messages in grafts.items()
@@ -235,8 +303,13 @@ class TreeBroadcast:
         return batches
 
     def link_lost(self, peer: bytes) -> None:
-        """A new link to `peer` later starts eager again; nothing more is queued for this one."""
+        """A new link to `peer` later starts eager again; nothing more is queued for this one. The
+        streams taken from it take the next copy's sender as parent."""
         self.lazy.discard(peer)
         self._ihave.pop(peer, None)
-        self._leader = {key: leader for key, leader in self._leader.items() if leader[1] != peer}
+        for stream in self._streams.values():
+            stream.pruned.discard(peer)
+            stream.lazy.discard(peer)
+            if stream.parent == peer:
+                stream.parent, stream.hops = None, UNKNOWN_HOPS
 
