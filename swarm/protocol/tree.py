@@ -111,7 +111,7 @@ class TreeBroadcast:
         self.cache_size = cache_size
         self.cache_bytes = cache_bytes
         self._cached_bytes = 0
-        # Peers that sent a PRUNE without a stream key (an older node, whose prunes are per link):
+        # Peers that sent a PRUNE without a stream key (swarm always sends one; the frame allows it):
         # nothing is pushed to them until they graft.
         self.lazy: set[bytes] = set()
         self._streams: dict[bytes, _Stream] = {}
@@ -194,7 +194,7 @@ class TreeBroadcast:
     # ------------------------------------------------------------------ control frames
 
     def pruned_by(self, peer: bytes, key: bytes | None = None) -> None:
-        """`peer` wants stream `key` no more (no key: an older node's PRUNE of the whole link)."""
+        """`peer` wants stream `key` no more (no key: a PRUNE of the whole link)."""
         if key is None:
             self.lazy.add(peer)
         else:
@@ -204,7 +204,7 @@ class TreeBroadcast:
         """`peer` asks for these payloads: their streams are pushed to it again; return the cached
         bodies, at most MAX_GRAFT of them (what one well-behaved GRAFT asks for; the answer goes into
         one send queue at once, and a peer asking for more gets the rest by asking again). An empty
-        GRAFT (an older node refusing our PRUNE) makes every stream eager towards it."""
+        GRAFT makes every stream eager towards it."""
         self.lazy.discard(peer)
         if not messages:
             for stream in self._streams.values():
