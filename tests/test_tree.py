@@ -115,7 +115,7 @@ def test_a_prune_is_one_way_and_per_stream_and_a_graft_undoes_it() -> None:
     assert tree.copy_from(b"x", a, 2) is None  # x pruned us, not we x: we still take a from it
     tree.grafted_by(b"x", [(a, 1)])
     assert tree.lazy_for(a) == set()
-    tree.pruned_by(b"y")  # an older node's PRUNE (no key) is for the whole link
+    tree.pruned_by(b"y")  # a PRUNE without a key is for the whole link
     assert tree.lazy == {b"y"}
     tree.grafted_by(b"y", [])
     assert tree.lazy == set()
