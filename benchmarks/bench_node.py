@@ -10,6 +10,7 @@ the demo's nodes (`swarm.demo`):
     parent -> node     publish {"messages", "rate", "burst", "pad"}
     node   -> parent   published {"last_seq", "seconds"}     all handed to the kernel (`flush()`)
     parent -> node     receive {"expected", "warmup", "raw"}
+    node   -> parent   receiving                             counting (the parent publishes after)
     node   -> parent   result {...}                          `expected` messages in all arrived (or
                                                              nothing new came for 10 s); with "raw",
                                                              every latency sample too
@@ -142,6 +143,7 @@ async def run_node(options: dict[str, Any], subscribe: bool) -> int:
                     command = json.loads(rest)
                     recorder.warmup = command.get("warmup", 0)
                     nursery.start_soon(_receive, conn, recorder, command)
+                    common.say("receiving")  # the parent publishes only now: the warm-up is set
                 elif verb == "subscribe":
                     conn.subscribe(TOPIC, recorder.add)
                     common.say("subscribed")

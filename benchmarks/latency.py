@@ -67,6 +67,7 @@ async def run_swarm(children: list[demo.Child], nodes: int, messages: int, rate:
     cpu_before = sum(common.cpu_seconds(child.process.pid) for child in cluster.values())
     await cluster[target].send("receive " + json.dumps({"expected": messages, "warmup": warmup,
                                                         "raw": raw}))
+    await cluster[target].expect("receiving")  # its warm-up count is set before the first message
     await cluster[source].send("publish " + json.dumps({"messages": messages, "rate": rate,
                                                         "burst": demo.BATCH, "pad": pad}))
     published = json.loads(await cluster[source].expect("published"))

@@ -120,6 +120,7 @@ async def _round(cluster: dict[str, demo.Child], addresses: dict[str, tuple[str,
     before_cpu = _cpu(cluster)
     started = time.monotonic()
     await cluster[c].send("receive " + json.dumps({"expected": expected_total, "warmup": 0}))
+    await cluster[c].expect("receiving")
     await cluster[a].send("publish " + json.dumps({"messages": messages, "rate": 0, "burst": burst,
                                                    "pad": pad}))
     await cluster[a].expect("published")
