@@ -36,6 +36,7 @@ import trio
 
 import swarm
 from swarm import demo
+from swarm.cli import number_type
 from swarm.config import parse_address
 from swarm.protocol.wire import encode_message
 from swarm.transport.engine import fetch_status
@@ -106,6 +107,50 @@ def say(line: str) -> None:
 
 def progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
+
+
+# Command-line number types shared by the benchmarks (swarm's own: a bad value is a one-line error).
+positive_int = number_type(int, "an integer", 1)
+non_negative_int = number_type(int, "an integer", 0)
+positive_seconds = number_type(float, "a number of seconds", 0, strict=True)
+positive_rate = number_type(float, "a number", 0, strict=True)
+
+
+async def phase(label: str, work: Callable[[list[demo.Child]], Awaitable[Any]],
+                timeout: float) -> tuple[bool, Any]:
+    """Run one phase under `demo.supervise` (its processes stopped after it), saying when it starts and
+    how long it took; (interrupted, result)."""
+    progress(f"{label} ...")
+    started = time.monotonic()
+    interrupted, result = await demo.supervise(work, timeout)
+    if not interrupted:
+        progress(f"{label}: done in {time.monotonic() - started:.1f} s")
+    return interrupted, result
+
+
+def failure(raised: BaseException, timeout: float, what: str = "a phase") -> str:
+    """Why a run failed in a way the benchmarks know (a node's error, `what` over `timeout`), for a
+    one-line message; anything else is raised again."""
+    error = demo.first_of(raised, (demo.DemoError, trio.TooSlowError))
+    if error is None:
+        raise raised
+    return str(error) if isinstance(error, demo.DemoError) else f"{what} took over {timeout:g} s"
+
+
+def redis_skipped(no_redis: bool) -> str | None:
+    """Why this run has no Redis baseline (said on stderr when something is missing), or None."""
+    if no_redis:
+        return "Redis baseline skipped (--no-redis)"
+    missing = redis_missing()
+    if missing:
+        progress(missing)
+    return missing
+
+
+def write_report(path: str, report: dict[str, Any]) -> None:
+    """The report as JSON (numbers a JSON reader can take) in `path`."""
+    Path(path).write_text(json.dumps(json_safe(report), indent=2) + "\n")
+    progress(f"wrote {path}")
 
 
 # ---------------------------------------------------------------------- latency statistics

@@ -132,15 +132,6 @@ def pool(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return pooled
 
 
-async def phase(label: str, work: Any, timeout: float) -> tuple[bool, Any]:
-    common.progress(f"{label} ...")
-    started = time.monotonic()
-    interrupted, result = await demo.supervise(work, timeout)
-    if not interrupted:
-        common.progress(f"{label}: done in {time.monotonic() - started:.1f} s")
-    return interrupted, result
-
-
 def ratios(swarm_run: dict[str, Any] | None, redis_run: dict[str, Any] | None) -> dict[str, float]:
     if swarm_run is None or redis_run is None:
         return {}
@@ -209,12 +200,9 @@ async def benchmark(args: argparse.Namespace) -> int:
         "broadcast": args.broadcast,
         "clock": "time.perf_counter_ns (clock_gettime(CLOCK_MONOTONIC), system-wide)"})
     report["runs"] = {}
-    missing = None if args.no_redis else common.redis_missing()
-    if args.no_redis:
-        report["redis_skipped"] = "Redis baseline skipped (--no-redis)"
-    elif missing:
-        report["redis_skipped"] = missing
-        common.progress(missing)
+    skipped = common.redis_skipped(args.no_redis)
+    if skipped:
+        report["redis_skipped"] = skipped
     # Redis and swarm's neighbours alternate, round by round, so a burst of load from elsewhere on the
     # machine falls on both alike; then the long path, in one go (its cluster is slow to start).
     phases: list[tuple[str, str, Any]] = []
@@ -231,17 +219,13 @@ async def benchmark(args: argparse.Namespace) -> int:
     rounds: dict[str, list[dict[str, Any]]] = {}
     try:
         for key, label, work in phases:
-            interrupted, result = await phase(label, work, args.timeout)
+            interrupted, result = await common.phase(label, work, args.timeout)
             if interrupted:
                 common.progress("latency: interrupted; every process was stopped")
                 return 130
             rounds.setdefault(key, []).append(result)
     except BaseException as raised:  # noqa: B036 - re-raised unless the run failed in a known way
-        error = demo.first_of(raised, (demo.DemoError, trio.TooSlowError))
-        if error is None:
-            raise
-        reason = error if isinstance(error, demo.DemoError) else f"a phase took over {args.timeout:g} s"
-        common.progress(f"latency: error: {reason}; every process was stopped")
+        common.progress(f"latency: error: {common.failure(raised, args.timeout)}; every process was stopped")
         return 1
     runs = report["runs"]
     for key in ("swarm_neighbours", "swarm_longest_path", "redis"):
@@ -251,10 +235,7 @@ async def benchmark(args: argparse.Namespace) -> int:
                        "longest_path": ratios(runs.get("swarm_longest_path"), runs.get("redis"))}
     print(format_report(report), flush=True)
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(common.json_safe(report), handle, indent=2)
-            handle.write("\n")
-        common.progress(f"wrote {args.json}")
+        common.write_report(args.json, report)
     swarm_runs = [runs[key] for key in ("swarm_neighbours", "swarm_longest_path")]
     if any(run["lost"] or run["duplicates"] for run in swarm_runs):
         common.progress("latency: FAILED: swarm lost or duplicated messages")
@@ -265,17 +246,21 @@ async def benchmark(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="latency.py", description=__doc__.split("\n\n", 1)[0],
                                      epilog="See benchmarks/README.md for what is measured and how.")
-    parser.add_argument("--rate", type=float, default=1000.0, help="messages per second (default: 1000)")
-    parser.add_argument("--duration", type=float, default=6.0,
+    parser.add_argument("--rate", type=common.positive_rate, default=1000.0,
+                        help="messages per second (default: 1000)")
+    parser.add_argument("--duration", type=common.positive_seconds, default=6.0,
                         help="seconds of publishing per system (default: 6)")
-    parser.add_argument("--rounds", type=int, default=3,
+    parser.add_argument("--rounds", type=common.positive_int, default=3,
                         help="Redis and swarm's neighbours alternate in this many rounds (default: 3)")
-    parser.add_argument("--size", type=int, default=100, help="msgpack-encoded message size (default: 100)")
-    parser.add_argument("--nodes", type=int, default=16,
+    parser.add_argument("--size", type=common.positive_int, default=100,
+                        help="msgpack-encoded message size (default: 100)")
+    parser.add_argument("--nodes", type=common.positive_int, default=16,
                         help="nodes of the longest-path cluster (default: 16)")
-    parser.add_argument("--warmup", type=int, default=100, help="first messages not timed (default: 100)")
+    parser.add_argument("--warmup", type=common.non_negative_int, default=100,
+                        help="first messages not timed (default: 100)")
     parser.add_argument("--no-redis", action="store_true", help="skip the Redis phase")
-    parser.add_argument("--timeout", type=float, default=120.0, help="bound on one phase (default: 120 s)")
+    parser.add_argument("--timeout", type=common.positive_seconds, default=120.0,
+                        help="bound on one phase (default: 120 s)")
     parser.add_argument("--broadcast", choices=["flood", "tree"], default="flood",
                         help="swarm's broadcast mode (the nodes' `broadcast` option; default: flood)")
     parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")

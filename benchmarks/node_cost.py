@@ -404,10 +404,7 @@ async def benchmark(args: argparse.Namespace) -> int:
             lambda children: run_cluster_cost(children, args.messages, args.size, args.burst, args.idle,
                                               args.seen_seconds), args.timeout)
     except BaseException as raised:  # noqa: B036 - re-raised unless the run failed in a known way
-        error = demo.first_of(raised, (demo.DemoError, trio.TooSlowError))
-        if error is None:
-            raise
-        reason = error if isinstance(error, demo.DemoError) else f"the run took over {args.timeout:g} s"
+        reason = common.failure(raised, args.timeout, "the run")
         common.progress(f"node cost: error: {reason}; every process was stopped")
         return 1
     if interrupted:
@@ -422,10 +419,7 @@ async def benchmark(args: argparse.Namespace) -> int:
     report["seen_bound"] = seen_bound(args.size)
     print(format_report(report), flush=True)
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(common.json_safe(report), handle, indent=2)
-            handle.write("\n")
-        common.progress(f"wrote {args.json}")
+        common.write_report(args.json, report)
     rounds = [cluster["relay_only"], cluster["relay_and_deliver"]]
     if any(r["c_delivered"] != r["c_expected"] or r["c_duplicates"] for r in rounds):
         common.progress("node cost: FAILED: C lost or duplicated messages")
@@ -436,16 +430,19 @@ async def benchmark(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="node_cost.py", description=__doc__.split("\n\n", 1)[0],
                                      epilog="See benchmarks/README.md for what is measured and how.")
-    parser.add_argument("--messages", type=int, default=50_000, help="messages per round (default: 50000)")
-    parser.add_argument("--size", type=int, default=100, help="msgpack-encoded message size (default: 100)")
-    parser.add_argument("--burst", type=int, default=demo.BATCH,
+    parser.add_argument("--messages", type=common.positive_int, default=50_000,
+                        help="messages per round (default: 50000)")
+    parser.add_argument("--size", type=common.positive_int, default=100,
+                        help="msgpack-encoded message size (default: 100)")
+    parser.add_argument("--burst", type=common.positive_int, default=demo.BATCH,
                         help=f"messages between two drain() calls (default: {demo.BATCH})")
-    parser.add_argument("--idle", type=float, default=2.0, help="idle seconds before measuring (default: 2)")
-    parser.add_argument("--seen-seconds", type=float, default=5.0,
+    parser.add_argument("--idle", type=common.positive_seconds, default=2.0,
+                        help="idle seconds before measuring (default: 2)")
+    parser.add_argument("--seen-seconds", type=common.positive_seconds, default=5.0,
                         help="seconds of the 1,000 msgs/s round in the nodes (default: 5)")
-    parser.add_argument("--sim-seconds", type=float, default=30.0,
+    parser.add_argument("--sim-seconds", type=common.positive_seconds, default=30.0,
                         help="simulated seconds of the in-process seen-record run (default: 30)")
-    parser.add_argument("--timeout", type=float, default=180.0,
+    parser.add_argument("--timeout", type=common.positive_seconds, default=180.0,
                         help="bound on the cluster run (default: 180 s)")
     parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")
     return parser

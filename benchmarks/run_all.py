@@ -271,8 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n" + format_summary(summary, args.quick), flush=True)
     common.progress(f"run_all: {report['seconds']:.0f} s")
     if args.json:
-        Path(args.json).write_text(json.dumps(common.json_safe(report), indent=2) + "\n")
-        common.progress(f"wrote {args.json}")
+        common.write_report(args.json, report)
     if failed:
         common.progress("run_all: FAILED: a benchmark failed or lost/duplicated messages (see above)")
         return 1

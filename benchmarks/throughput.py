@@ -56,7 +56,6 @@ import msgpack
 import trio
 
 from swarm import demo
-from swarm.cli import number_type
 from swarm.protocol.wire import encode_data, encode_message, encode_origin, encode_topic
 
 HOST = "127.0.0.1"
@@ -319,16 +318,6 @@ def profiling(node: str | None, output: Path | None):
         demo.start_process = original
 
 
-async def phase(label: str, work: Any, timeout: float) -> tuple[bool, Any]:
-    """Run one phase under `supervise` (its processes stopped after it); (interrupted, result)."""
-    print(f"{label} ...", file=sys.stderr, flush=True)
-    started = time.monotonic()
-    interrupted, result = await demo.supervise(work, timeout)
-    if not interrupted:
-        print(f"{label}: done in {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
-    return interrupted, result
-
-
 # ---------------------------------------------------------------------- report
 
 
@@ -420,12 +409,9 @@ async def benchmark(args: argparse.Namespace) -> int:
         "subscribers": args.subscribers, "publishers": 1, "sizes": args.size, "burst": args.burst,
         "coalesce": COALESCE, "profile": args.profile, "broadcast": args.broadcast}, format=2)
     report["runs"] = []
-    missing = None if args.no_redis else common.redis_missing()
-    if args.no_redis:
-        report["redis_skipped"] = "Redis baseline skipped (--no-redis)"
-    elif missing:
-        report["redis_skipped"] = missing
-        common.progress(missing)
+    skipped = common.redis_skipped(args.no_redis)
+    if skipped:
+        report["redis_skipped"] = skipped
     interrupted = False
     try:
         for size in args.size:
@@ -433,7 +419,7 @@ async def benchmark(args: argparse.Namespace) -> int:
             # The baseline's frame is a length prefix and one message: pad it to swarm's frame size.
             baseline_pad = padding_for(frame - LENGTH.size, args.baseline_messages)
             label = f"{size}-byte messages ({frame}-byte frames)"
-            interrupted, baseline = await phase(
+            interrupted, baseline = await common.phase(
                 f"baseline, {label}",
                 lambda children, pad=baseline_pad: run_baseline(children, args.baseline_messages, pad),
                 args.timeout)
@@ -443,7 +429,7 @@ async def benchmark(args: argparse.Namespace) -> int:
             profile_file = (Path(args.profile_dir) / f"profile-{args.profile}-{size}.txt"
                             if args.profile else None)
             with profiling(args.profile, profile_file):
-                interrupted, swarm_run = await phase(
+                interrupted, swarm_run = await common.phase(
                     f"swarm, {label}" + (f", {args.profile} under py-spy" if args.profile else ""),
                     lambda children, pad=swarm_pad: run_swarm(children, args.subscribers, args.messages, pad,
                                                               args.burst, args.broadcast),
@@ -452,7 +438,7 @@ async def benchmark(args: argparse.Namespace) -> int:
                 break
             redis_run = None
             if "redis_skipped" not in report:
-                interrupted, redis_run = await phase(
+                interrupted, redis_run = await common.phase(
                     f"redis, {label}",
                     lambda children, pad=swarm_pad: run_redis(children, args.subscribers, args.messages, pad,
                                                               args.burst),
@@ -482,22 +468,18 @@ async def benchmark(args: argparse.Namespace) -> int:
                                   if profile_file.exists() else None)
             report["runs"].append(run)
     except BaseException as raised:  # noqa: B036 - re-raised unless the run failed in a known way
-        error = demo.first_of(raised, (demo.DemoError, trio.TooSlowError))
-        if error is None:
-            raise
-        reason = error if isinstance(error, demo.DemoError) else f"a phase took over {args.timeout:g} s"
-        print(f"throughput: error: {reason}; every process was stopped", file=sys.stderr, flush=True)
+        common.progress(f"throughput: error: {common.failure(raised, args.timeout)}; every process was "
+                        "stopped")
         return 1
     if interrupted:
-        print("throughput: interrupted; every process was stopped", file=sys.stderr, flush=True)
+        common.progress("throughput: interrupted; every process was stopped")
         return 130
     print(format_report(report), flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps(common.json_safe(report), indent=2) + "\n")
-        print(f"wrote {args.json}", file=sys.stderr)
+        common.write_report(args.json, report)
     if all(clean(run) for run in report["runs"]):
         return 0
-    print("throughput: FAILED: messages were lost, duplicated or reordered", file=sys.stderr)
+    common.progress("throughput: FAILED: messages were lost, duplicated or reordered")
     return 1
 
 
@@ -506,26 +488,24 @@ async def benchmark(args: argparse.Namespace) -> int:
 
 
 
-_positive_int = number_type(int, "an integer", 1)
-_positive_float = number_type(float, "a number of seconds", 0, strict=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="throughput.py", description=__doc__.split("\n\n", 1)[0],
         epilog="See benchmarks/README.md for what is measured and how to read it.")
-    parser.add_argument("--messages", type=_positive_int, default=100_000, metavar="N",
+    parser.add_argument("--messages", type=common.positive_int, default=100_000, metavar="N",
                         help="messages the swarm publisher sends per size (default: 100000)")
-    parser.add_argument("--baseline-messages", type=_positive_int, default=1_000_000, metavar="N",
+    parser.add_argument("--baseline-messages", type=common.positive_int, default=1_000_000, metavar="N",
                         help="frames the baseline sender sends per size (default: 1000000)")
-    parser.add_argument("--size", type=_positive_int, nargs="+", default=[100], metavar="BYTES",
+    parser.add_argument("--size", type=common.positive_int, nargs="+", default=[100], metavar="BYTES",
                         help="msgpack-encoded message size; several values run one after another "
                              "(default: 100)")
-    parser.add_argument("--subscribers", type=_positive_int, default=4, metavar="N",
+    parser.add_argument("--subscribers", type=common.positive_int, default=4, metavar="N",
                         help="subscriber node processes besides the publisher (default: 4)")
-    parser.add_argument("--burst", type=_positive_int, default=demo.BATCH, metavar="N",
+    parser.add_argument("--burst", type=common.positive_int, default=demo.BATCH, metavar="N",
                         help=f"messages published between two drain() calls (default: {demo.BATCH})")
-    parser.add_argument("--timeout", type=_positive_float, default=60.0, metavar="SECONDS",
+    parser.add_argument("--timeout", type=common.positive_seconds, default=60.0, metavar="SECONDS",
                         help="seconds one phase (baseline or swarm, one size) may take (default: 60)")
     parser.add_argument("--no-redis", action="store_true", help="skip the Redis pub/sub baseline")
     parser.add_argument("--broadcast", choices=["flood", "tree"], default="flood",
@@ -535,7 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "profile's top entries")
     parser.add_argument("--profile-dir", default=".", metavar="DIR",
                         help="where py-spy's raw profiles go (default: .)")
-    parser.add_argument("--profile-top", type=_positive_int, default=15, metavar="N",
+    parser.add_argument("--profile-top", type=common.positive_int, default=15, metavar="N",
                         help="entries of the profile kept in the JSON (default: 15)")
     parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")
     return parser
@@ -545,7 +525,7 @@ def child_main(argv: Sequence[str]) -> int:
     """The hidden roles this script runs itself as: `_baseline-receiver` and `_baseline-sender`."""
     parser = argparse.ArgumentParser(prog="throughput.py")
     parser.add_argument("role", choices=["_baseline-receiver", "_baseline-sender"])
-    parser.add_argument("--messages", type=_positive_int, required=True)
+    parser.add_argument("--messages", type=common.positive_int, required=True)
     parser.add_argument("--port", type=int)
     parser.add_argument("--pad", type=int, default=0)
     args = parser.parse_args(argv)

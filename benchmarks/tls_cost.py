@@ -35,10 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import common
-import trio
 
 from swarm import certs, demo
-from swarm.cli import number_type
 
 NAMES = ("node-0", "node-1")
 PUBLISHER, SUBSCRIBER = NAMES
@@ -130,7 +128,7 @@ async def benchmark(args: argparse.Namespace) -> int:
                 for number in range(1, args.rounds + 1):
                     for mode in ("plain", "tls"):
                         label = f"size {size}, {mode}, round {number}/{args.rounds}"
-                        print(f"{label} ...", file=sys.stderr, flush=True)
+                        common.progress(f"{label} ...")
                         started = time.monotonic()
                         interrupted, figures = await demo.supervise(
                             lambda children, mode=mode, size=size: run_round(
@@ -138,10 +136,10 @@ async def benchmark(args: argparse.Namespace) -> int:
                                 args.burst),
                             args.timeout)
                         if interrupted:
-                            print("tls_cost: interrupted; every process was stopped", file=sys.stderr)
+                            common.progress("tls_cost: interrupted; every process was stopped")
                             return 130
-                        print(f"{label}: {figures['msgs_per_s']:,.0f} msgs/s "
-                              f"({time.monotonic() - started:.1f} s)", file=sys.stderr, flush=True)
+                        common.progress(f"{label}: {figures['msgs_per_s']:,.0f} msgs/s "
+                                        f"({time.monotonic() - started:.1f} s)")
                         run["rounds"].append({"mode": mode, "round": number, "figures": figures})
                 for mode in ("plain", "tls"):
                     rates = [e["figures"]["msgs_per_s"] for e in run["rounds"] if e["mode"] == mode]
@@ -149,44 +147,38 @@ async def benchmark(args: argparse.Namespace) -> int:
                 run["ratio"] = run["tls_msgs_per_s"] / run["plain_msgs_per_s"]
                 report["runs"].append(run)
         except BaseException as raised:  # noqa: B036 - re-raised unless the run failed in a known way
-            error = demo.first_of(raised, (demo.DemoError, trio.TooSlowError))
-            if error is None:
-                raise
-            reason = error if isinstance(error, demo.DemoError) else f"a round took over {args.timeout:g} s"
-            print(f"tls_cost: error: {reason}; every process was stopped", file=sys.stderr, flush=True)
+            reason = common.failure(raised, args.timeout, "a round")
+            common.progress(f"tls_cost: error: {reason}; every process was stopped")
             return 1
     print(format_report(report), flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps(common.json_safe(report), indent=2) + "\n")
-        print(f"wrote {args.json}", file=sys.stderr)
+        common.write_report(args.json, report)
     if clean(report):
         return 0
-    print("tls_cost: FAILED: messages were lost, duplicated or reordered", file=sys.stderr)
+    common.progress("tls_cost: FAILED: messages were lost, duplicated or reordered")
     return 1
 
 
 
 
 
-_positive_int = number_type(int, "an integer", 1)
-_non_negative_int = number_type(int, "an integer", 0)
-_positive_float = number_type(float, "a number of seconds", 0, strict=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tls_cost.py", description=__doc__.split("\n\n", 1)[0],
         epilog="See benchmarks/README.md for what is measured and how to read it.")
-    parser.add_argument("--messages", type=_positive_int, default=50_000, metavar="N",
+    parser.add_argument("--messages", type=common.positive_int, default=50_000, metavar="N",
                         help="messages published per round (default: 50000)")
-    parser.add_argument("--size", type=_non_negative_int, nargs="+", default=[100, 1024], metavar="BYTES",
+    parser.add_argument("--size", type=common.non_negative_int, nargs="+", default=[100, 1024],
+                        metavar="BYTES",
                         help="payload bytes per message; several values run one after another "
                              "(default: 100 1024)")
-    parser.add_argument("--rounds", type=_positive_int, default=3, metavar="R",
+    parser.add_argument("--rounds", type=common.positive_int, default=3, metavar="R",
                         help="rounds of each mode per size, alternating (default: 3)")
-    parser.add_argument("--burst", type=_positive_int, default=demo.BATCH, metavar="N",
+    parser.add_argument("--burst", type=common.positive_int, default=demo.BATCH, metavar="N",
                         help=f"messages published between two drain() calls (default: {demo.BATCH})")
-    parser.add_argument("--timeout", type=_positive_float, default=60.0, metavar="SECONDS",
+    parser.add_argument("--timeout", type=common.positive_seconds, default=60.0, metavar="SECONDS",
                         help="seconds one round may take (default: 60)")
     parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")
     return parser
