@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
 import sys
 import time
 from array import array
@@ -121,36 +119,26 @@ async def _receive(conn: Connector, recorder: Recorder, command: dict[str, Any])
 async def run_node(options: dict[str, Any], subscribe: bool) -> int:
     recorder = Recorder()
     state = {"seq": 0}
-    stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        conn = Connector(options)
-        if subscribe:
-            conn.subscribe(TOPIC, recorder.add)
-        async with conn, trio.open_nursery() as nursery:
-            async def stop_on_signal() -> None:
-                async for _ in signals:
-                    nursery.cancel_scope.cancel()
-            nursery.start_soon(stop_on_signal)
-            host, port = conn.address
-            common.say(f"listening {conn.server_name} {host}:{port}")
-            await conn.wait_ready()
-            common.say(f"ready {conn.server_name}")
-            async for line in demo.read_lines(stdin):
-                verb, _, rest = line.partition(" ")
-                if verb == "publish":
-                    nursery.start_soon(_publish, conn, state, json.loads(rest))
-                elif verb == "receive":
-                    command = json.loads(rest)
-                    recorder.warmup = command.get("warmup", 0)
-                    nursery.start_soon(_receive, conn, recorder, command)
-                    common.say("receiving")  # the parent publishes only now: the warm-up is set
-                elif verb == "subscribe":
-                    conn.subscribe(TOPIC, recorder.add)
-                    common.say("subscribed")
-                elif verb == "stop":
-                    break
-            nursery.cancel_scope.cancel()
-    await stdin.aclose()
+    conn = Connector(options)
+    if subscribe:
+        conn.subscribe(TOPIC, recorder.add)
+    async with demo.child_node(conn) as (nursery, commands):
+        await conn.wait_ready()
+        common.say(f"ready {conn.server_name}")
+        async for line in commands:
+            verb, _, rest = line.partition(" ")
+            if verb == "publish":
+                nursery.start_soon(_publish, conn, state, json.loads(rest))
+            elif verb == "receive":
+                command = json.loads(rest)
+                recorder.warmup = command.get("warmup", 0)
+                nursery.start_soon(_receive, conn, recorder, command)
+                common.say("receiving")  # the parent publishes only now: the warm-up is set
+            elif verb == "subscribe":
+                conn.subscribe(TOPIC, recorder.add)
+                common.say("subscribed")
+            elif verb == "stop":
+                break
     return 0
 
 

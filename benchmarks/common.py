@@ -99,10 +99,7 @@ def fmt(value: float | None, spec: str = ",.0f") -> str:
     return "-" if value is None or not math.isfinite(value) else format(value, spec)
 
 
-def say(line: str) -> None:
-    """One line to the parent (child processes talk over stdout)."""
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
+say = demo.say  # one line to the parent (child processes talk over stdout)
 
 
 def progress(line: str) -> None:

@@ -100,11 +100,6 @@ def swarm_frame_bytes(size: int, messages: int) -> int:
 # ---------------------------------------------------------------------- baseline child processes
 
 
-def _say(line: str) -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-
 async def _until_stop(cancel_scope: trio.CancelScope) -> None:
     """Cancel `cancel_scope` on a `stop` line or at the end of stdin (the parent is gone)."""
     stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
@@ -163,12 +158,12 @@ async def baseline_receiver(messages: int) -> int:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_until_stop, nursery.cancel_scope)
         listener = (await trio.open_tcp_listeners(0, host=HOST))[0]
-        _say(f"listening {HOST}:{listener.socket.getsockname()[1]}")
+        common.say(f"listening {HOST}:{listener.socket.getsockname()[1]}")
         async with listener:
             stream = await listener.accept()
         async with stream:
             result = await _receive_frames(stream, messages)
-        _say("result " + json.dumps(result))
+        common.say("result " + json.dumps(result))
         await trio.sleep_forever()
     return 0
 
@@ -193,7 +188,7 @@ async def baseline_sender(port: int, messages: int, pad: int) -> int:
             if batch:
                 await stream.send_all(b"".join(batch))
             await stream.send_eof()
-            _say("sent")
+            common.say("sent")
             await trio.sleep_forever()
     return 0
 

@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -47,8 +48,9 @@ from .topology import ring
 from .transport import tls
 from .transport.engine import fetch_status
 
-__all__ = ["Child", "DemoError", "Tally", "await_all", "first_of", "format_table", "percentile", "read_lines",
-           "run_cluster", "run_demo", "run_demo_node", "start_node", "start_process", "supervise"]
+__all__ = ["Child", "DemoError", "Tally", "await_all", "child_node", "first_of", "format_table", "percentile",
+           "read_lines", "run_cluster", "run_demo", "run_demo_node", "say", "start_node", "start_process",
+           "supervise"]
 
 T = TypeVar("T")
 
@@ -152,9 +154,35 @@ async def wait_while_progressing(done: Callable[[], bool], count: Callable[[], i
             return
 
 
-def _say(line: str) -> None:
+def say(line: str) -> None:
+    """One line to the parent: a child node process talks to its parent over stdout."""
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
+
+
+@asynccontextmanager
+async def child_node(conn: Connector) -> AsyncIterator[tuple[trio.Nursery, AsyncIterator[str]]]:
+    """Run `conn` as a child process whose parent drives it over stdin and stdout (the demo's nodes,
+    the benchmarks' `bench_node.py`, the tests' process clusters).
+
+    Yields a nursery, in which `conn` runs and which SIGINT or SIGTERM cancels, and the lines of stdin
+    (the parent's commands), after saying `listening <name> <host>:<port>`. Leaving the block (a
+    `stop` command, or stdin closed: the parent is gone) stops the node and everything in the nursery.
+    """
+    stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
+    try:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with conn, trio.open_nursery() as nursery:
+                async def stop_on_signal() -> None:
+                    async for _ in signals:
+                        nursery.cancel_scope.cancel()
+                nursery.start_soon(stop_on_signal)
+                host, port = conn.address
+                say(f"listening {conn.server_name} {host}:{port}")
+                yield nursery, read_lines(stdin)
+                nursery.cancel_scope.cancel()
+    finally:
+        await stdin.aclose()
 
 
 async def read_lines(stream: trio.abc.ReceiveStream) -> AsyncIterator[str]:
@@ -201,7 +229,7 @@ async def _run_round(conn: Connector, tally: Tally, command: dict[str, Any]) -> 
                             ("send_queue_overflow", "dropped_on_close", "dropped_on_retire"))
     result["links"] = len(status["links"])
     result["counters"] = {key: value for key, value in sorted(counters.items()) if value}
-    _say("result " + json.dumps(result))
+    say("result " + json.dumps(result))
 
 
 async def run_demo_node(options: Options, peers: int) -> int:
@@ -211,38 +239,27 @@ async def run_demo_node(options: Options, peers: int) -> int:
     def on_message(message: Any) -> None:
         tally.add(message, time.time_ns())
 
-    stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        conn = Connector(options)
-        conn.subscribe(TOPIC, on_message)
-        async with conn, trio.open_nursery() as nursery:
-            async def stop_on_signal() -> None:
-                async for _ in signals:
-                    nursery.cancel_scope.cancel()
-            nursery.start_soon(stop_on_signal)
+    conn = Connector(options)
+    conn.subscribe(TOPIC, on_message)
+    async with child_node(conn) as (nursery, commands):
+        await conn.wait_ready()
+        say(f"ready {conn.server_name}")
 
-            host, port = conn.address
-            _say(f"listening {conn.server_name} {host}:{port}")
-            await conn.wait_ready()
-            _say(f"ready {conn.server_name}")
+        async def announce_linked() -> None:
+            while len(conn.status()["links"]) < peers:
+                await trio.sleep(0.02)
+            say(f"linked {conn.server_name}")
+        nursery.start_soon(announce_linked)
 
-            async def announce_linked() -> None:
-                while len(conn.status()["links"]) < peers:
-                    await trio.sleep(0.02)
-                _say(f"linked {conn.server_name}")
-            nursery.start_soon(announce_linked)
-
-            async for line in read_lines(stdin):
-                verb, _, rest = line.partition(" ")
-                if verb == "start":
-                    command = json.loads(rest)
-                    tally.expected_from = {name: command["messages"] for name in command["publishers"]
-                                           if name != conn.server_name}
-                    nursery.start_soon(_run_round, conn, tally, command)
-                elif verb == "stop":
-                    break
-            nursery.cancel_scope.cancel()  # stop, or stdin closed: the parent is gone
-    await stdin.aclose()
+        async for line in commands:
+            verb, _, rest = line.partition(" ")
+            if verb == "start":
+                command = json.loads(rest)
+                tally.expected_from = {name: command["messages"] for name in command["publishers"]
+                                       if name != conn.server_name}
+                nursery.start_soon(_run_round, conn, tally, command)
+            elif verb == "stop":
+                break
     return 0
 
 

@@ -31,7 +31,6 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -44,7 +43,7 @@ from typing import Any
 import trio
 
 from swarm.connector import Connector
-from swarm.demo import read_lines
+from swarm.demo import child_node, say
 from swarm.topology import ring
 from swarm.transport.engine import fetch_status
 
@@ -62,11 +61,6 @@ BATCH = 32
 # ---------------------------------------------------------------------- the child
 
 
-def _say(line: str) -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-
 
 async def _publish(conn: Connector, src: str, rate: float, count: int | None, halt: trio.Event) -> None:
     start = trio.current_time()
@@ -81,11 +75,11 @@ async def _publish(conn: Connector, src: str, rate: float, count: int | None, ha
             break
         now = time.time_ns()
         conn.publish(TOPIC, {"src": src, "seq": seq, "ts": now})
-        _say(f"pub {src} {seq} {now}")
+        say(f"pub {src} {seq} {now}")
         if seq % BATCH == 0:
             await conn.drain()
     await conn.drain()
-    _say(f"halted {src} {seq}")
+    say(f"halted {src} {seq}")
 
 
 async def child_main(name: str, seeds: list[str], options: dict[str, Any]) -> int:
@@ -96,51 +90,40 @@ async def child_main(name: str, seeds: list[str], options: dict[str, Any]) -> in
     src = f"{name}@{os.getpid()}"
 
     def on_message(message: Any) -> None:
-        _say(f"m {message['src']} {message['seq']}")
+        say(f"m {message['src']} {message['seq']}")
 
     def on_direct(message: Any) -> None:
-        _say(f"d {json.dumps(message)}")
+        say(f"d {json.dumps(message)}")
 
     def on_error(error: Any) -> None:
-        _say(f"error {getattr(error, 'code', '?')} {' '.join(str(error).split())}")
+        say(f"error {getattr(error, 'code', '?')} {' '.join(str(error).split())}")
 
     conn.subscribe(TOPIC, on_message)
     conn.subscribe(DIRECT_TOPIC, on_direct)
     conn.on("error", on_error)
-    stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with conn, trio.open_nursery() as nursery:
-            async def stop_on_signal() -> None:
-                async for _ in signals:
-                    nursery.cancel_scope.cancel()
-            nursery.start_soon(stop_on_signal)
-            host, port = conn.address
-            _say(f"listening {name} {host}:{port}")
+    async with child_node(conn) as (nursery, commands):
+        async def announce_ready() -> None:
+            await conn.wait_ready()
+            say(f"ready {name} {time.time_ns()}")
+        nursery.start_soon(announce_ready)
 
-            async def announce_ready() -> None:
-                await conn.wait_ready()
-                _say(f"ready {name} {time.time_ns()}")
-            nursery.start_soon(announce_ready)
-
-            halt = trio.Event()
-            async for line in read_lines(stdin):
-                verb, _, rest = line.partition(" ")
-                if verb == "publish":
-                    command = json.loads(rest)
-                    halt = trio.Event()
-                    nursery.start_soon(_publish, conn, src, command["rate"], command.get("count"), halt)
-                elif verb == "halt":
-                    halt.set()
-                elif verb == "direct":
-                    command = json.loads(rest)
-                    try:
-                        conn.send_direct(command["target"], DIRECT_TOPIC, command["message"])
-                    except Exception as error:  # reported, not fatal: the parent checks for it
-                        _say(f"error local {type(error).__name__}: {error}")
-                elif verb == "stop":
-                    break
-            nursery.cancel_scope.cancel()
-    await stdin.aclose()
+        halt = trio.Event()
+        async for line in commands:
+            verb, _, rest = line.partition(" ")
+            if verb == "publish":
+                command = json.loads(rest)
+                halt = trio.Event()
+                nursery.start_soon(_publish, conn, src, command["rate"], command.get("count"), halt)
+            elif verb == "halt":
+                halt.set()
+            elif verb == "direct":
+                command = json.loads(rest)
+                try:
+                    conn.send_direct(command["target"], DIRECT_TOPIC, command["message"])
+                except Exception as error:  # reported, not fatal: the parent checks for it
+                    say(f"error local {type(error).__name__}: {error}")
+            elif verb == "stop":
+                break
     return 0
 
 
