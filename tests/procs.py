@@ -142,6 +142,91 @@ def _child_entry() -> int:
 # ---------------------------------------------------------------------- the parent
 
 
+async def stop_process(process: trio.Process, grace: float = STOP_GRACE) -> None:
+    """SIGTERM, then SIGKILL after `grace` seconds; always ends with the process reaped (even when the
+    caller is being cancelled)."""
+    with trio.CancelScope(shield=True):
+        if process.returncode is None:
+            process.terminate()
+            with trio.move_on_after(grace):
+                await process.wait()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+class Proc:
+    """A process of a test (`python -m swarm ...`): stdout read line by line, stderr written to a file."""
+
+    def __init__(self, process: trio.Process, stderr_path: Path, name: str) -> None:
+        self.process = process
+        self.stderr_path = stderr_path
+        self.name = name
+        self._buffer = b""
+        self._eof = False
+
+    async def _fill(self) -> bool:
+        assert self.process.stdout is not None
+        chunk = await self.process.stdout.receive_some(65536)
+        if not chunk:
+            self._eof = True
+        self._buffer += chunk
+        return bool(chunk)
+
+    async def read_line(self, timeout: float = WAIT) -> str | None:
+        """The next stdout line, or None at end of output."""
+        with trio.fail_after(timeout):
+            while b"\n" not in self._buffer:
+                if self._eof or not await self._fill():
+                    return None
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line.decode()
+
+    async def expect(self, verb: str, timeout: float = WAIT) -> str:
+        """The rest of the next stdout line starting with `verb`."""
+        with trio.fail_after(timeout):
+            while True:
+                line = await self.read_line()
+                if line is None:
+                    raise AssertionError(f"{self.name} ended before printing {verb!r}: {self.stderr()}")
+                head, _, rest = line.partition(" ")
+                if head == verb:
+                    return rest
+
+    async def rest_of_stdout(self, timeout: float = WAIT) -> list[str]:
+        lines = []
+        while (line := await self.read_line(timeout)) is not None:
+            lines.append(line)
+        return lines
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    async def stderr_line(self, verb: str, timeout: float = WAIT) -> str:
+        """The rest of the first stderr line starting with `verb` (polls the file)."""
+        with trio.fail_after(timeout):
+            while True:
+                for line in self.stderr().splitlines():
+                    head, _, rest = line.partition(" ")
+                    if head == verb:
+                        return rest
+                if self.process.returncode is not None:
+                    raise AssertionError(f"{self.name} exited before printing {verb!r}: {self.stderr()}")
+                await trio.sleep(0.02)
+
+    async def wait(self, timeout: float = WAIT) -> int:
+        with trio.fail_after(timeout):
+            return await self.process.wait()
+
+    async def stop(self) -> None:
+        """SIGTERM, then SIGKILL after a grace period; always ends with the process reaped."""
+        await stop_process(self.process)
+        if self.process.stdout is not None:
+            with trio.CancelScope(shield=True):
+                await self.process.stdout.aclose()
+
+
+
 @dataclass
 class Published:
     seq: int
@@ -255,16 +340,10 @@ class Node:
 
     async def stop(self) -> None:
         """SIGTERM, then SIGKILL after STOP_GRACE; always ends with the process reaped."""
+        if self.process.returncode is None and self.stopped_ns is None:
+            self.stopped_ns = time.time_ns()
+        await stop_process(self.process)
         with trio.CancelScope(shield=True):
-            if self.process.returncode is None:
-                if self.stopped_ns is None:
-                    self.stopped_ns = time.time_ns()
-                self.process.terminate()
-                with trio.move_on_after(STOP_GRACE):
-                    await self.process.wait()
-            if self.process.returncode is None:
-                self.process.kill()
-                await self.process.wait()
             if self.process.stdin is not None:
                 with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                     await self.process.stdin.aclose()

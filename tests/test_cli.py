@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import trio
+from procs import Proc
 
 from swarm.cli import to_json_line
 
@@ -46,83 +47,6 @@ def config_text(name: str | None = None, *, seeds: Sequence[str] = (), plugin: s
 
 def swarm_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "swarm", *args]
-
-
-class Proc:
-    """A `python -m swarm` process: stdout read line by line, stderr written to a file."""
-
-    def __init__(self, process: trio.Process, stderr_path: Path, name: str) -> None:
-        self.process = process
-        self.stderr_path = stderr_path
-        self.name = name
-        self._buffer = b""
-        self._eof = False
-
-    async def _fill(self) -> bool:
-        assert self.process.stdout is not None
-        chunk = await self.process.stdout.receive_some(65536)
-        if not chunk:
-            self._eof = True
-        self._buffer += chunk
-        return bool(chunk)
-
-    async def read_line(self, timeout: float = WAIT) -> str | None:
-        """The next stdout line, or None at end of output."""
-        with trio.fail_after(timeout):
-            while b"\n" not in self._buffer:
-                if self._eof or not await self._fill():
-                    return None
-        line, self._buffer = self._buffer.split(b"\n", 1)
-        return line.decode()
-
-    async def expect(self, verb: str, timeout: float = WAIT) -> str:
-        """The rest of the next stdout line starting with `verb`."""
-        with trio.fail_after(timeout):
-            while True:
-                line = await self.read_line()
-                if line is None:
-                    raise AssertionError(f"{self.name} ended before printing {verb!r}: {self.stderr()}")
-                head, _, rest = line.partition(" ")
-                if head == verb:
-                    return rest
-
-    async def rest_of_stdout(self, timeout: float = WAIT) -> list[str]:
-        lines = []
-        while (line := await self.read_line(timeout)) is not None:
-            lines.append(line)
-        return lines
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
-
-    async def stderr_line(self, verb: str, timeout: float = WAIT) -> str:
-        """The rest of the first stderr line starting with `verb` (polls the file)."""
-        with trio.fail_after(timeout):
-            while True:
-                for line in self.stderr().splitlines():
-                    head, _, rest = line.partition(" ")
-                    if head == verb:
-                        return rest
-                if self.process.returncode is not None:
-                    raise AssertionError(f"{self.name} exited before printing {verb!r}: {self.stderr()}")
-                await trio.sleep(0.02)
-
-    async def wait(self, timeout: float = WAIT) -> int:
-        with trio.fail_after(timeout):
-            return await self.process.wait()
-
-    async def stop(self) -> None:
-        """SIGTERM, then SIGKILL after a grace period; always ends with the process reaped."""
-        with trio.CancelScope(shield=True):
-            if self.process.returncode is None:
-                self.process.terminate()
-                with trio.move_on_after(5):
-                    await self.process.wait()
-            if self.process.returncode is None:
-                self.process.kill()
-                await self.process.wait()
-            if self.process.stdout is not None:
-                await self.process.stdout.aclose()
 
 
 Launch = Callable[..., Awaitable[Proc]]

@@ -24,6 +24,7 @@ import pytest
 import trio
 from cluster import Errors, Inbox, barrier, wait_until
 from cryptography import x509
+from procs import Proc
 
 import swarm
 from swarm import certs, cli
@@ -621,41 +622,6 @@ async def test_failed_reload_keeps_the_files_in_use(pki: Pki) -> None:
 # ---------------------------------------------------------------------- the command line
 
 
-class NodeProcess:
-    """`python -m swarm node` with stdout read line by line; stopped (TERM, then KILL) by `stop`."""
-
-    def __init__(self, process: trio.Process, stderr: Path) -> None:
-        self.process = process
-        self.stderr = stderr
-        self._buffer = b""
-
-    async def expect(self, verb: str) -> str:
-        assert self.process.stdout is not None
-        with trio.fail_after(WAIT * 2):
-            while True:
-                while b"\n" not in self._buffer:
-                    chunk = await self.process.stdout.receive_some(65536)
-                    if not chunk:
-                        raise AssertionError(f"node ended before {verb!r}: {self.stderr.read_text()}")
-                    self._buffer += chunk
-                line, self._buffer = self._buffer.split(b"\n", 1)
-                head, _, rest = line.decode().partition(" ")
-                if head == verb:
-                    return rest
-
-    async def stop(self) -> None:
-        with trio.CancelScope(shield=True):
-            if self.process.returncode is None:
-                self.process.terminate()
-                with trio.move_on_after(5):
-                    await self.process.wait()
-            if self.process.returncode is None:
-                self.process.kill()
-                await self.process.wait()
-            if self.process.stdout is not None:
-                await self.process.stdout.aclose()
-
-
 async def swarm_status(*args: str) -> subprocess.CompletedProcess[bytes]:
     with trio.fail_after(WAIT * 2):
         return await trio.run_process([sys.executable, "-m", "swarm", "status", *args], capture_stdout=True,
@@ -676,7 +642,7 @@ async def test_sighup_makes_the_node_command_reload_its_certificate(pki: Pki, tm
         process = await trio.lowlevel.open_process(
             [sys.executable, "-m", "swarm", "node", "--config", str(config), "--log-level", "INFO"],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=handle, cwd=ROOT)
-    node = NodeProcess(process, stderr)
+    node = Proc(process, stderr, "node-0")
     try:
         name, address = (await node.expect("listening")).split()
         assert name == "node-0"  # from the certificate
