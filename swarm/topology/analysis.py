@@ -26,7 +26,6 @@ minutes) because large graphs are measured from samples; pure Python, no numpy.
 from __future__ import annotations
 
 import random
-import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -348,7 +347,6 @@ class Analysis:
     flood: FloodStats
     greedy: GreedyStats | None
     robustness: dict[str, float]  # "random 50%" / "targeted 50%" -> share of survivors connected
-    seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -603,7 +601,6 @@ def analyse(graph: nx.Graph, *, sources: int | None = None, clustering_samples: 
     `clustering_samples` and `greedy_pairs` bound the work on large graphs (see each measure). Greedy
     routing is measured only when the nodes have ring positions (swarm overlays, or any graph whose
     nodes have a `position` attribute). `crash` lists the fractions removed, at random and targeted."""
-    started = time.perf_counter()
     adj = _Adjacency(graph)
     paths, flood = _path_stats(adj, sources, seed)
     coefficient, averaged = clustering(graph, clustering_samples, seed)
@@ -616,4 +613,4 @@ def analyse(graph: nx.Graph, *, sources: int | None = None, clustering_samples: 
         survived[f"targeted {f:.0%}"] = _robustness(adj, f, True, seed)
     return Analysis(nodes=adj.n, links=link_stats(graph), degree=degree_stats(graph), paths=paths,
                     clustering=coefficient, clustering_samples=averaged, flood=flood, greedy=greedy,
-                    robustness=survived, seconds=time.perf_counter() - started)
+                    robustness=survived)
