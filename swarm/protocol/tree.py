@@ -161,7 +161,7 @@ class TreeBroadcast:
         hop counts only change when the tree does. Copies from a peer already pruned are in flight
         from before our PRUNE reached it: nothing to do (and it cannot become the parent, it stops).
         """
-        stream = self._streams.get(key) or self._stream(key)
+        stream = self._stream(key)
         parent = stream.parent
         if peer == parent:
             stream.hops = hops
