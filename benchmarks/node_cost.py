@@ -11,10 +11,13 @@ What it measures:
   successor on the ring, C the one after. A publishes `--messages` messages as fast as flow control
   allows (`--burst`, then `drain()`); C counts them. The first copy reaches C through B (2 hops; the
   other way round the ring is 3), so B reads each message once and writes it once, to C: B is the relay
-  under test. B's utime + stime (`/proc/PID/stat`, 10 ms ticks) is read before and after the round; the
-  messages it relayed are the growth of its `forwarded_messages` counter (`forwarded` counts the DATA
-  frames, each a batch of messages) (status over the wire, `fetch_status`,
-  read once B's counters have stopped moving), which shows the traffic went through B. Two rounds: B not
+  under test. (On a loaded machine A's queue to B can fall behind its queue to E; a copy that reaches B
+  the long way round first is forwarded to no one, A being its origin. So B's cost is divided by the
+  messages it did forward, never by the number A published.) B's utime + stime (`/proc/PID/stat`, 10
+  ms ticks) is read before and after the round; the messages it relayed are the growth of its
+  `forwarded_messages` counter (`forwarded` counts the DATA frames, each a batch of messages) (status
+  over the wire, `fetch_status`, read once B's counters have stopped moving), which shows the traffic
+  went through B. Two rounds: B not
   subscribed (relay only: nothing decoded), then B subscribed (relay + deliver: decode and callback
   too). A's and C's CPU per 10,000 messages is shown beside it. B's idle CPU rate (measured over `--idle`
   seconds before) is shown; it is not subtracted.

@@ -69,6 +69,9 @@ def test_node_cost_benchmark_runs(tmp_path: Path) -> None:
     for key in ("relay_only", "relay_and_deliver"):
         run = report["cluster"][key]
         assert run["c_duplicates"] == 0 and run["c_delivered"] == run["c_expected"], (key, run)
-        # B relayed (nearly) every message, in batches: the figures are per message, not per frame.
-        assert run["relay_counters"]["forwarded_messages"] >= 0.9 * 3000
+        # B relayed messages, counted per message (a frame is a batch of them), never more than A sent.
+        # Not "nearly all": on a loaded machine A's queue to B can lag behind its queue to E, and a copy
+        # that reaches B the long way round (A-E-D-C-B) first is forwarded to no one (A is its origin).
+        # CI once saw 2,521 of 3,000 relayed by B.
+        assert 0 < run["relay_counters"]["forwarded_messages"] <= 3000
         assert run["relay_messages_per_frame"] >= 1
