@@ -52,7 +52,7 @@ from ..topology.smallworld import SmallWorld
 from . import wire
 from .actions import Action, CloseConnection, Deliver, Dial, Ready, ReportError, Retire, Send
 from .seen import SeenRecord
-from .tree import REPAIR_ROUNDS, MessageId, TreeBroadcast
+from .tree import MAX_GRAFT, REPAIR_ROUNDS, MessageId, TreeBroadcast
 
 __all__ = ["CoreConfig", "NodeState"]
 
@@ -642,7 +642,7 @@ class NodeState:
         ready = self.seen.observe(key, seq, now, body)
         if ready is None:
             if self.tree is not None:
-                self._tree_copy(conn, key, body[1] + 1)
+                self._tree_copy(conn, key, body[1] + 1, seq, False)
             return
         try:
             entries = wire.parse_entries(body, name_end + 16)  # a malformed batch is never relayed
@@ -657,7 +657,7 @@ class NodeState:
         # Not back to the peer it came from (by name: it may have come on a connection being retired).
         sender = conn.peer_bytes
         if self.tree is not None:
-            self._tree_copy(conn, key, hops)
+            self._tree_copy(conn, key, hops, seq, True)
             self.tree.received((key, seq), body)
             self._push(wire.relay_prefix(len(body), hops) + body[2:], sender, origin, (key, seq))
             counters["forwarded"] += 1
@@ -770,14 +770,34 @@ class NodeState:
         if kind == wire.KIND_IHAVE:
             tree.ihave_from(peer, messages, now, lambda m: self.seen.has(m[0], m[1]))
             return
-        for body in tree.grafted_by(peer, messages):  # GRAFT: resend, one hop further
+        keys = fields.get("keys", [])  # streams to push again, nothing resent (a lost parent's)
+        if not isinstance(keys, list) or not all(isinstance(key, bytes) for key in keys):
+            raise ProtocolError("GRAFT with keys that are not a list of bytes")
+        keys = keys[:4096]
+        for body in tree.grafted_by(peer, messages, keys):  # GRAFT: resend, one hop further
             self._send_to(conn, wire.relay_prefix(len(body), body[1] + 1) + body[2:])
             self.counters["grafted_payloads"] += 1
+        if keys:  # the peer lost its source of these streams: if it was ours too, we lost ours
+            self._tree_orphaned(tree.orphaned(peer, keys), conn.id)
 
-    def _tree_copy(self, conn: _Connection, key: bytes, hops: int) -> None:
-        """Tree mode: a copy of stream `key` came on `conn`; PRUNE that peer or the parent it replaces."""
+    def _tree_orphaned(self, keys: list[bytes], asker: int | None) -> None:
+        """Tree mode: the streams `keys` lost their parent. Ask every linked peer (but the connection
+        `asker`, which asked us for them) to push them, at once rather than after a graft timeout per
+        orphaned node: tree.py's `orphaned` says what each peer does with it."""
+        if not keys:
+            return
+        self.counters["streams_orphaned"] += len(keys)
+        targets = tuple(c for c in self._active if c != asker)
+        if targets:
+            for start in range(0, len(keys), MAX_GRAFT):
+                self._out.append(Send(targets, wire.encode_control(
+                    wire.KIND_GRAFT, {"ids": [], "keys": keys[start:start + MAX_GRAFT]})))
+
+    def _tree_copy(self, conn: _Connection, key: bytes, hops: int, seq: int, first: bool) -> None:
+        """Tree mode: a copy of message `seq` of stream `key` came on `conn` (the first copy here, or a
+        duplicate); PRUNE that peer or the parent it replaces."""
         assert self.tree is not None
-        victim = self.tree.copy_from(conn.peer_bytes, key, hops)
+        victim = self.tree.copy_from(conn.peer_bytes, key, hops, seq, first)
         if victim is None:
             return
         target = conn if victim == conn.peer_bytes else next(
@@ -1136,11 +1156,11 @@ class NodeState:
         self._out.append(CloseConnection(conn.id, reason, flush))
 
     def _unlink(self, member: _Member, now: float, reason: str) -> None:
-        if self.tree is not None:
-            self.tree.link_lost(member.name.encode("utf-8"))
         member.conn = None
         member.unreachable_since = now
         self._refresh_active()
+        if self.tree is not None:
+            self._tree_orphaned(self.tree.link_lost(member.name.encode("utf-8")), None)
         self.counters["links_lost"] += 1
         log.info("%s: link to %s lost: %s", self.name, member.name, reason)
 
