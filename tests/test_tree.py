@@ -127,7 +127,7 @@ def test_lazy_link_grafts_a_missing_payload() -> None:
     assert tree.due(0.05, {b"b", b"c"}) == []
     assert tree.due(0.1, {b"b", b"c"}) == [(b"b", [message])]  # the first announcer is asked
     assert tree.due(0.2, {b"c"}) == [(b"c", [message])]  # no answer: the next one
-    tree.received(message, b"body")
+    tree.received(message, b"body", 0.2)
     assert tree.due(1.0, {b"b", b"c"}) == []
     assert tree.grafted_by(b"d", [message]) == [b"body"]
 
@@ -276,7 +276,7 @@ def test_a_graft_backlog_goes_out_in_frames_under_the_control_limit() -> None:
     for tick in range(1, 20):  # answers free the graft window: the backlog goes out over a few ticks
         batches += tree.due(tick / 8, {b"b"})
         for message in batches[-1][1] if batches else []:
-            tree.received(message, b"body")
+            tree.received(message, b"body", tick / 8)
     assert [m for _, batch in batches for m in batch] == messages  # all of them, in order, to b
     assert {peer for peer, _ in batches} == {b"b"}
     for _, batch in batches:
@@ -331,7 +331,7 @@ def test_grafts_unanswered_per_peer_stay_within_the_window() -> None:
     assert tree.due(0.375, {b"b", b"c"}) == []  # both windows full: the rest waits
     assert tree.wakeup == 0.5  # (no busy wake-up for the waiting ones)
     for message in messages[:10]:
-        tree.received(message, b"body")  # answers free 10 places in b's window
+        tree.received(message, b"body", 0.4)  # answers free 10 places in b's window
     assert tree.wakeup == 0.375  # ... and ask for a tick at once, not at the next deadline
     assert tree.due(0.4375, {b"b", b"c"}) == [(b"b", messages[2 * GRAFT_WINDOW:2 * GRAFT_WINDOW + 10])]
     # Unanswered within the timeout: out of the window, asked of the other announcer, oldest first
@@ -345,19 +345,35 @@ def test_a_graft_answer_is_bounded() -> None:
     tree = TreeBroadcast(graft_timeout=0.1)
     key = b"\x01a" + bytes(8)
     for seq in range(1, 2 * MAX_GRAFT + 1):
-        tree.received((key, seq), b"body")
+        tree.received((key, seq), b"body", 0.0)
     assert len(tree.grafted_by(b"x", [(key, seq) for seq in range(1, 2 * MAX_GRAFT + 1)])) == MAX_GRAFT
 
 
 def test_graft_cache_is_bounded_in_bytes_as_well_as_in_frames() -> None:
     tree = TreeBroadcast(0.1, cache_size=1000, cache_bytes=10_000)
     for seq in range(1, 11):
-        tree.received((b"key", seq), bytes(3000))  # batches of 3,000 bytes: three fit
+        tree.received((b"key", seq), bytes(3000), 0.0)  # batches of 3,000 bytes: three fit
     assert tree.grafted_by(b"p", [(b"key", seq) for seq in range(1, 11)]) == [bytes(3000)] * 3
     small = TreeBroadcast(0.1, cache_size=2)
     for seq in range(1, 5):
-        small.received((b"key", seq), b"x")
+        small.received((b"key", seq), b"x", 0.0)
     assert small.grafted_by(b"p", [(b"key", seq) for seq in range(1, 5)]) == [b"x", b"x"]
+
+
+def test_graft_cache_lets_payloads_go_once_no_graft_can_come_for_them() -> None:
+    tree = TreeBroadcast(0.1, cache_seconds=8.0)
+    for seq in range(1, 11):
+        tree.received((b"key", seq), bytes(3000), now=seq)  # one a second
+    tree.due(12.5, set())  # a tick: older than 4.5 s goes
+    assert tree.grafted_by(b"p", [(b"key", seq) for seq in range(1, 11)]) == [bytes(3000)] * 6
+    assert tree._cached_bytes == 6 * 3000
+    tree.due(100.0, set())
+    assert tree.grafted_by(b"p", [(b"key", seq) for seq in range(1, 11)]) == []
+    assert tree._cached_bytes == 0 and not tree._cache_times
+    # A node's cache lives as long as its gaps may stay open under repair, twice.
+    net = MemNet(seed=1, trace=False)
+    net.add_node("x", broadcast="tree", reorder_timeout=1.0, graft_timeout=0.1)
+    assert net.state("x").tree.cache_seconds == 2 * (1.0 + 30 * 0.1)
 
 
 def test_a_keyed_prune_stops_only_that_stream_towards_the_pruner() -> None:
@@ -403,7 +419,7 @@ def test_a_lost_parent_s_streams_are_asked_at_once_of_the_other_peers() -> None:
 def test_a_graft_with_keys_makes_only_those_streams_eager_and_resends_nothing() -> None:
     a, b = b"\x01a" + bytes(8), b"\x01b" + bytes(8)
     tree = TreeBroadcast(graft_timeout=0.1)
-    tree.received((a, 1), b"payload")
+    tree.received((a, 1), b"payload", 0.0)
     tree.pruned_by(b"x", a)
     tree.pruned_by(b"x", b)
     assert tree.grafted_by(b"x", [], [a, b"\x01z" + bytes(8)]) == []

@@ -52,7 +52,7 @@ from ..topology.smallworld import SmallWorld
 from . import wire
 from .actions import Action, CloseConnection, Deliver, Dial, Ready, ReportError, Retire, Send
 from .seen import SeenRecord
-from .tree import MAX_GRAFT, REPAIR_ROUNDS, MessageId, TreeBroadcast
+from .tree import CACHE_WINDOWS, MAX_GRAFT, REPAIR_ROUNDS, MessageId, TreeBroadcast
 
 __all__ = ["CoreConfig", "NodeState"]
 
@@ -195,14 +195,17 @@ class NodeState:
         # links us) settles for `reorder_timeout`, as long as a gap may stay open: a message that
         # overtook an earlier one must not fix the starting point past it. Rare, so the wait is cheap.
         # Tree mode repairs a gap by GRAFT, which under load may take longer than reorder_timeout.
+        repair_window = config.reorder_timeout + REPAIR_ROUNDS * config.graft_timeout
+        tree_mode = config.broadcast == "tree"
         self.seen = SeenRecord(config.seen_max_entries, config.seen_ttl, config.reorder_timeout,
-                               settle=config.reorder_timeout, repair_timeout=config.reorder_timeout + (
-                                   REPAIR_ROUNDS * config.graft_timeout if config.broadcast == "tree" else 0))
+                               settle=config.reorder_timeout,
+                               repair_timeout=repair_window if tree_mode else config.reorder_timeout)
         self.ready = False
         self.leaving = False
         self._origin_header = wire.encode_origin(self.name)
         self._own_key = self._origin_header + EPOCH.pack(epoch)  # our stream's seen-record key
-        self.tree = TreeBroadcast(config.graft_timeout) if config.broadcast == "tree" else None
+        self.tree = TreeBroadcast(config.graft_timeout, cache_seconds=CACHE_WINDOWS * repair_window
+                                  ) if tree_mode else None
         self._name_bytes = self.name.encode("utf-8")
         self._seq = 0  # the last sequence number given to a DATA frame (a batch) of ours
         # Messages published and not yet sealed into a DATA frame (encoded entries), and their size.
@@ -322,6 +325,7 @@ class NodeState:
         """
         entry = wire.encode_entry(self._topic_bytes(topic), wire.encode_message(message),
                                   self.config.max_message_size)
+        self._now = now
         self.counters["published"] += 1
         if not self._active and not self._batch:
             self.counters["published_without_peers"] += 1
@@ -359,7 +363,7 @@ class NodeState:
             self.counters["data_frames_sent"] += len(self._active)
         else:
             message = (self._own_key, self._seq)
-            self.tree.received(message, frame[4:])
+            self.tree.received(message, frame[4:], self._now)
             self._push(frame, b"", b"", message)
 
     def _push(self, frame: bytes, sender: bytes, origin: bytes, message: MessageId) -> None:
@@ -658,7 +662,7 @@ class NodeState:
         sender = conn.peer_bytes
         if self.tree is not None:
             self._tree_copy(conn, key, hops, seq, True)
-            self.tree.received((key, seq), body)
+            self.tree.received((key, seq), body, now)
             self._push(wire.relay_prefix(len(body), hops) + body[2:], sender, origin, (key, seq))
             counters["forwarded"] += 1
             counters["forwarded_messages"] += len(entries)

@@ -47,11 +47,11 @@ same shape.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
-__all__ = ["MAX_GRAFT", "REPAIR_ROUNDS", "STREAMS", "MessageId", "TreeBroadcast"]
+__all__ = ["CACHE_WINDOWS", "MAX_GRAFT", "REPAIR_ROUNDS", "STREAMS", "MessageId", "TreeBroadcast"]
 
 MessageId = tuple[bytes, int]  # (stream key: origin length, origin, epoch; seq)
 
@@ -89,6 +89,11 @@ CHALLENGES = 2
 # the payloads had left the cache when the grafts for them came.
 CACHE_SIZE = 65536
 CACHE_BYTES = 256 << 20
+# ... and no longer than a graft for it can come. A peer asks at the latest when its gap is given up,
+# reorderTimeout + REPAIR_ROUNDS graft timeouts after it heard of the message, which is after we had it;
+# twice that covers the IHAVE's tick and queues. Without it a node that once relayed a burst kept up to
+# CACHE_BYTES of old frames for good.
+CACHE_WINDOWS = 2
 
 
 _NONE: frozenset[bytes] = frozenset()
@@ -143,16 +148,18 @@ class TreeBroadcast:
     """Which links carry payloads (eager) and which only ids (lazy), and the grafts to repair."""
 
     def __init__(self, graft_timeout: float, cache_size: int = CACHE_SIZE,
-                 cache_bytes: int = CACHE_BYTES) -> None:
+                 cache_bytes: int = CACHE_BYTES, cache_seconds: float = float("inf")) -> None:
         self.graft_timeout = graft_timeout
         self.cache_size = cache_size
         self.cache_bytes = cache_bytes
+        self.cache_seconds = cache_seconds
         self._cached_bytes = 0
         # Peers that sent a PRUNE without a stream key (swarm always sends one; the frame allows it):
         # nothing is pushed to them until they graft.
         self.lazy: set[bytes] = set()
         self._streams: dict[bytes, _Stream] = {}
-        self._cache: OrderedDict[MessageId, bytes] = OrderedDict()
+        self._cache: OrderedDict[MessageId, bytes] = OrderedDict()  # oldest first
+        self._cache_times: deque[tuple[float, MessageId]] = deque()  # when each entry came, oldest first
         self._ihave: dict[bytes, list[MessageId]] = {}
         self._pending: dict[MessageId, _Pending] = {}
         self.wakeup = float("inf")
@@ -163,17 +170,30 @@ class TreeBroadcast:
 
     # ------------------------------------------------------------------ payloads
 
-    def received(self, message: MessageId, body: bytes) -> None:
-        """A new payload (published here, or received): cache it for grafts, stop waiting for it."""
+    def received(self, message: MessageId, body: bytes, now: float) -> None:
+        """A new payload (published here, or received at `now`): cache it for grafts, stop waiting
+        for it."""
         pending = self._pending.pop(message, None)
         if pending is not None and pending.asked is not None and self._window_wait is not None:
             self.wakeup = self._window_wait
             self._window_wait = None
         old = self._cache.get(message)
         self._cache[message] = body
+        self._cache_times.append((now, message))
         self._cached_bytes += len(body) - (len(old) if old is not None else 0)
         while len(self._cache) > self.cache_size or self._cached_bytes > self.cache_bytes:
             self._cached_bytes -= len(self._cache.popitem(last=False)[1])
+
+    def _expire(self, now: float) -> None:
+        """Drop the cached payloads older than `cache_seconds` (some may have gone for size already)."""
+        times, cache = self._cache_times, self._cache
+        cutoff = now - self.cache_seconds
+        while times and times[0][0] < cutoff:
+            body = cache.pop(times.popleft()[1], None)
+            if body is not None:
+                self._cached_bytes -= len(body)
+        if not cache:
+            times.clear()  # entries that went for size: nothing left to expire
 
     def announce(self, message: MessageId, peers: Iterable[bytes]) -> None:
         """Queue an IHAVE for `message` to each lazy peer in `peers`."""
@@ -314,6 +334,7 @@ class TreeBroadcast:
         At most GRAFT_WINDOW ids are asked of one peer and unanswered at a time; a message whose
         linked announcers all have full windows stays due, and is asked when answers free room.
         """
+        self._expire(now)
         grafts: dict[bytes, list[MessageId]] = {}
         self._window_wait = None
         in_flight: dict[bytes, int] = {}
