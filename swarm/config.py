@@ -303,11 +303,11 @@ OPTIONS: tuple[Option, ...] = (
            "a node still wants each link.", minimum=0.01),
     Option("broadcast", "choice", "flood",
            "How payloads spread: `flood` (every link carries every message once; simplest, most "
-           "redundant, delivers at once when nodes crash) or `tree` (Plumtree: payloads along a spanning "
-           "tree, message ids on the other links, a missing payload pulled after `graftTimeout`; about "
-           "one copy per node instead of one per link, so less CPU and bandwidth, but after a crash the "
-           "messages a dead tree link would have carried come by graft, hundreds of ms late; "
-           "docs/performance.md has the figures).",
+           "redundant: other paths route around a slow or lossy link) or `tree` (Plumtree: payloads along "
+           "a spanning tree, message ids on the other links, a missing payload pulled after "
+           "`graftTimeout`; about one copy per node instead of one per link, so less CPU and bandwidth, "
+           "as reliable and as quick as flooding after crashes and partitions, but a retransmitted or "
+           "slow link delays its whole branch; docs/performance.md has the figures).",
            choices=("flood", "tree")),
     Option("graftTimeout", "float", 0.1,
            "With `broadcast: tree`: seconds to wait for a payload announced by an id before asking the "
