@@ -118,13 +118,12 @@ class _Pending:
 class _Stream:
     """One stream's eager and lazy peers, as this node sees them."""
 
-    __slots__ = ("parent", "hops", "parent_seq", "pruned", "lazy", "challenger", "challenger_hops",
-                 "challenged_seq", "challenges")
+    __slots__ = ("parent", "hops", "pruned", "lazy", "challenger", "challenger_hops", "challenged_seq",
+                 "challenges")
 
     def __init__(self) -> None:
         self.parent: bytes | None = None  # the peer we take the stream from
         self.hops = UNKNOWN_HOPS  # links its last copy from the parent had crossed
-        self.parent_seq = 0  # the highest seq of any copy the parent brought
         self.pruned: set[bytes] = set()  # peers we told PRUNE: their copies are leftovers in flight
         self.lazy: set[bytes] = set()  # peers that told us PRUNE: they get only IHAVE from us
         # A peer that brought a message first, not pruned yet: kept until the parent brings that
@@ -134,10 +133,10 @@ class _Stream:
         self.challenged_seq = 0  # the first message the challenger brought before the parent
         self.challenges = 0  # messages it has brought first since
 
-    def adopt(self, peer: bytes, hops: int, seq: int) -> bytes | None:
+    def adopt(self, peer: bytes, hops: int) -> bytes | None:
         """Take the stream from `peer` now; return the old parent, to be pruned (None if there was none)."""
         old = self.parent
-        self.parent, self.hops, self.parent_seq = peer, hops, seq
+        self.parent, self.hops = peer, hops
         self.challenger = None
         if old is not None:
             self.pruned.add(old)
@@ -231,28 +230,26 @@ class TreeBroadcast:
         parent = stream.parent
         if peer == parent:
             stream.hops = hops
-            if seq > stream.parent_seq:
-                stream.parent_seq = seq
             challenger = stream.challenger
             if challenger is None or seq < stream.challenged_seq:
                 return None
             stream.challenger = None  # the parent brought the challenged message after all
             if stream.challenger_hops < hops:
-                return stream.adopt(challenger, stream.challenger_hops, seq)
+                return stream.adopt(challenger, stream.challenger_hops)
             stream.pruned.add(challenger)
             return challenger
         if peer in stream.pruned:
             return None
         if parent is None:
-            stream.adopt(peer, hops, seq)
+            stream.adopt(peer, hops)
             return None
         if hops < stream.hops:
-            return stream.adopt(peer, hops, seq)
+            return stream.adopt(peer, hops)
         if peer == stream.challenger:
             if first:
                 stream.challenges += 1
                 if stream.challenges >= CHALLENGES:
-                    return stream.adopt(peer, hops, seq)
+                    return stream.adopt(peer, hops)
             return None
         if first and stream.challenger is None:
             stream.challenger, stream.challenger_hops = peer, hops
