@@ -101,8 +101,11 @@ def test_an_orphaned_subtree_re_attaches_with_the_next_message_without_repair() 
     live = [name for name in names if net.nodes[name].alive]
     reached, frontier = {names[0]}, [names[0]]
     while frontier:  # the nodes still connected to the publisher
-        frontier = [peer for name in frontier for peer in net.state(name).linked_peers
-                    if peer not in reached and net.nodes[peer].alive and not reached.add(peer)]
+        name = frontier.pop()
+        for peer in net.state(name).linked_peers:
+            if peer not in reached and net.nodes[peer].alive:
+                reached.add(peer)
+                frontier.append(peer)
     assert len(reached) > len(live) // 2
     assert sum(net.state(name).counters["streams_orphaned"] for name in live) > 0
     grafts = sum(net.state(name).counters["grafts"] for name in live)
