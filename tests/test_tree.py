@@ -7,7 +7,7 @@ import functools
 
 import pytest
 import trio
-from memnet import MemNet
+from memnet import MemNet, RawEnd
 
 import swarm
 from swarm.protocol import wire
@@ -28,6 +28,21 @@ def converged_net(mode: str, seed: int = 3, n: int = N) -> tuple[MemNet, list[st
     return net, names
 
 
+def tree_node_with_raw_peers(*names: str) -> tuple[MemNet, dict[str, RawEnd]]:
+    """A tree-mode node "x" linked to test-driven peers of these names (each sends its HELLO)."""
+    net = MemNet(seed=9, trace=False)
+    net.add_node("x", broadcast="tree")
+    raws = {}
+    for number, name in enumerate(names, start=1):
+        raw = raws[name] = net.raw_dial("x")
+        raw.send(wire.encode_control(wire.KIND_HELLO, {
+            "version": wire.PROTOCOL_VERSION, "cluster": "swarm", "name": name, "epoch": 1,
+            "address": ["10.9.9.9", 7000 + number], "nonce": number}))
+    net.run_for(0.2)
+    assert set(net.state("x").linked_peers) == set(names)
+    return net, raws
+
+
 def broadcast_rounds(net: MemNet, names: list[str], senders: list[str], rounds: int,
                      live: list[str] | None = None) -> tuple[int, int, float]:
     """(deliveries made, deliveries expected, RMR) of `rounds` messages from each sender."""
@@ -43,6 +58,17 @@ def broadcast_rounds(net: MemNet, names: list[str], senders: list[str], rounds: 
     broadcasts = rounds * len(senders)
     expected = broadcasts * (len(live) - 1)
     return len(net.deliveries) - delivered_before, expected, received / expected - 1
+
+
+def publish_timed(net: MemNet, origin: str, count: int, interval: float) -> tuple[int, dict[int, float]]:
+    """Publish ["after", i] for i < count from `origin`, `interval` apart: return where their deliveries
+    start in `net.deliveries`, and when each was published (simulated time)."""
+    start, sent = len(net.deliveries), {}
+    for i in range(count):
+        sent[i] = net.now
+        net.publish(origin, "t", ("after", i))
+        net.run_for(interval)
+    return start, sent
 
 
 @pytest.mark.parametrize("senders,rounds,bound", [(1, 50, 0.2), (10, 50, 1.0), (N, 3, 3.0)])
@@ -68,11 +94,7 @@ def test_tree_repairs_itself_when_tree_links_die() -> None:
     net.run_for(10.0)  # failure detection and ring repair
     assert sum(net.state(name).counters["streams_orphaned"] for name in live) > 0
     grafts = sum(net.state(name).counters["grafts"] for name in live)
-    start, sent = len(net.deliveries), {}
-    for i in range(30):
-        sent[i] = net.now
-        net.publish(names[0], "t", ("after", i))
-        net.run_for(0.05)
+    start, sent = publish_timed(net, names[0], 30, 0.05)
     net.run_for(5.0)
     for name in live[1:]:
         got = [m for m in net.delivered(name, origin=names[0]) if isinstance(m, list) and m[0] == "after"]
@@ -87,12 +109,7 @@ def test_an_orphaned_subtree_re_attaches_with_the_next_message_without_repair() 
     # are noticed, the nodes whose parent was among them ask their other peers for the stream, and
     # their children, told by that ask, do the same. Before that, each orphan waited for an IHAVE and
     # a graft timeout, level after level of the orphaned subtree (p99 0.3-1.5 s at 1,000 nodes).
-    net = MemNet(seed=11, latency=0.005, trace=False)
-    names = [f"n{i:03d}" for i in range(100)]
-    net.add_node(names[0], broadcast="tree")
-    for name in names[1:]:
-        net.add_node(name, seeds=[names[0]], broadcast="tree")
-    net.run_for(6.0)
+    net, names = converged_net("tree", seed=11)  # (a net of its own: no other test uses seed 11)
     broadcast_rounds(net, names, [names[0]], 10)  # the tree has formed
     net.dialling = False
     for name in names[1::3]:
@@ -109,11 +126,7 @@ def test_an_orphaned_subtree_re_attaches_with_the_next_message_without_repair() 
     assert len(reached) > len(live) // 2
     assert sum(net.state(name).counters["streams_orphaned"] for name in live) > 0
     grafts = sum(net.state(name).counters["grafts"] for name in live)
-    start, sent = len(net.deliveries), {}
-    for i in range(5):
-        sent[i] = net.now
-        net.publish(names[0], "t", ("after", i))
-        net.run_for(0.01)
+    start, sent = publish_timed(net, names[0], 5, 0.01)
     net.run_for(3.0)
     got = [(d.node, d.message[1]) for d in net.deliveries[start:]]
     assert sorted(got) == sorted((name, i) for name in reached - {names[0]} for i in range(5))
@@ -380,16 +393,7 @@ def test_graft_cache_lets_payloads_go_once_no_graft_can_come_for_them() -> None:
 
 
 def test_a_keyed_prune_stops_only_that_stream_towards_the_pruner() -> None:
-    net = MemNet(seed=9, trace=False)
-    net.add_node("x", broadcast="tree")
-    raws = {}
-    for name in ("p", "q"):
-        raw = raws[name] = net.raw_dial("x")
-        raw.send(wire.encode_control(wire.KIND_HELLO, {
-            "version": wire.PROTOCOL_VERSION, "cluster": "swarm", "name": name, "epoch": 1,
-            "address": ["10.9.9.9", 7000 + len(raws)], "nonce": len(raws)}))
-    net.run_for(0.2)
-    assert set(net.state("x").linked_peers) == {"p", "q"}
+    net, raws = tree_node_with_raw_peers("p", "q")
     state = net.state("x")
     raws["p"].send(wire.encode_control(wire.KIND_PRUNE, {"key": state._own_key}))
     net.run_for(0.1)
@@ -436,16 +440,7 @@ def _data(origin: str, seq: int, hops: int) -> bytes:
 
 
 def test_a_node_whose_parent_link_closes_asks_its_other_peers_for_the_stream() -> None:
-    net = MemNet(seed=9, trace=False)
-    net.add_node("x", broadcast="tree")
-    raws = {}
-    for name in ("p", "q", "r"):
-        raw = raws[name] = net.raw_dial("x")
-        raw.send(wire.encode_control(wire.KIND_HELLO, {
-            "version": wire.PROTOCOL_VERSION, "cluster": "swarm", "name": name, "epoch": 1,
-            "address": ["10.9.9.9", 7000 + len(raws)], "nonce": len(raws)}))
-    net.run_for(0.2)
-    assert set(net.state("x").linked_peers) == {"p", "q", "r"}
+    net, raws = tree_node_with_raw_peers("p", "q", "r")
     for name, hops in (("p", 1), ("q", 2), ("r", 3)):  # stream o: p is the parent, q and r pruned
         raws[name].send(_data("o", 1, hops))
         net.run_for(0.01)
@@ -473,14 +468,8 @@ def test_a_node_whose_parent_link_closes_asks_its_other_peers_for_the_stream() -
 
 
 def test_a_graft_whose_keys_are_not_bytes_closes_the_link() -> None:
-    net = MemNet(seed=9, trace=False)
-    net.add_node("x", broadcast="tree")
-    raw = net.raw_dial("x")
-    raw.send(wire.encode_control(wire.KIND_HELLO, {
-        "version": wire.PROTOCOL_VERSION, "cluster": "swarm", "name": "p", "epoch": 1,
-        "address": ["10.9.9.9", 7001], "nonce": 1}))
-    net.run_for(0.2)
-    assert set(net.state("x").linked_peers) == {"p"}
+    net, raws = tree_node_with_raw_peers("p")
+    raw = raws["p"]
     raw.send(wire.encode_control(wire.KIND_GRAFT, {"ids": [], "keys": ["not bytes"]}))
     net.run_for(0.2)
     assert raw.closed or raw.eof
@@ -490,15 +479,7 @@ def test_a_graft_whose_keys_are_not_bytes_closes_the_link() -> None:
 def test_a_keyed_graft_from_the_parent_is_passed_on_and_one_from_another_peer_is_not() -> None:
     # The parent asks us for the stream it gives us: it lost its own source. We have none either, and
     # tell our other peers at once (our children among them), so a whole subtree re-attaches.
-    net = MemNet(seed=9, trace=False)
-    net.add_node("x", broadcast="tree")
-    raws = {}
-    for name in ("p", "q", "r"):
-        raw = raws[name] = net.raw_dial("x")
-        raw.send(wire.encode_control(wire.KIND_HELLO, {
-            "version": wire.PROTOCOL_VERSION, "cluster": "swarm", "name": name, "epoch": 1,
-            "address": ["10.9.9.9", 7000 + len(raws)], "nonce": len(raws)}))
-    net.run_for(0.2)
+    net, raws = tree_node_with_raw_peers("p", "q", "r")
     raws["p"].send(_data("o", 1, 1))
     net.run_for(0.1)
     key_o = b"\x01o" + (1).to_bytes(8, "big")
