@@ -57,6 +57,7 @@ import trio
 
 from swarm import demo
 from swarm.protocol.wire import encode_data, encode_message, encode_origin, encode_topic
+from swarm.transport.engine import DROP_COUNTERS
 
 HOST = "127.0.0.1"
 SCRIPT = str(Path(__file__).resolve())
@@ -378,9 +379,6 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append("msgs/s: delivered / (last - first arrival) at each receiver; total: all deliveries / "
                  "(latest last - earliest first)")
     return "\n".join(lines)
-
-
-DROP_COUNTERS = ("send_queue_overflow", "dropped_on_close", "dropped_on_retire")
 
 
 def _drops(swarm_run: dict[str, Any]) -> str:

@@ -52,7 +52,7 @@ from .config import OPTIONS_BY_KEY, Options, load_config_file, parse_address, pa
 from .connector import Connector
 from .errors import ConfigError, MessageTooLarge
 from .node import Node
-from .transport.engine import fetch_status
+from .transport.engine import DROP_COUNTERS, fetch_status
 
 __all__ = ["build_parser", "load_options", "main", "number_type", "parse_topic", "to_json_line"]
 
@@ -251,10 +251,6 @@ async def run_sub(options: Options, topic: str | int) -> int:
     return EXIT_OK
 
 
-# Counters of frames dropped from a send queue (see docs/architecture.md, "Other counted losses").
-PUB_DROPS = ("send_queue_overflow", "dropped_on_close", "dropped_on_retire")
-
-
 async def run_pub(options: Options, topic: str | int, message: Any, timeout: float) -> int:
     """Join, publish `message` once, and return once it has left for a peer (or fail after `timeout`)."""
     seeds = ", ".join(f"{host}:{port}" for host, port in options.seedNodes) or "none"
@@ -279,7 +275,7 @@ async def run_pub(options: Options, topic: str | int, message: Any, timeout: flo
             after = conn.status()["counters"]
             # Frames dropped while the message was queued (a link closed under it) may have been it.
             # Not those dropped later, when this node leaves: the message was written by then.
-            dropped = {key: after.get(key, 0) - before.get(key, 0) for key in PUB_DROPS}
+            dropped = {key: after.get(key, 0) - before.get(key, 0) for key in DROP_COUNTERS}
             if any(dropped.values()):
                 counts = ", ".join(f"{key} {count}" for key, count in dropped.items() if count)
                 raise CommandFailed(f"the link to the peers was lost before the message was sent ({counts})")

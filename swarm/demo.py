@@ -46,7 +46,7 @@ from .config import Options, TlsFiles, parse_address
 from .connector import Connector
 from .topology import ring
 from .transport import tls
-from .transport.engine import fetch_status
+from .transport.engine import DROP_COUNTERS, fetch_status
 
 __all__ = ["Child", "DemoError", "Tally", "await_all", "child_node", "first_of", "format_table", "percentile",
            "read_lines", "run_cluster", "run_demo", "run_demo_node", "say", "start_node", "start_process",
@@ -225,8 +225,7 @@ async def _run_round(conn: Connector, tally: Tally, command: dict[str, Any]) -> 
     status = conn.status()
     counters = status["counters"]
     result = tally.result()
-    result["dropped"] = sum(counters.get(key, 0) for key in
-                            ("send_queue_overflow", "dropped_on_close", "dropped_on_retire"))
+    result["dropped"] = sum(counters.get(key, 0) for key in DROP_COUNTERS)
     result["links"] = len(status["links"])
     result["counters"] = {key: value for key, value in sorted(counters.items()) if value}
     say("result " + json.dumps(result))

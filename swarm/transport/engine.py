@@ -53,10 +53,13 @@ from ..protocol.wire import KIND_DATA, max_frame_body
 from . import tls
 from .framing import FrameReader, join_frames
 
-__all__ = ["Engine", "SendQueue", "fetch_status", "open_bus_warning"]
+__all__ = ["DROP_COUNTERS", "Engine", "SendQueue", "fetch_status", "open_bus_warning"]
 
 log = logging.getLogger("swarm.transport")
 
+# The counters of frames a send queue let go unsent: it was full (a slow peer), its link closed, or its
+# link lost a duplicate tie-break and the surviving connection's queue was full (docs/architecture.md).
+DROP_COUNTERS = ("send_queue_overflow", "dropped_on_close", "dropped_on_retire")
 # trio's default receive size; big enough that one read usually carries many small frames.
 RECEIVE_SIZE = 65536
 # How often the peers file is rewritten (when `peersFile` is set).
