@@ -72,6 +72,9 @@ REMEMBERED = 32
 REMEMBER_FACTOR = 10
 # A seed reached this recently is not probed (unless nodes were lost): seeds are the last resort.
 SEED_RECHECK = 300.0
+# Ids (or stream keys) read from one IHAVE or GRAFT frame at most, the rest ignored: swarm sends at
+# most tree.MAX_IHAVE / MAX_GRAFT (512) per frame, so this only bounds the work a hostile frame costs.
+TREE_IDS_READ = 4096
 
 
 @dataclass(frozen=True)
@@ -770,14 +773,14 @@ class NodeState:
                 isinstance(i, list) and len(i) == 2 and isinstance(i[0], bytes) and isinstance(i[1], int)
                 for i in ids):
             raise ProtocolError("IHAVE/GRAFT without a list of [key, seq] ids")
-        messages = [(key, seq) for key, seq in ids[:4096]]
+        messages = [(key, seq) for key, seq in ids[:TREE_IDS_READ]]
         if kind == wire.KIND_IHAVE:
             tree.ihave_from(peer, messages, now, lambda m: self.seen.has(m[0], m[1]))
             return
         keys = fields.get("keys", [])  # streams to push again, nothing resent (a lost parent's)
         if not isinstance(keys, list) or not all(isinstance(key, bytes) for key in keys):
             raise ProtocolError("GRAFT with keys that are not a list of bytes")
-        keys = keys[:4096]
+        keys = keys[:TREE_IDS_READ]
         for body in tree.grafted_by(peer, messages, keys):  # GRAFT: resend, one hop further
             self._send_to(conn, wire.relay_prefix(len(body), body[1] + 1) + body[2:])
             self.counters["grafted_payloads"] += 1
