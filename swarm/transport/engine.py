@@ -409,10 +409,8 @@ class Engine:
         link.queue.poke()  # the writer's next run ends the turn (clears _wrote_directly)
         try:
             sent = os.write(link.fd, data)  # type: ignore[arg-type]
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            sent = 0  # the writer meets the same error in send_all and closes the link the usual way
+        except OSError:  # BlockingIOError: the writer sends it all; any other: it fails there too and
+            sent = 0  # closes the link the usual way
         self.counters["direct_writes"] += 1
         if sent < len(data):
             self.counters["direct_writes_cut_short"] += 1
