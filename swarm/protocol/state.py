@@ -52,7 +52,7 @@ from ..topology.smallworld import SmallWorld
 from . import wire
 from .actions import Action, CloseConnection, Deliver, Dial, Ready, ReportError, Retire, Send
 from .seen import SeenRecord
-from .tree import CACHE_WINDOWS, MAX_GRAFT, REPAIR_ROUNDS, MessageId, TreeBroadcast
+from .tree import CACHE_WINDOWS, MAX_GRAFT, REPAIR_ROUNDS, MessageId, TreeBroadcast, per_frame
 
 __all__ = ["CoreConfig", "NodeState"]
 
@@ -796,9 +796,9 @@ class NodeState:
         self.counters["streams_orphaned"] += len(keys)
         targets = tuple(c for c in self._active if c != asker)
         if targets:
-            for start in range(0, len(keys), MAX_GRAFT):
-                self._out.append(Send(targets, wire.encode_control(
-                    wire.KIND_GRAFT, {"ids": [], "keys": keys[start:start + MAX_GRAFT]})))
+            for part in per_frame(keys, MAX_GRAFT):
+                frame = wire.encode_control(wire.KIND_GRAFT, {"ids": [], "keys": part})
+                self._out.append(Send(targets, frame))
 
     def _tree_copy(self, conn: _Connection, key: bytes, hops: int, seq: int, first: bool) -> None:
         """Tree mode: a copy of message `seq` of stream `key` came on `conn` (the first copy here, or a

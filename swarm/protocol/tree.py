@@ -49,9 +49,10 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol
+from typing import Protocol, TypeVar
 
-__all__ = ["CACHE_WINDOWS", "MAX_GRAFT", "REPAIR_ROUNDS", "STREAMS", "MessageId", "TreeBroadcast"]
+__all__ = ["CACHE_WINDOWS", "MAX_GRAFT", "REPAIR_ROUNDS", "STREAMS", "MessageId", "TreeBroadcast",
+           "per_frame"]
 
 MessageId = tuple[bytes, int]  # (stream key: origin length, origin, epoch; seq)
 
@@ -97,6 +98,13 @@ CACHE_WINDOWS = 2
 
 
 _NONE: frozenset[bytes] = frozenset()
+
+Item = TypeVar("Item")
+
+
+def per_frame(items: list[Item], limit: int) -> list[list[Item]]:
+    """`items` cut, in order, into the lists of at most `limit` that one IHAVE or GRAFT frame carries."""
+    return [items[start:start + limit] for start in range(0, len(items), limit)]
 
 
 class StreamProgress(Protocol):
@@ -373,8 +381,7 @@ class TreeBroadcast:
             stream.pruned.discard(peer)
             pending.deadline = now + self.graft_timeout
             self.wakeup = min(self.wakeup, pending.deadline)
-        return [(peer, messages[start:start + MAX_GRAFT]) for peer, messages in grafts.items()
-                for start in range(0, len(messages), MAX_GRAFT)]
+        return [(peer, part) for peer, messages in grafts.items() for part in per_frame(messages, MAX_GRAFT)]
 
     def repairing(self, message: MessageId) -> bool:
         """Is `message` announced by a peer and waiting for its payload or a graft answer?"""
@@ -383,8 +390,8 @@ class TreeBroadcast:
     def take_ihaves(self) -> list[tuple[bytes, list[MessageId]]]:
         """The IHAVE batches to send now, per peer: everything queued, in frames of MAX_IHAVE ids (a
         backlog would outlive the payload cache, and its grafts could no longer be answered)."""
-        batches = [(peer, messages[start:start + MAX_IHAVE]) for peer, messages in self._ihave.items()
-                   for start in range(0, len(messages), MAX_IHAVE)]
+        batches = [(peer, part) for peer, messages in self._ihave.items()
+                   for part in per_frame(messages, MAX_IHAVE)]
         self._ihave = {}
         return batches
 
