@@ -3,7 +3,7 @@
     python benchmarks/bench_node.py --options JSON [--no-subscribe]
 
 A `swarm.Connector` built from the JSON options, driven over stdin and stdout one line at a time like
-the demo's nodes (`swarm.demo`):
+the demo's nodes (`swarm.harness`):
 
     node   -> parent   listening <name> <host>:<port>        bound
     node   -> parent   ready <name>                          joined
@@ -39,7 +39,7 @@ from typing import Any
 import common
 import trio
 
-from swarm import demo
+from swarm import harness
 from swarm.connector import Connector
 
 TOPIC = "swarm-bench"
@@ -103,7 +103,7 @@ async def _publish(conn: Connector, state: dict[str, int], command: dict[str, An
 
 async def _receive(conn: Connector, recorder: Recorder, command: dict[str, Any]) -> None:
     expected = command["expected"]
-    await demo.wait_while_progressing(lambda: recorder.delivered >= expected, lambda: recorder.delivered,
+    await harness.wait_while_progressing(lambda: recorder.delivered >= expected, lambda: recorder.delivered,
                                       STALL_TIMEOUT, poll=0.01)
     status = conn.status()
     result = {"expected": expected, "delivered": recorder.delivered, "duplicates": recorder.duplicates,
@@ -122,7 +122,7 @@ async def run_node(options: dict[str, Any], subscribe: bool) -> int:
     conn = Connector(options)
     if subscribe:
         conn.subscribe(TOPIC, recorder.add)
-    async with demo.child_node(conn) as (nursery, commands):
+    async with harness.child_node(conn) as (nursery, commands):
         await conn.wait_ready()
         common.say(f"ready {conn.server_name}")
         async for line in commands:

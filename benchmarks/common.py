@@ -4,7 +4,7 @@ Not a benchmark itself. `throughput.py`, `latency.py` and `node_cost.py` import 
 from this folder, so it is on `sys.path`), and so do the child processes they start (`bench_node.py`,
 `redis_clients.py`).
 
-* **Redis.** `start_redis` starts Debian's `redis-server` as a child of the caller's `demo.supervise`
+* **Redis.** `start_redis` starts Debian's `redis-server` as a child of the caller's `harness.supervise`
   (so it is stopped whatever happens) on a free port of 127.0.0.1, with no persistence (`--save ''
   --appendonly no`), under a small `sh` wrapper that stops it when its stdin ends (so even a benchmark
   killed outright leaves no server behind), and waits until it answers PING; `stop_redis` ends it.
@@ -35,7 +35,7 @@ from typing import Any
 import trio
 
 import swarm
-from swarm import demo
+from swarm import harness
 from swarm.cli import number_type
 from swarm.config import parse_address
 from swarm.protocol.wire import encode_message
@@ -99,7 +99,7 @@ def fmt(value: float | None, spec: str = ",.0f") -> str:
     return "-" if value is None or not math.isfinite(value) else format(value, spec)
 
 
-say = demo.say  # one line to the parent (child processes talk over stdout)
+say = harness.say  # one line to the parent (child processes talk over stdout)
 
 
 def progress(line: str) -> None:
@@ -113,13 +113,13 @@ positive_seconds = number_type(float, "a number of seconds", 0, strict=True)
 positive_rate = number_type(float, "a number", 0, strict=True)
 
 
-async def phase(label: str, work: Callable[[list[demo.Child]], Awaitable[Any]],
+async def phase(label: str, work: Callable[[list[harness.Child]], Awaitable[Any]],
                 timeout: float) -> tuple[bool, Any]:
-    """Run one phase under `demo.supervise` (its processes stopped after it), saying when it starts and
+    """Run one phase under `harness.supervise` (its processes stopped after it), saying when it starts and
     how long it took; (interrupted, result)."""
     progress(f"{label} ...")
     started = time.monotonic()
-    interrupted, result = await demo.supervise(work, timeout)
+    interrupted, result = await harness.supervise(work, timeout)
     if not interrupted:
         progress(f"{label}: done in {time.monotonic() - started:.1f} s")
     return interrupted, result
@@ -128,10 +128,10 @@ async def phase(label: str, work: Callable[[list[demo.Child]], Awaitable[Any]],
 def failure(raised: BaseException, timeout: float, what: str = "a phase") -> str:
     """Why a run failed in a way the benchmarks know (a node's error, `what` over `timeout`), for a
     one-line message; anything else is raised again."""
-    error = demo.first_of(raised, (demo.DemoError, trio.TooSlowError))
+    error = harness.first_of(raised, (harness.HarnessError, trio.TooSlowError))
     if error is None:
         raise raised
-    return str(error) if isinstance(error, demo.DemoError) else f"{what} took over {timeout:g} s"
+    return str(error) if isinstance(error, harness.HarnessError) else f"{what} took over {timeout:g} s"
 
 
 def redis_skipped(no_redis: bool) -> str | None:
@@ -243,15 +243,15 @@ async def _redis_answers(port: int) -> bool:
         return False
 
 
-async def start_redis(children: list[demo.Child], attempts: int = 3) -> tuple[demo.Child, int]:
-    """Start `redis-server` on a free loopback port (into `children`, stopped by `demo.supervise`);
-    return it and its port once it answers PING. Raises demo.DemoError if it does not come up."""
+async def start_redis(children: list[harness.Child], attempts: int = 3) -> tuple[harness.Child, int]:
+    """Start `redis-server` on a free loopback port (into `children`, stopped by `harness.supervise`);
+    return it and its port once it answers PING. Raises harness.HarnessError if it does not come up."""
     server = redis_server_path()
     if server is None:
-        raise demo.DemoError("redis-server is not installed")
+        raise harness.HarnessError("redis-server is not installed")
     for _ in range(attempts):
         port = free_port()
-        child = await demo.start_process(children, "redis-server", [
+        child = await harness.start_process(children, "redis-server", [
             "sh", "-c", REDIS_WRAPPER, "redis-wrapper", server, "--bind", HOST, "--port", str(port),
             "--save", "", "--appendonly", "no", "--protected-mode", "yes", "--daemonize", "no",
             "--loglevel", "warning", "--dir", tempfile.gettempdir()])
@@ -261,10 +261,10 @@ async def start_redis(children: list[demo.Child], attempts: int = 3) -> tuple[de
                 return child, port
             await trio.sleep(0.05)
         await child.stop()  # the port was taken in between, or it is slow: try another one
-    raise demo.DemoError(f"redis-server did not answer on 127.0.0.1 within {attempts} attempts")
+    raise harness.HarnessError(f"redis-server did not answer on 127.0.0.1 within {attempts} attempts")
 
 
-async def stop_redis(child: demo.Child) -> None:
+async def stop_redis(child: harness.Child) -> None:
     """Close its stdin: the wrapper stops redis-server (SIGTERM: it exits at once, saving nothing)."""
     await child.stop()
 
@@ -297,7 +297,7 @@ async def redis_server_version(port: int) -> str:
 # ---------------------------------------------------------------------- child processes
 
 
-async def stop_children(children: Sequence[demo.Child]) -> None:
+async def stop_children(children: Sequence[harness.Child]) -> None:
     """Ask every child to stop (a `stop` line) and wait for them, all at once; `supervise` does the rest."""
     async with trio.open_nursery() as nursery:
         for child in children:
@@ -305,12 +305,12 @@ async def stop_children(children: Sequence[demo.Child]) -> None:
                 nursery.start_soon(_stop_one, child)
 
 
-async def _stop_one(child: demo.Child) -> None:
+async def _stop_one(child: harness.Child) -> None:
     try:
         await child.send("stop")
-    except demo.DemoError:
+    except harness.HarnessError:
         return
-    with trio.move_on_after(demo.STOP_GRACE):
+    with trio.move_on_after(harness.STOP_GRACE):
         await child.process.wait()
 
 
@@ -319,12 +319,13 @@ def script(name: str) -> list[str]:
     return [sys.executable, str(HERE / name)]
 
 
-async def start_bench_cluster(children: list[demo.Child], count: int, options: dict[str, Any] | None = None,
-                              unsubscribed: Sequence[str] = (), timeout: float = 60.0,
-                              ) -> tuple[dict[str, demo.Child], dict[str, tuple[str, int]], dict[str, Any]]:
+async def start_bench_cluster(
+        children: list[harness.Child], count: int, options: dict[str, Any] | None = None,
+        unsubscribed: Sequence[str] = (), timeout: float = 60.0,
+) -> tuple[dict[str, harness.Child], dict[str, tuple[str, int]], dict[str, Any]]:
     """Start `count` `bench_node.py` processes named node-0, node-1, ... (into `children`): node-0 without
     seeds, the others seeded with it, all on 127.0.0.1 with ephemeral ports and a cluster name of their
-    own; wait until every node's ring links are its true ring neighbours (`demo.wait_converged`).
+    own; wait until every node's ring links are its true ring neighbours (`harness.wait_converged`).
     Returns the children and the addresses by name, and each node's status at that moment."""
     cluster = f"swarm-bench-{os.getpid()}"
     names = [f"node-{index}" for index in range(count)]
@@ -337,18 +338,18 @@ async def start_bench_cluster(children: list[demo.Child], count: int, options: d
         return [*script("bench_node.py"), "--options", json.dumps(node_options),
                 *(["--no-subscribe"] if name in unsubscribed else [])]
 
-    nodes: dict[str, demo.Child] = {}
+    nodes: dict[str, harness.Child] = {}
     addresses: dict[str, tuple[str, int]] = {}
     with trio.fail_after(timeout):
-        nodes[names[0]] = await demo.start_process(children, names[0], command(names[0], []))
+        nodes[names[0]] = await harness.start_process(children, names[0], command(names[0], []))
         seed = (await nodes[names[0]].expect("listening")).split()[1]
         addresses[names[0]] = parse_address(seed)
         for name in names[1:]:
-            nodes[name] = await demo.start_process(children, name, command(name, [seed]))
-        for name, answer in (await demo.await_all([nodes[n] for n in names[1:]], "listening")).items():
+            nodes[name] = await harness.start_process(children, name, command(name, [seed]))
+        for name, answer in (await harness.await_all([nodes[n] for n in names[1:]], "listening")).items():
             addresses[name] = parse_address(answer.split()[1])
-        await demo.await_all(list(nodes.values()), "ready")
-        statuses = await demo.wait_converged(addresses)
+        await harness.await_all(list(nodes.values()), "ready")
+        statuses = await harness.wait_converged(addresses)
     return nodes, addresses, statuses
 
 
@@ -427,7 +428,7 @@ def pyspy_command(output: str | Path, command: list[str], rate: int = 250) -> li
     writing py-spy's raw (collapsed stacks) format to `output` when the process exits."""
     pyspy = pyspy_path()
     if pyspy is None:
-        raise demo.DemoError("py-spy is not installed (.venv/bin/pip install py-spy)")
+        raise harness.HarnessError("py-spy is not installed (.venv/bin/pip install py-spy)")
     return [pyspy, "record", "--rate", str(rate), "--nonblocking", "--nolineno", "--format", "raw",
             "--output", str(output), "--", *command]
 

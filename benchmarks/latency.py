@@ -45,7 +45,7 @@ from typing import Any
 import common
 import trio
 
-from swarm import demo
+from swarm import harness
 
 
 def _fields(messages: int, publisher: str = "node-0") -> dict[str, Any]:
@@ -54,7 +54,7 @@ def _fields(messages: int, publisher: str = "node-0") -> dict[str, Any]:
     return {"from": publisher, "seq": messages, "t": 1 << 62}
 
 
-async def run_swarm(children: list[demo.Child], nodes: int, messages: int, rate: float, size: int,
+async def run_swarm(children: list[harness.Child], nodes: int, messages: int, rate: float, size: int,
                     warmup: int, raw: bool = False, broadcast: str = "flood") -> dict[str, Any]:
     started = time.monotonic()
     cluster, addresses, _ = await common.start_bench_cluster(children, nodes, {"broadcast": broadcast},
@@ -69,7 +69,7 @@ async def run_swarm(children: list[demo.Child], nodes: int, messages: int, rate:
                                                         "raw": raw}))
     await cluster[target].expect("receiving")  # its warm-up count is set before the first message
     await cluster[source].send("publish " + json.dumps({"messages": messages, "rate": rate,
-                                                        "burst": demo.BATCH, "pad": pad}))
+                                                        "burst": harness.BATCH, "pad": pad}))
     published = json.loads(await cluster[source].expect("published"))
     result = json.loads(await cluster[target].expect("result"))
     cpu = sum(common.cpu_seconds(child.process.pid) for child in cluster.values()) - cpu_before
@@ -95,16 +95,16 @@ async def run_swarm(children: list[demo.Child], nodes: int, messages: int, rate:
             **({"samples_ns": result["samples_ns"]} if raw else {})}
 
 
-async def run_redis(children: list[demo.Child], messages: int, rate: float, pad: int,
+async def run_redis(children: list[harness.Child], messages: int, rate: float, pad: int,
                     warmup: int) -> dict[str, Any]:
     server, port = await common.start_redis(children)
     clients = common.script("redis_clients.py")
-    subscriber = await demo.start_process(children, "redis-subscriber", [
+    subscriber = await harness.start_process(children, "redis-subscriber", [
         *clients, "subscriber", "--port", str(port), "--messages", str(messages), "--mode", "latency",
         "--warmup", str(warmup)])
     with trio.fail_after(common.STARTUP_TIMEOUT):
         await subscriber.expect("ready")
-    publisher = await demo.start_process(children, "redis-publisher", [
+    publisher = await harness.start_process(children, "redis-publisher", [
         *clients, "publisher", "--port", str(port), "--messages", str(messages), "--mode", "latency",
         "--rate", str(rate), "--pad", str(pad)])
     sent = json.loads(await publisher.expect("sent"))

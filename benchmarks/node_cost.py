@@ -57,7 +57,7 @@ from typing import Any
 import common
 import trio
 
-from swarm import demo
+from swarm import harness
 from swarm.protocol import wire
 from swarm.protocol.seen import SeenRecord
 from swarm.topology import ring
@@ -92,11 +92,11 @@ def _is_ring(graph: dict[str, set[str]], roles: dict[str, str]) -> bool:
     return all(len(peers) == 2 for peers in graph.values()) and graph[roles["B"]] == {roles["A"], roles["C"]}
 
 
-def _memory(cluster: dict[str, demo.Child]) -> dict[str, dict[str, int]]:
+def _memory(cluster: dict[str, harness.Child]) -> dict[str, dict[str, int]]:
     return {name: common.memory_kib(child.process.pid) for name, child in cluster.items()}
 
 
-def _cpu(cluster: dict[str, demo.Child]) -> dict[str, float]:
+def _cpu(cluster: dict[str, harness.Child]) -> dict[str, float]:
     return {name: common.cpu_seconds(child.process.pid) for name, child in cluster.items()}
 
 
@@ -114,7 +114,7 @@ async def _quiet_status(address: tuple[str, int], limit: float = 10.0) -> dict[s
     return status
 
 
-async def _round(cluster: dict[str, demo.Child], addresses: dict[str, tuple[str, int]],
+async def _round(cluster: dict[str, harness.Child], addresses: dict[str, tuple[str, int]],
                  roles: dict[str, str], messages: int, expected_total: int, pad: int,
                  burst: int) -> dict[str, Any]:
     """A publishes `messages` at full speed; C waits for `expected_total` in all; B's cost per message."""
@@ -147,7 +147,7 @@ async def _round(cluster: dict[str, demo.Child], addresses: dict[str, tuple[str,
             "relay_seen_entries": after_status["seen_entries"], "relay_held": after_status["held"]}
 
 
-async def run_cluster_cost(children: list[demo.Child], messages: int, size: int, burst: int, idle: float,
+async def run_cluster_cost(children: list[harness.Child], messages: int, size: int, burst: int, idle: float,
                            seen_seconds: float) -> dict[str, Any]:
     roles = ring_roles()
     b = roles["B"]
@@ -158,8 +158,8 @@ async def run_cluster_cost(children: list[demo.Child], messages: int, size: int,
     while not _is_ring(common.overlay(statuses), roles):
         if time.monotonic() > deadline:
             links = {name: sorted(status["links"]) for name, status in statuses.items()}
-            raise demo.DemoError(f"the overlay did not become the ring A-B-C-... in {RING_TIMEOUT:g} s: "
-                                 f"{links}")
+            raise harness.HarnessError(f"the overlay did not become the ring A-B-C-... in {RING_TIMEOUT:g} "
+                                       f"s: {links}")
         await trio.sleep(0.2)
         statuses = await common.fetch_statuses(addresses)
     links = {name: sorted(status["links"]) for name, status in sorted(statuses.items())}
@@ -184,7 +184,7 @@ async def run_cluster_cost(children: list[demo.Child], messages: int, size: int,
                                                    "burst": burst, "pad": pad}))
     await trio.sleep(seen_seconds / 2)
     mid = await common.fetch_statuses(addresses)
-    await demo.await_all(list(cluster.values()), "published")
+    await harness.await_all(list(cluster.values()), "published")
     end = await common.fetch_statuses(addresses)
     await common.stop_children(list(cluster.values()))
     return {"roles": roles, "links": links, "idle_seconds": idle, "relay_idle_cpu_s_per_s": idle_cpu_rate,
@@ -403,7 +403,7 @@ async def benchmark(args: argparse.Namespace) -> int:
     common.progress(f"node cost: a ring of {RING_NODES} nodes ...")
     started = time.monotonic()
     try:
-        interrupted, cluster = await demo.supervise(
+        interrupted, cluster = await harness.supervise(
             lambda children: run_cluster_cost(children, args.messages, args.size, args.burst, args.idle,
                                               args.seen_seconds), args.timeout)
     except BaseException as raised:  # noqa: B036 - re-raised unless the run failed in a known way
@@ -437,8 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="messages per round (default: 50000)")
     parser.add_argument("--size", type=common.positive_int, default=100,
                         help="msgpack-encoded message size (default: 100)")
-    parser.add_argument("--burst", type=common.positive_int, default=demo.BATCH,
-                        help=f"messages between two drain() calls (default: {demo.BATCH})")
+    parser.add_argument("--burst", type=common.positive_int, default=harness.BATCH,
+                        help=f"messages between two drain() calls (default: {harness.BATCH})")
     parser.add_argument("--idle", type=common.positive_seconds, default=2.0,
                         help="idle seconds before measuring (default: 2)")
     parser.add_argument("--seen-seconds", type=common.positive_seconds, default=5.0,

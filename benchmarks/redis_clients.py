@@ -1,7 +1,7 @@
 """The Redis side of the benchmarks: a publisher and a subscriber process, redis-py with the hiredis parser.
 
 Started by `throughput.py` and `latency.py` (never by hand), each one process, talking to the parent over
-stdin and stdout one line at a time, like the swarm nodes of `swarm.demo`:
+stdin and stdout one line at a time, like the swarm nodes of `swarm.harness`:
 
     python benchmarks/redis_clients.py subscriber --port P --messages N --mode throughput|latency
         -> `ready` once subscribed, `result {...}` once N messages arrived (or none came for 10 s),
@@ -16,7 +16,7 @@ swarm benchmarks send, so both buses carry the same bytes:
 * **throughput** mode: `{"from", "seq", "ts": time.time_ns(), "pad"}` as the demo's nodes publish; the
   publisher queues `--burst` PUBLISH commands in a pipeline (no MULTI) and sends them with one
   `execute()`, as the swarm publisher publishes `--burst` messages between two `drain()`s; the subscriber
-  counts each message into a `swarm.demo.Tally`, exactly as a demo node does in its callback.
+  counts each message into a `swarm.harness.Tally`, exactly as a demo node does in its callback.
 * **latency** mode: `{"from", "seq", "t": time.perf_counter_ns(), "pad"}`, one awaited PUBLISH per message
   at a fixed rate (message k is due at start + k / rate); the subscriber takes `perf_counter_ns()` when
   `get_message` returns it and keeps publish->deliver times (CLOCK_MONOTONIC, system-wide on Linux: one
@@ -37,7 +37,7 @@ import common
 import redis
 from redis.utils import HIREDIS_AVAILABLE
 
-from swarm import demo
+from swarm import harness
 from swarm.protocol.wire import decode_message, encode_message
 
 CHANNEL = "swarm-bench"
@@ -64,7 +64,7 @@ def subscriber(port: int, messages: int, mode: str, warmup: int) -> int:
     get_message = pubsub.get_message
     last_heard = time.monotonic()
     if mode == "throughput":
-        tally = demo.Tally({PUBLISHER: messages})
+        tally = harness.Tally({PUBLISHER: messages})
         add, now_ns = tally.add, time.time_ns
         while tally.delivered < messages:
             item = get_message(timeout=1.0)
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, required=True)
     parser.add_argument("--mode", choices=["throughput", "latency"], required=True)
     parser.add_argument("--pad", type=int, default=0)
-    parser.add_argument("--burst", type=int, default=demo.BATCH)
+    parser.add_argument("--burst", type=int, default=harness.BATCH)
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--warmup", type=int, default=0)
     args = parser.parse_args(argv)

@@ -7,7 +7,7 @@
 What it measures, for each `--size` (the msgpack-encoded size of one message, 100 bytes by default):
 
 * **swarm**: 1 + `--subscribers` swarm nodes, each its own OS process (`python -m swarm _demo-node`, the
-  demo's node, see `swarm.demo`), on 127.0.0.1 with ephemeral ports, linked as the current topology
+  demo's node, see `swarm.harness`), on 127.0.0.1 with ephemeral ports, linked as the current topology
   links them. One node publishes `--messages` messages as fast as flow control allows: it publishes
   `--burst` messages, then `await conn.drain()`, so its send queues never overflow and nothing may be
   lost (frames a relaying node drops from a full queue are counted and shown). Each subscriber counts
@@ -34,7 +34,7 @@ swarm node under `py-spy record` and shows the top of its profile (`common.summa
 readable table goes to stdout, progress to stderr, and `--json FILE` writes every figure. Exit status:
 0 when swarm and the baseline lost, duplicated and reordered nothing, 1 otherwise or on failure, 130
 when interrupted (Ctrl-C). Every process started is stopped, whatever happens (closed stdin, then
-SIGTERM, then SIGKILL: `swarm.demo.supervise`).
+SIGTERM, then SIGKILL: `swarm.harness.supervise`).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ import common
 import msgpack
 import trio
 
-from swarm import demo
+from swarm import harness
 from swarm.protocol.wire import encode_data, encode_message, encode_origin, encode_topic
 from swarm.transport.engine import DROP_COUNTERS
 
@@ -94,7 +94,7 @@ def padding_for(size: int, messages: int) -> int:
 def swarm_frame_bytes(size: int, messages: int) -> int:
     """Bytes on the wire of swarm's DATA frame carrying a `size`-byte message (length prefix included)."""
     encoded = encode_message(message(messages, padding_for(size, messages)))
-    topic = encode_topic(demo.TOPIC)
+    topic = encode_topic(harness.TOPIC)
     return len(encode_data(encode_origin(PUBLISHER), 1, messages, topic, encoded, 1 << 30))
 
 
@@ -105,7 +105,7 @@ async def _until_stop(cancel_scope: trio.CancelScope) -> None:
     """Cancel `cancel_scope` on a `stop` line or at the end of stdin (the parent is gone)."""
     stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
     async with stdin:
-        async for line in demo.read_lines(stdin):
+        async for line in harness.read_lines(stdin):
             if line.strip() == "stop":
                 break
     cancel_scope.cancel()
@@ -216,13 +216,13 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
             **{key: result[key] for key in ("p50_ms", "p99_ms", "counters") if key in result}}
 
 
-async def run_baseline(children: list[demo.Child], messages: int, pad: int) -> dict[str, Any]:
+async def run_baseline(children: list[harness.Child], messages: int, pad: int) -> dict[str, Any]:
     python = [sys.executable, SCRIPT]
-    receiver = await demo.start_process(children, "baseline-receiver",
+    receiver = await harness.start_process(children, "baseline-receiver",
                                         [*python, "_baseline-receiver", "--messages", str(messages)])
     with trio.fail_after(STARTUP_TIMEOUT):
         port = (await receiver.expect("listening")).rsplit(":", 1)[1]
-    await demo.start_process(children, "baseline-sender", [*python, "_baseline-sender", "--port", port,
+    await harness.start_process(children, "baseline-sender", [*python, "_baseline-sender", "--port", port,
                                                            "--messages", str(messages), "--pad", str(pad)])
     result = json.loads(await receiver.expect("result"))
     for child in children:
@@ -246,11 +246,11 @@ def totals(per_node: dict[str, dict[str, Any]], results: dict[str, dict[str, Any
     return total
 
 
-async def run_swarm(children: list[demo.Child], subscribers: int, messages: int, pad: int,
+async def run_swarm(children: list[harness.Child], subscribers: int, messages: int, pad: int,
                     burst: int, broadcast: str = "flood") -> dict[str, Any]:
-    results, publishing, _ = await demo.run_cluster(children, subscribers + 1, messages, 1, pad, 0.0,
-                                                    "WARNING", None, burst=burst,
-                                                    node_options=[f"broadcast={broadcast}"])
+    results, publishing, _ = await harness.run_cluster(children, subscribers + 1, messages, 1, pad, 0.0,
+                                                       "WARNING", burst=burst,
+                                                       node_options=[f"broadcast={broadcast}"])
     assert publishing == [PUBLISHER], publishing
     publisher = results.pop(PUBLISHER)
     per_node = {name: summarize(result) for name, result in results.items()}
@@ -266,23 +266,23 @@ async def run_swarm(children: list[demo.Child], subscribers: int, messages: int,
             "subscribers": per_node, "total": total}
 
 
-async def run_redis(children: list[demo.Child], subscribers: int, messages: int, pad: int,
+async def run_redis(children: list[harness.Child], subscribers: int, messages: int, pad: int,
                     burst: int) -> dict[str, Any]:
     """The same counts through Redis pub/sub: redis-server, 1 publisher and `subscribers` subscriber
     processes (`redis_clients.py`); the publisher pipelines `burst` PUBLISH commands per `execute()`."""
     server, port = await common.start_redis(children)
     clients = common.script("redis_clients.py")
     names = [f"sub-{index}" for index in range(1, subscribers + 1)]
-    subs = [await demo.start_process(children, name, [
+    subs = [await harness.start_process(children, name, [
         *clients, "subscriber", "--port", str(port), "--messages", str(messages), "--mode", "throughput"])
         for name in names]
     with trio.fail_after(STARTUP_TIMEOUT):
-        await demo.await_all(subs, "ready")
-    publisher = await demo.start_process(children, "redis-publisher", [
+        await harness.await_all(subs, "ready")
+    publisher = await harness.start_process(children, "redis-publisher", [
         *clients, "publisher", "--port", str(port), "--messages", str(messages), "--mode", "throughput",
         "--burst", str(burst), "--pad", str(pad)])
     sent = json.loads(await publisher.expect("sent"))
-    answers = await demo.await_all(subs, "result")
+    answers = await harness.await_all(subs, "result")
     version = await common.redis_server_version(port)
     await common.stop_children([*subs, publisher])
     await common.stop_redis(server)
@@ -295,23 +295,23 @@ async def run_redis(children: list[demo.Child], subscribers: int, messages: int,
 
 @contextlib.contextmanager
 def profiling(node: str | None, output: Path | None):
-    """While active, `demo.start_process` starts the node called `node` under py-spy (its profile goes
+    """While active, `harness.start_process` starts the node called `node` under py-spy (its profile goes
     to `output` when the node exits); the other processes as usual. Nothing changes when `node` is None."""
     if node is None or output is None:
         yield
         return
-    original = demo.start_process
+    original = harness.start_process
 
-    async def start_process(children: list[demo.Child], name: str, command: list[str]) -> demo.Child:
+    async def start_process(children: list[harness.Child], name: str, command: list[str]) -> harness.Child:
         if name == node:
             command = common.pyspy_command(output, command)
         return await original(children, name, command)
 
-    demo.start_process = start_process  # demo.start_node looks it up at each call
+    harness.start_process = start_process  # harness.start_node looks it up at each call
     try:
         yield
     finally:
-        demo.start_process = original
+        harness.start_process = original
 
 
 # ---------------------------------------------------------------------- report
@@ -496,8 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: 100)")
     parser.add_argument("--subscribers", type=common.positive_int, default=4, metavar="N",
                         help="subscriber node processes besides the publisher (default: 4)")
-    parser.add_argument("--burst", type=common.positive_int, default=demo.BATCH, metavar="N",
-                        help=f"messages published between two drain() calls (default: {demo.BATCH})")
+    parser.add_argument("--burst", type=common.positive_int, default=harness.BATCH, metavar="N",
+                        help=f"messages published between two drain() calls (default: {harness.BATCH})")
     parser.add_argument("--timeout", type=common.positive_seconds, default=60.0, metavar="SECONDS",
                         help="seconds one phase (baseline or swarm, one size) may take (default: 60)")
     parser.add_argument("--no-redis", action="store_true", help="skip the Redis pub/sub baseline")
@@ -527,7 +527,7 @@ def child_main(argv: Sequence[str]) -> int:
             return trio.run(baseline_receiver, args.messages)
         return trio.run(baseline_sender, args.port, args.messages, args.pad)
     except BaseException as raised:  # noqa: B036 - re-raised unless the other end went away
-        error = demo.first_of(raised, (trio.BrokenResourceError, ConnectionError))
+        error = harness.first_of(raised, (trio.BrokenResourceError, ConnectionError))
         if error is None:
             raise
         # The peer process was stopped first (the parent was interrupted or failed): no traceback.

@@ -5,7 +5,7 @@
 What it measures, for each `--size` (payload bytes per message, as the demo's `--size`):
 
 * two swarm nodes, each its own OS process (`python -m swarm _demo-node`, the demo's node, see
-  `swarm.demo`), on 127.0.0.1 with ephemeral ports: node-0 publishes `--messages` messages as fast as
+  `swarm.harness`), on 127.0.0.1 with ephemeral ports: node-0 publishes `--messages` messages as fast as
   flow control allows (`--burst` messages, then `await conn.drain()`), node-1 subscribes and counts
   what arrives (lost, duplicated, out of order) and when the first and the last message came; its rate
   is delivered / (last - first);
@@ -17,7 +17,7 @@ What it measures, for each `--size` (payload bytes per message, as the demo's `-
 The figure is **tls / plain**: the median TLS rate over the median plaintext rate. Absolute rates move
 with the machine's load; the ratio is the figure to compare. A readable table goes to stdout, progress to
 stderr, `--json FILE` writes every figure. Exit status: 0 when nothing was lost, duplicated or reordered,
-1 otherwise or on failure, 130 when interrupted. Every process started is stopped (`swarm.demo.supervise`).
+1 otherwise or on failure, 130 when interrupted. Every process started is stopped (`swarm.harness.supervise`).
 """
 
 from __future__ import annotations
@@ -36,14 +36,14 @@ from typing import Any
 
 import common
 
-from swarm import certs, demo
+from swarm import certs, harness
 
 NAMES = ("node-0", "node-1")
 PUBLISHER, SUBSCRIBER = NAMES
 
 
-async def start_node(children: list[demo.Child], name: str, seeds: list[str],
-                     tls_dir: Path | None) -> demo.Child:
+async def start_node(children: list[harness.Child], name: str, seeds: list[str],
+                     tls_dir: Path | None) -> harness.Child:
     command = [sys.executable, "-m", "swarm", "_demo-node", "--peers", "1",
                "--option", f"serverName={name}", "--option", "port=0", "--option", "host=127.0.0.1",
                "--option", f"clusterName=tls-cost-{os.getpid()}"]
@@ -52,22 +52,22 @@ async def start_node(children: list[demo.Child], name: str, seeds: list[str],
     if tls_dir is not None:
         command += ["--option", f"tls.ca={tls_dir / certs.CA_CERT}",
                     "--option", f"tls.cert={tls_dir / name}.pem", "--option", f"tls.key={tls_dir / name}.key"]
-    return await demo.start_process(children, name, command)
+    return await harness.start_process(children, name, command)
 
 
-async def run_round(children: list[demo.Child], tls_dir: Path | None, messages: int, size: int,
+async def run_round(children: list[harness.Child], tls_dir: Path | None, messages: int, size: int,
                     burst: int) -> dict[str, Any]:
     """One round: start both nodes, publish, collect the subscriber's result, stop them."""
     publisher = await start_node(children, PUBLISHER, [], tls_dir)
     seed = (await publisher.expect("listening")).split()[1]
     await start_node(children, SUBSCRIBER, [seed], tls_dir)
-    await demo.await_all(children, "ready")
-    await demo.await_all(children, "linked")
+    await harness.await_all(children, "ready")
+    await harness.await_all(children, "linked")
     command = json.dumps({"publishers": [PUBLISHER], "messages": messages, "size": size, "rate": 0.0,
                           "burst": burst})
     for child in children:
         await child.send("start " + command)
-    answers = await demo.await_all(children, "result")
+    answers = await harness.await_all(children, "result")
     for child in children:
         await child.send("stop")
     result = json.loads(answers[SUBSCRIBER])
@@ -130,7 +130,7 @@ async def benchmark(args: argparse.Namespace) -> int:
                         label = f"size {size}, {mode}, round {number}/{args.rounds}"
                         common.progress(f"{label} ...")
                         started = time.monotonic()
-                        interrupted, figures = await demo.supervise(
+                        interrupted, figures = await harness.supervise(
                             lambda children, mode=mode, size=size: run_round(
                                 children, tls_dir if mode == "tls" else None, args.messages, size,
                                 args.burst),
@@ -176,8 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: 100 1024)")
     parser.add_argument("--rounds", type=common.positive_int, default=3, metavar="R",
                         help="rounds of each mode per size, alternating (default: 3)")
-    parser.add_argument("--burst", type=common.positive_int, default=demo.BATCH, metavar="N",
-                        help=f"messages published between two drain() calls (default: {demo.BATCH})")
+    parser.add_argument("--burst", type=common.positive_int, default=harness.BATCH, metavar="N",
+                        help=f"messages published between two drain() calls (default: {harness.BATCH})")
     parser.add_argument("--timeout", type=common.positive_seconds, default=60.0, metavar="SECONDS",
                         help="seconds one round may take (default: 60)")
     parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from . import counters as C
 from . import jsontext
 from .config import format_bridge, parse_bridge
 from .errors import MessageTooLarge, SwarmError
@@ -280,7 +281,7 @@ class Bridge:
             where = "?"
         client = _Client(next(self._ids), stream, where, self.queue_limit)
         self.clients[client.id] = client
-        self.counters["bridge_clients"] += 1
+        self.counters[C.BRIDGE_CLIENTS] += 1
         reason: str | None = None
         try:
             with client.scope:
@@ -300,7 +301,7 @@ class Bridge:
             for topic in list(client.topics):
                 self._drop_interest(client, topic)
             if reason is not None:
-                self.counters["bridge_clients_dropped"] += 1
+                self.counters[C.BRIDGE_CLIENTS_DROPPED] += 1
                 log.warning("%s: bridge client %s dropped: %s", self.node.server_name, client, reason)
             elif client.drop_reason is not None:
                 log.warning("%s: bridge client %s disconnected: %s", self.node.server_name, client,
@@ -432,11 +433,11 @@ class Bridge:
         except (TypeError, ValueError, OverflowError) as error:  # e.g. an integer msgpack cannot carry
             self._report(client, "bad-request", str(error))
             return False
-        self.counters["bridge_sent"] += 1
+        self.counters[C.BRIDGE_SENT] += 1
         return True
 
     def _report(self, client: _Client, code: str, text: str) -> None:
-        self.counters["bridge_bad_requests"] += 1
+        self.counters[C.BRIDGE_BAD_REQUESTS] += 1
         log.info("%s: bridge client %s: %s: %s", self.node.server_name, client, code, text)
         self._put(client, encode_frame({"op": "error", "code": code, "text": text}))
 
@@ -474,17 +475,17 @@ class Bridge:
                 raise ValueError(f"{len(frame) - LENGTH_BYTES} bytes of JSON, over the frame limit of "
                                  f"{self.max_frame}")
         except ValueError as error:
-            self.counters["bridge_unencodable"] += 1
+            self.counters[C.BRIDGE_UNENCODABLE] += 1
             frame = encode_frame({"op": "error", "code": "unencodable",
                                   "text": f"a message from {origin} on topic {topic!r} cannot be passed on "
                                           f"as JSON: {error}"})
-        self.counters["bridge_delivered"] += len(subscribers)
+        self.counters[C.BRIDGE_DELIVERED] += len(subscribers)
         for client in list(subscribers.values()):
             self._put(client, frame)
 
     def _put(self, client: _Client, frame: bytes) -> None:
         if not client.put(frame):
-            self.counters["bridge_clients_overflowed"] += 1
+            self.counters[C.BRIDGE_CLIENTS_OVERFLOWED] += 1
             self._drop(client, f"its outbound queue is full ({client.limit} frames): it does not read fast "
                                "enough")
 

@@ -26,7 +26,8 @@ Lines meant for programs (each flushed at once):
 ephemeral port (a node's default is 6021), so they run beside a node on the same machine.
 
 `node` and `sub` run until SIGINT (Ctrl-C) or SIGTERM, then leave the cluster cleanly and exit 0.
-The demo's logic lives in `swarm.demo`, the certificates' in `swarm.certs`.
+The demo's logic lives in `swarm.demo` (its node processes in `swarm.harness`), the certificates' in
+`swarm.certs`.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from .config import OPTIONS_BY_KEY, Options, load_config_file, parse_address, pa
 from .connector import Connector
 from .errors import ConfigError, MessageTooLarge
 from .node import Node
+from .transport import tls
 from .transport.engine import DROP_COUNTERS, fetch_status
 
 __all__ = ["build_parser", "load_options", "main", "number_type", "parse_topic", "to_json_line"]
@@ -99,8 +101,8 @@ def parse_option_flags(flags: Sequence[str]) -> dict[str, Any]:
         option = OPTIONS_BY_KEY.get(base)
         if option is not None and option.kind == "tls" and dot:
             # `--option tls.ca=FILE`: one file of the mapping (checked with the rest by Options).
-            tls = values.get(base)
-            values[base] = dict(tls if isinstance(tls, dict) else {}, **{part: text})
+            files = values.get(base)
+            values[base] = dict(files if isinstance(files, dict) else {}, **{part: text})
             continue
         option = OPTIONS_BY_KEY.get(key)
         if option is None:
@@ -113,7 +115,9 @@ def load_options(config: str | None, flags: Sequence[str], *,
                  defaults: dict[str, Any] | None = None) -> Options:
     """Options from the config file (if any), then `--option` flags on top; raise ConfigError on error.
 
-    `defaults` fill keys that neither the file nor the flags set (pub and sub default `port` to 0).
+    `defaults` fill keys that neither the file nor the flags set (pub and sub default `port` to 0). The
+    `tls` files are read here too, and `serverName` taken from the certificate (`tls.resolve`), so that a
+    bad file is reported before anything starts.
     """
     mapping: dict[str, Any] = dict(defaults or {})
     if config is not None:
@@ -123,7 +127,7 @@ def load_options(config: str | None, flags: Sequence[str], *,
     if isinstance(mapping.get("tls"), dict) and isinstance(flag_options.get("tls"), dict):
         flag_options["tls"] = {**mapping["tls"], **flag_options["tls"]}  # `tls.cert=...` replaces one file
     mapping.update(flag_options)
-    return Options.from_mapping(mapping)
+    return tls.resolve(Options.from_mapping(mapping))
 
 
 def parse_topic(text: str) -> str | int:
@@ -424,7 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     certs.add_parser(commands)
 
-    # Internal: one node process of the demo, driven over stdin/stdout by the parent (see swarm.demo).
+    # Internal: one node process of the demo (and of the benchmarks), driven over stdin/stdout by the
+    # parent (see swarm.harness).
     child = commands.add_parser("_demo-node")
     _add_config_arguments(child)
     child.add_argument("--peers", type=_non_negative_int, required=True,
@@ -467,7 +472,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return trio.run(run_demo, args.nodes, args.messages, args.publishers, args.size, args.rate,
                         args.timeout, args.log_level, args.tls)
     if command == "_demo-node":
-        from .demo import run_demo_node
+        from .harness import run_demo_node
         return trio.run(run_demo_node, load_options(args.config, args.option), args.peers)
     if command == "node":
         return trio.run(run_node, load_options(args.config, args.option))
@@ -477,7 +482,6 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.config is not None or args.option:
             files = load_options(args.config, args.option).tls
             if files is not None:
-                from .transport import tls
                 tls_context = tls.load(files).client
         return trio.run(run_status, address, args.json, args.timeout, tls_context)
     if command == "certs":

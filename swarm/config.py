@@ -4,9 +4,14 @@ This is the one home of every option. `docs/configuration.md` is written from `O
 `render_markdown`), so the reference cannot drift from the code. Option names are deepstream's camelCase,
 because operators paste them from deepstream configs (`serverName`, `seedNodes`, ...).
 
-Validation happens once, in `Options.from_mapping`, and every failure raises `ConfigError` naming the key
+Validation happens in `Options.from_mapping`, and every failure raises `ConfigError` naming the key
 and what was expected, so `swarm.Connector({...})` fails in its constructor, as deepstream's connector test
 suite (case S3) requires, and `python -m swarm node` can print one line and exit with status 2.
+
+Of `tls` only the shape is checked here: its files are read and checked, and `serverName` taken from the
+certificate, when a node is built from the options (`swarm.transport.tls.resolve`, in the same constructor
+and before the command line starts anything). Certificates are the transport's business, and the transport
+imports this module, not the other way round.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
-import socket
+import platform
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -112,7 +117,7 @@ class TlsFiles:
     @classmethod
     def from_value(cls, value: Any, key: str = "tls") -> TlsFiles:
         """Check the shape of a `{ca, cert, key}` mapping; ConfigError names `tls.ca` etc. Files are not
-        read here (see `swarm.transport.tls.load`)."""
+        read here but when a node is built (`swarm.transport.tls.resolve`)."""
         if isinstance(value, TlsFiles):
             return value
         if not isinstance(value, Mapping):
@@ -147,6 +152,8 @@ class Option:
     # Computed default, given the options already validated (e.g. minimumPeers depends on seedNodes).
     derive: Callable[[dict[str, Any]], Any] | None = None
     choices: tuple[str, ...] = ()
+    # Read by the protocol core: `swarm.protocol.state.CoreConfig` has a field for it (snake_case).
+    core: bool = False
 
     def expected(self) -> str:
         if self.kind == "choice":
@@ -199,10 +206,7 @@ class Option:
                 raise ConfigError(f"{key}: expected {self.expected()}, got {value!r}")
             return tuple(parse_address(item, f"{key}[{i}]") for i, item in enumerate(value))
         if self.kind == "tls":
-            files = TlsFiles.from_value(value, key)
-            from .transport import tls  # ssl and cryptography: loaded only when TLS is used
-            tls.load(files)  # every file read and checked: ConfigError naming tls.ca, tls.cert or tls.key
-            return files
+            return TlsFiles.from_value(value, key)
         raise AssertionError(self.kind)
 
 
@@ -228,16 +232,16 @@ def _default_advertise(host: str) -> str:
 
 def _default_server_name() -> str:
     # Unique per process start, readable in logs: the host name says where, the suffix tells restarts apart.
-    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    return f"{platform.node()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
 # The defaults, and why each was chosen:
 OPTIONS: tuple[Option, ...] = (
     Option("serverName", "str", None,
            "This node's unique name in the cluster (deepstream's `serverName`). Default: host name, process "
-           "id and a random suffix.", derive=lambda o: _default_server_name()),
+           "id and a random suffix.", derive=lambda o: _default_server_name(), core=True),
     Option("clusterName", "str", "swarm",
-           "Nodes only link with nodes of the same cluster name; a peer of another cluster is refused."),
+           "Nodes only link with nodes of the same cluster name; a peer of another cluster is refused.", core=True),
     Option("host", "str", "127.0.0.1",
            "Address to listen on. Loopback by default, so nothing is exposed unless asked for."),
     Option("advertiseHost", "str", None,
@@ -248,59 +252,63 @@ OPTIONS: tuple[Option, ...] = (
            minimum=0, maximum=65535),
     Option("seedNodes", "addresses", (),
            "Addresses ('host:port') dialled at start. Further peers are learned from them. Listing the "
-           "node's own address is harmless."),
+           "node's own address is harmless.", core=True),
     Option("minimumPeers", "int", None,
            "Peers to be linked to before the node is ready. Default 1 when `seedNodes` is set, else 0 (a "
            "first node alone is ready at once).", minimum=0,
-           derive=lambda o: 1 if o["seedNodes"] else 0),
+           derive=lambda o: 1 if o["seedNodes"] else 0, core=True),
     Option("maxMessageSize", "int", 1 << 20,
            "Largest message (encoded) in bytes; larger publishes raise MessageTooLarge and larger incoming "
            "frames close the link. 1 MiB, the common default of NATS and GossipSub.",
-           minimum=64, maximum=64 << 20),
+           minimum=64, maximum=64 << 20, core=True),
     Option("sendQueueSize", "int", 8192,
            "Frames queued per peer link before further frames to that peer are dropped (and counted). "
            "`drain()` waits until every queue is at most half full.", minimum=16),
     Option("failureTimeout", "float", 3.0,
            "Seconds of silence after which a peer link is declared dead and closed. Keepalives are sent "
-           "at a third of it, so two may be lost before a healthy link is dropped.", minimum=0.1),
+           "at a third of it, so two may be lost before a healthy link is dropped.", minimum=0.1, core=True),
     Option("handshakeTimeout", "float", None,
            "Seconds a new connection may take to complete the hello exchange. Default: `failureTimeout`.",
-           minimum=0.05, derive=lambda o: o["failureTimeout"]),
+           minimum=0.05, derive=lambda o: o["failureTimeout"], core=True),
     Option("reorderTimeout", "float", 1.0,
            "Seconds a message waits for an earlier one from the same origin before the gap is given up "
-           "(and counted as lost). Flooding normally fills gaps within a round trip.", minimum=0.01),
+           "(and counted as lost). Flooding normally fills gaps within a round trip.", minimum=0.01, core=True),
     Option("seenMaxEntries", "int", 100_000,
            "Upper bound on the seen-record: origins tracked plus out-of-order messages held.",
-           minimum=16),
+           minimum=16, core=True),
     Option("seenTtl", "float", 120.0,
            "Seconds an origin's seen-record entry lives after its last message (GossipSub's seen cache "
-           "also keeps 2 minutes).", minimum=1.0),
+           "also keeps 2 minutes).", minimum=1.0, core=True),
     Option("reconnectMinDelay", "float", 0.05,
            "First delay before re-dialling a lost or unreachable peer; doubled on each failure, with jitter.",
-           minimum=0.001),
+           minimum=0.001, core=True),
     Option("reconnectMaxDelay", "float", 2.0,
-           "Upper bound of the re-dial delay.", minimum=0.01),
+           "Upper bound of the re-dial delay.", minimum=0.01, core=True),
     Option("localLinks", "int", 4,
            "Ring links per node: the nearest live nodes on the ring, half on each side (a Watts-Strogatz "
            "lattice of degree k). 4 keeps the ring connected when any one node fails.", minimum=2,
-           maximum=64),
+           maximum=64, core=True),
     Option("shortcuts", "int", 2,
            "Long-range links per node, drawn from the nodes it knows: they cut the hop count from ~N/k "
-           "to ~log N (docs/architecture.md).", minimum=0, maximum=64),
+           "to ~log N (docs/architecture.md).", minimum=0, maximum=64, core=True),
     Option("shortcutDistribution", "choice", "harmonic",
            "How shortcuts are drawn: `harmonic` (probability ~ 1/ring distance, which lets greedy routing "
            "of direct messages find short paths, after Kleinberg) or `uniform`.",
-           choices=("harmonic", "uniform")),
+           choices=("harmonic", "uniform"), core=True),
     Option("maxPeers", "int", None,
            "Most links a node keeps, inbound included. Default 2 x (localLinks + shortcuts). Further "
            "inbound requests are refused with hints of better peers, and counted.", minimum=2,
-           derive=lambda o: 2 * (o["localLinks"] + o["shortcuts"])),
+           derive=lambda o: 2 * (o["localLinks"] + o["shortcuts"]), core=True),
     Option("reserveSize", "int", 32,
            "Nodes kept in the view besides the ring neighbourhood and the links: the pool shortcuts are "
-           "drawn from and partitions are repaired with (HyParView's passive view is 30).", minimum=0),
+           "drawn from and partitions are repaired with (HyParView's passive view is 30).", minimum=0, core=True),
     Option("gossipInterval", "float", 0.5,
            "Seconds between view exchanges with each linked peer (T-Man rounds), which also carry whether "
-           "a node still wants each link.", minimum=0.01),
+           "a node still wants each link.", minimum=0.01, core=True),
+    Option("probeInterval", "float", 2.0,
+           "Mean seconds between probes: a linked node dials one lost node, remembered address or seed "
+           "now and then (every 0.5 to 1.5 times this), which is how a partition heals.", minimum=0.1,
+           core=True),
     Option("broadcast", "choice", "flood",
            "How payloads spread: `flood` (every link carries every message once; simplest, most "
            "redundant: other paths route around a slow or lossy link) or `tree` (Plumtree: payloads along "
@@ -308,10 +316,10 @@ OPTIONS: tuple[Option, ...] = (
            "`graftTimeout`; about one copy per node instead of one per link, so less CPU and bandwidth, "
            "as reliable and as quick as flooding after crashes and partitions, but a retransmitted or "
            "slow link delays its whole branch; docs/performance.md has the figures).",
-           choices=("flood", "tree")),
+           choices=("flood", "tree"), core=True),
     Option("graftTimeout", "float", 0.1,
            "With `broadcast: tree`: seconds to wait for a payload announced by an id before asking the "
-           "announcer for it (and making that link part of the tree).", minimum=0.001),
+           "announcer for it (and making that link part of the tree).", minimum=0.001, core=True),
     Option("peersFile", "str", None,
            "File in which the node keeps the addresses of the nodes it knows (rewritten every few seconds "
            "and at exit). On start they are dialled like seeds, so a restarted node rejoins through any "
@@ -319,7 +327,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("forgetAfter", "float", 60.0,
            "Seconds after which a member that cannot be reached is forgotten and no longer dialled "
            "(seeds are kept: dialled while the node is isolated, probed now and then otherwise).",
-           minimum=0.1),
+           minimum=0.1, core=True),
     Option("tls", "tls", None,
            "Mutual TLS between nodes: `{ca: FILE, cert: FILE, key: FILE}`, the cluster CA bundle, this "
            "node's certificate and its key (PEM; made by `python -m swarm certs`). Every link is then TLS "
@@ -336,46 +344,21 @@ OPTIONS: tuple[Option, ...] = (
 OPTIONS_BY_KEY: dict[str, Option] = {option.key: option for option in OPTIONS}
 
 
-@dataclasses.dataclass(frozen=True)
-class Options:
-    """Validated options of one node. Build with `Options.from_mapping`."""
+class _Options:
+    """Validated options of one node, one attribute per entry of `OPTIONS` (camelCase, as in deepstream's
+    config). Build with `Options.from_mapping`.
 
-    serverName: str
-    clusterName: str
-    host: str
-    advertiseHost: str
-    port: int
-    seedNodes: tuple[tuple[str, int], ...]
-    minimumPeers: int
-    maxMessageSize: int
-    sendQueueSize: int
-    failureTimeout: float
-    handshakeTimeout: float
-    reorderTimeout: float
-    seenMaxEntries: int
-    seenTtl: float
-    reconnectMinDelay: float
-    reconnectMaxDelay: float
-    forgetAfter: float
-    peersFile: str | None
-    broadcast: str
-    graftTimeout: float
-    localLinks: int
-    shortcuts: int
-    shortcutDistribution: str
-    maxPeers: int
-    reserveSize: int
-    gossipInterval: float
-    tls: TlsFiles | None = None
-    bridge: str | None = None
+    `serverName` is None only with `tls` and no serverName given: the name is the certificate's, read when
+    the node is built (`swarm.transport.tls.resolve`), since this module reads no certificate.
+    """
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any] | None = None, *, from_text: bool = False) -> Options:
         """Validate `mapping`; raise ConfigError naming the first bad key and what it expects."""
         if mapping is None:
             mapping = {}
-        if isinstance(mapping, Options):
-            return mapping
+        if isinstance(mapping, _Options):
+            return mapping  # type: ignore[return-value]
         if not isinstance(mapping, Mapping):
             raise ConfigError(f"options: expected a mapping of option names to values, got {mapping!r}")
         for key in mapping:
@@ -395,19 +378,17 @@ class Options:
         if values["maxPeers"] < values["localLinks"] + values["shortcuts"]:
             raise ConfigError(f"maxPeers: expected an integer >= localLinks + shortcuts "
                               f"({values['localLinks'] + values['shortcuts']}), got {values['maxPeers']}")
-        if values["tls"] is not None:
-            from .transport import tls
-            name = tls.certificate_name(values["tls"].cert)
-            if mapping.get("serverName") is None:
-                values["serverName"] = name  # the certificate says who this node is
-            elif values["serverName"] != name:
-                raise ConfigError(f"serverName: {values['serverName']!r} is not the name in the tls "
-                                  f"certificate ({name!r}), so every peer would refuse this node; leave "
-                                  "serverName out to take the certificate's")
+        if values["tls"] is not None and mapping.get("serverName") is None:
+            values["serverName"] = None  # the certificate's name, which `tls.resolve` reads
         return cls(**values)
 
     def replace(self, **changes: Any) -> Options:
-        return dataclasses.replace(self, **changes)
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+# The fields are the options themselves, so that adding an option is one entry in OPTIONS.
+Options = dataclasses.make_dataclass("Options", [(option.key, Any) for option in OPTIONS], bases=(_Options,),
+                                     frozen=True, namespace={"__module__": __name__, "__doc__": _Options.__doc__})
 
 
 def _check_host(host: str) -> None:

@@ -22,10 +22,12 @@ from typing import Any
 
 import trio
 
+from . import counters as C
 from .config import Options, TlsFiles
 from .errors import SwarmError
 from .protocol.actions import Deliver
 from .protocol.wire import decode_message
+from .transport import tls
 from .transport.engine import Engine
 
 __all__ = ["ASYNC_BACKLOG", "EVENTS", "Node", "NodeError", "check_topic"]
@@ -60,13 +62,13 @@ class Node:
     _kind = "node"
 
     def __init__(self, options: Mapping[str, Any] | Options | None = None) -> None:
-        self.options = Options.from_mapping(options)  # raises ConfigError naming the bad key
+        self.options = tls.resolve(Options.from_mapping(options), check_name=not isinstance(options, Options))
         self.server_name = self.options.serverName
         self.is_ready = False
         self._handlers: dict[str, list[Callable[..., Any]]] = {event: [] for event in EVENTS}
         self._callbacks: dict[str | int, list[Callable[..., Any]]] = {}
         self._engine = Engine(self.options, deliver=self._on_deliver, ready=self._on_ready,
-                              error=self._on_error, topics=lambda: list(self._callbacks),
+                              error=self._on_error, topics=self._callbacks,
                               delivery_room=self._delivery_room)
         self.counters = self._engine.counters  # the node's one set of counters
         self._ready_event = trio.Event()
@@ -143,7 +145,7 @@ class Node:
         await self._ready_event.wait()
 
     def _check_running(self) -> None:
-        if self._engine.core is None or self._closed:
+        if not self._engine.running or self._closed:
             raise RuntimeError(f"the {self._kind} is not running")
 
     # ------------------------------------------------------------------ events
@@ -170,7 +172,7 @@ class Node:
         self._emit("ready")
 
     def _on_error(self, code: str, text: str) -> None:
-        self.counters[f"error_{code}"] += 1
+        self.counters[C.error_counter(code)] += 1
         self._emit("error", NodeError(code, text))
 
     # ------------------------------------------------------------------ subscriptions
@@ -179,10 +181,8 @@ class Node:
         check_topic(topic)
         if not callable(callback):
             raise TypeError("callback must be callable")
-        callbacks = self._callbacks.setdefault(topic, [])
-        callbacks.append(callback)
-        if len(callbacks) == 1 and self._engine.core is not None:
-            self._engine.core.subscribe(topic)
+        # The registry is the node's subscriptions: the core reads it (shared with the engine).
+        self._callbacks.setdefault(topic, []).append(callback)
 
     def _remove_callback(self, topic: str | int, callback: Callable[..., Any]) -> None:
         callbacks = self._callbacks.get(topic)
@@ -191,8 +191,6 @@ class Node:
         callbacks.remove(callback)
         if not callbacks:
             del self._callbacks[topic]
-            if self._engine.core is not None:
-                self._engine.core.unsubscribe(topic)
 
     # ------------------------------------------------------------------ flow and operations
 
@@ -232,9 +230,9 @@ class Node:
     def _on_deliver(self, delivery: Deliver) -> None:
         callbacks = self._callbacks.get(delivery.topic)
         if not callbacks:
-            self.counters["dropped_after_unsubscribe"] += 1
+            self.counters[C.DROPPED_AFTER_UNSUBSCRIBE] += 1
             return
-        encoded = memoryview(delivery.body)[delivery.offset:delivery.end]
+        encoded = delivery.encoded
         for callback in callbacks:
             try:
                 message = decode_message(encoded)  # each callback gets its own copy
@@ -255,7 +253,7 @@ class Node:
 
     def _callback_failed(self, callback: Callable[..., Any], error: BaseException) -> None:
         log.error("%s: subscriber %r raised", self.server_name, callback, exc_info=error)
-        self.counters["callback_errors"] += 1
+        self.counters[C.CALLBACK_ERRORS] += 1
         self._on_error("callback", f"subscriber {getattr(callback, '__qualname__', callback)!r} raised "
                                    f"{type(error).__name__}: {error}")
 

@@ -43,7 +43,7 @@ from typing import Any
 import trio
 
 from swarm.connector import Connector
-from swarm.demo import child_node, say
+from swarm.harness import child_node, say
 from swarm.topology import ring
 from swarm.transport.engine import fetch_status
 

@@ -246,7 +246,7 @@ async def test_name_direct_is_accepted_and_sigterm_leaves_cleanly(launch: Launch
 
 
 def demo_processes(demo_pid: int) -> list[int]:
-    """Pids of the node processes a demo started (they carry its cluster name, see swarm.demo)."""
+    """Pids of the node processes a demo started (they carry its cluster name: swarm.harness.start_node)."""
     marker = f"clusterName=swarm-demo-{demo_pid}".encode()
     found: list[int] = []
     if not os.path.isdir("/proc"):

@@ -498,7 +498,7 @@ def test_simultaneous_dials_end_with_one_link_and_no_loss(seed: int) -> None:
     expected: dict[str, list[int]] = {"a": [], "b": []}
 
     def publish(name: str, i: int) -> None:
-        if net.state(name)._active:
+        if net.state(name).linked_peers:
             expected[name].append(i)
         net.publish(name, T, i)
 

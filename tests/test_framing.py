@@ -1,4 +1,4 @@
-"""FrameReader (swarm.transport.framing): cutting a byte stream into frame bodies, with a size limit.
+"""FrameReader (swarm.protocol.framing): cutting a byte stream into frame bodies, with a size limit.
 
 Regression 3 of the old full-mesh connector: frames split across TCP reads were corrupted.
 """
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import swarm
 from swarm.protocol import wire
-from swarm.transport.framing import FrameReader
+from swarm.protocol.framing import FrameReader
 
 LIMIT = 4096
 

@@ -24,14 +24,16 @@ from memnet import MemNet, MemNode
 import swarm
 from swarm.protocol import actions as act
 from swarm.protocol import wire
-from swarm.protocol.state import REMEMBER_FACTOR, CoreConfig, NodeState
+from swarm.protocol.dialer import REMEMBER_FACTOR
+from swarm.protocol.state import CoreConfig, NodeState
 from swarm.topology import ring
 
 LOCAL_LINKS = CoreConfig.local_links  # 4: 2 per side
 PER_SIDE = LOCAL_LINKS // 2
 SHORTCUTS = CoreConfig.shortcuts
-MAX_PEERS = CoreConfig.max_peers
-GOSSIP = CoreConfig.gossip_interval
+DEFAULTS = CoreConfig(server_name="defaults")
+MAX_PEERS = DEFAULTS.max_peers
+GOSSIP = DEFAULTS.gossip_interval
 T = "t"  # the topic memnet nodes subscribe to
 
 
@@ -133,16 +135,17 @@ class Watched(MemNet):
 
     def _watch_trims(self, mem: MemNode) -> None:
         state = mem.state
-        original = state._trim_view
+        membership = state.membership
+        original = membership.trim_view
         config = state.config
 
         def trim(now: float) -> None:
             original(now)
             bound = view_after_trim(config, len(state.linked_peers))
-            if len(state._members) > bound:
-                self.watch.trims_over_bound.append((now, state.name, len(state._members), bound))
+            if len(membership.members) > bound:
+                self.watch.trims_over_bound.append((now, state.name, len(membership.members), bound))
 
-        state._trim_view = trim  # type: ignore[method-assign]
+        membership.trim_view = trim  # type: ignore[method-assign]
 
     def _apply(self, mem: MemNode, actions: list[act.Action]) -> None:
         super()._apply(mem, actions)
@@ -153,7 +156,7 @@ class Watched(MemNet):
             watch.max_links[mem.name] = len(peers)
         if len(peers) > state.config.max_peers and len(watch.over_max_peers) < 50:
             watch.over_max_peers.append((round(self.now, 4), mem.name, len(peers), sorted(peers)))
-        view = len(state._members)  # what status()["view_size"] reports, without building it
+        view = len(state.membership.members)  # what status()["view_size"] reports, without building it
         if view > watch.max_view[mem.name]:
             watch.max_view[mem.name] = view
         ceiling = view_ceiling(state.config)
@@ -417,7 +420,7 @@ def test_crashed_node_is_replaced_and_then_no_longer_dialled() -> None:
     net.run_until(crashed_at + failure_timeout + 2 * forget_after + 3.0)
     remembering = [name for name in linked if victim in net.state(name).known_members]
     # ... then probe its address now and then (a partition looks the same) for a bounded time:
-    # state.REMEMBER_FACTOR x forgetAfter. After that, nobody dials it any more.
+    # dialer.REMEMBER_FACTOR x forgetAfter. After that, nobody dials it any more.
     quiet_from = crashed_at + failure_timeout + (1 + REMEMBER_FACTOR) * forget_after + 5.0
     net.run_until(quiet_from + 20.0)
     dials = [(round(t, 2), who) for t, who, a in net.dials if a == address and t > crashed_at]
@@ -427,8 +430,8 @@ def test_crashed_node_is_replaced_and_then_no_longer_dialled() -> None:
     # Documented in state.py: "A member unreachable for `forgetAfter` is forgotten".
     assert remembering == [], (
         f"{remembering} still list the crashed node {2 * forget_after + 3.0:g}s after its links timed out: "
-        + "; ".join(f"{name}: {net.state(name)._members[victim]}" for name in remembering
-                    if victim in net.state(name)._members))
+        + "; ".join(f"{name}: {net.state(name).membership.members[victim]}" for name in remembering
+                    if victim in net.state(name).membership.members))
 
 
 def test_crashed_node_with_reset_connections_is_replaced_at_once() -> None:

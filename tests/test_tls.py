@@ -174,7 +174,9 @@ def test_certs_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 
 def test_tls_option_is_checked_file_by_file(pki: Pki, tmp_path: Path) -> None:
     files = pki.files("a")
-    assert Options.from_mapping({"tls": files}).serverName == "a"  # the certificate names the node
+    assert tls.resolve(Options.from_mapping({"tls": files})).serverName == "a"  # the certificate's name
+    # The options check only the shape: the files are read when a node is built from them.
+    assert Options.from_mapping({"tls": dict(files, ca=str(tmp_path / "missing.pem"))}).serverName is None
     with pytest.raises(swarm.ConfigError, match=r"^tls: expected a mapping"):
         Options.from_mapping({"tls": "a.pem"})
     with pytest.raises(swarm.ConfigError, match=r"^tls\.key: missing"):
@@ -182,26 +184,41 @@ def test_tls_option_is_checked_file_by_file(pki: Pki, tmp_path: Path) -> None:
     with pytest.raises(swarm.ConfigError, match=r"^tls\.password: unknown key"):
         Options.from_mapping({"tls": dict(files, password="x")})
     with pytest.raises(swarm.ConfigError, match=r"^tls\.ca: cannot read .*No such file"):
-        Options.from_mapping({"tls": dict(files, ca=str(tmp_path / "missing.pem"))})
+        tls.resolve(Options.from_mapping({"tls": dict(files, ca=str(tmp_path / "missing.pem"))}))
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("not a certificate\n")
     with pytest.raises(swarm.ConfigError, match=r"^tls\.ca: .* holds no PEM certificate"):
-        Options.from_mapping({"tls": dict(files, ca=str(garbage))})
+        tls.resolve(Options.from_mapping({"tls": dict(files, ca=str(garbage))}))
     with pytest.raises(swarm.ConfigError, match=r"^tls\.ca: .* not a CA"):
-        Options.from_mapping({"tls": dict(files, ca=files["cert"])})
+        tls.resolve(Options.from_mapping({"tls": dict(files, ca=files["cert"])}))
     with pytest.raises(swarm.ConfigError, match=r"^tls\.cert: .* holds no PEM certificate"):
-        Options.from_mapping({"tls": dict(files, cert=str(garbage))})
+        tls.resolve(Options.from_mapping({"tls": dict(files, cert=str(garbage))}))
     with pytest.raises(swarm.ConfigError, match=r"^tls\.key: .* is not a PEM private key"):
-        Options.from_mapping({"tls": dict(files, key=str(garbage))})
+        tls.resolve(Options.from_mapping({"tls": dict(files, key=str(garbage))}))
     with pytest.raises(swarm.ConfigError, match=r"^tls\.key: .* is not the key of the certificate"):
-        Options.from_mapping({"tls": dict(files, key=pki.files("b")["key"])})
+        tls.resolve(Options.from_mapping({"tls": dict(files, key=pki.files("b")["key"])}))
     foreign = pki.files("f", ca_dir=pki.other_ca())
     with pytest.raises(swarm.ConfigError, match=r"^tls\.cert: .* is not signed by a CA in tls\.ca"):
-        Options.from_mapping({"tls": dict(foreign, ca=str(pki.ca_pem))})
+        tls.resolve(Options.from_mapping({"tls": dict(foreign, ca=str(pki.ca_pem))}))
     with pytest.raises(swarm.ConfigError, match=r"^serverName: 'b' is not the name in the tls certificate"):
-        Options.from_mapping({"serverName": "b", "tls": files})
+        tls.resolve(Options.from_mapping({"serverName": "b", "tls": files}))
     with pytest.raises(swarm.ConfigError, match=r"^tls\.ca"):
         swarm.Connector({"tls": dict(files, ca=str(tmp_path / "missing.pem"))})
+    with pytest.raises(swarm.ConfigError, match=r"^serverName: 'b' is not the name in the tls certificate"):
+        swarm.Connector({"serverName": "b", "tls": files})
+    assert swarm.Connector({"tls": files}).server_name == "a"
+
+
+def test_config_imports_nothing_of_the_transport() -> None:
+    # The transport imports swarm.config; importing it back would make a circle. Checked in a process
+    # of its own, with a bare `swarm` package (its __init__ imports everything), after a `tls` option.
+    code = ("import sys, types; package = types.ModuleType('swarm'); package.__path__ = [sys.argv[1]]; "
+            "sys.modules['swarm'] = package; import swarm.config; "
+            "swarm.config.Options.from_mapping({'tls': {'ca': 'ca.pem', 'cert': 'a.pem', 'key': 'a.key'}}); "
+            "print(' '.join(sorted(name for name in sys.modules if name.startswith('swarm.'))))")
+    loaded = subprocess.run([sys.executable, "-c", code, str(ROOT / "swarm")], capture_output=True,
+                            text=True, check=True).stdout.split()
+    assert loaded == ["swarm.config", "swarm.errors"]
 
 
 def test_tls_paths_in_a_config_file_are_relative_to_it_and_flags_set_one_file(pki: Pki, tmp_path: Path

@@ -389,13 +389,13 @@ def test_graft_cache_lets_payloads_go_once_no_graft_can_come_for_them() -> None:
     # A node's cache lives as long as its gaps may stay open under repair, twice.
     net = MemNet(seed=1, trace=False)
     net.add_node("x", broadcast="tree", reorder_timeout=1.0, graft_timeout=0.1)
-    assert net.state("x").tree.cache_seconds == 2 * (1.0 + 30 * 0.1)
+    assert net.state("x").broadcast.tree.cache_seconds == 2 * (1.0 + 30 * 0.1)
 
 
 def test_a_keyed_prune_stops_only_that_stream_towards_the_pruner() -> None:
     net, raws = tree_node_with_raw_peers("p", "q")
     state = net.state("x")
-    raws["p"].send(wire.encode_control(wire.KIND_PRUNE, {"key": state._own_key}))
+    raws["p"].send(wire.encode_control(wire.KIND_PRUNE, {"key": state.broadcast.own_key}))
     net.run_for(0.1)
     for raw in raws.values():
         raw.received.clear()

@@ -264,7 +264,7 @@ def test_publish_over_max_size_raises_and_sends_nothing() -> None:
     with pytest.raises(swarm.MessageTooLarge):
         state.publish("t", "x" * 200, 0.0)
     assert state.counters["published"] == 0
-    assert state._seq == 0
+    assert state.broadcast.seq == 0
     assert issubclass(swarm.MessageTooLarge, swarm.SwarmError)
 
 
@@ -293,7 +293,7 @@ def test_publish_with_bad_topic_raises_before_sending(topic: object) -> None:
     state.start(0.0)
     with pytest.raises((TypeError, ValueError)):
         state.publish(topic, "m", 0.0)  # type: ignore[arg-type]
-    assert state._seq == 0
+    assert state.broadcast.seq == 0
 
 
 def test_origin_name_limits() -> None:

@@ -2,14 +2,16 @@
 
 `NodeState` never performs I/O; each of its methods returns a list of these small objects, and the driver
 (the trio transport in `swarm.transport`, or a simulated network) carries them out in order. This is
-iroh-gossip's `OutEvent`, and h11's events in the other direction.
+iroh-gossip's `OutEvent`, and h11's events in the other direction. Every frame here is whole (length
+prefix included), as `on_frame` takes them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Action", "CloseConnection", "Deliver", "Dial", "Ready", "ReportError", "Retire", "Send"]
+__all__ = ["Action", "Alarm", "CloseConnection", "Deliver", "Dial", "Ready", "ReportError", "Retire",
+           "ScheduleTimer", "Send"]
 
 
 # Send and Deliver are made once per frame and once per message: plain slotted classes, because a frozen
@@ -61,16 +63,21 @@ class Retire:
 class Deliver:
     """Hand a message to the local subscribers of `topic`.
 
-    The message is still encoded: `body[offset:end]` is its msgpack (a DATA body may carry a batch of
-    messages), so each callback can get its own copy.
+    The message is still encoded: `frame[offset:end]` (`encoded`) is its msgpack (a DATA frame may carry a
+    batch of messages), so each callback can get its own copy.
     """
 
     origin: str
     topic: str | int
-    body: bytes
+    frame: bytes
     offset: int
     end: int
     hops: int
+
+    @property
+    def encoded(self) -> memoryview:
+        """The message's msgpack, without a copy."""
+        return memoryview(self.frame)[self.offset:self.end]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,4 +93,37 @@ class ReportError:
     text: str
 
 
-Action = Send | Dial | CloseConnection | Retire | Deliver | Ready | ReportError
+@dataclass(frozen=True, slots=True)
+class ScheduleTimer:
+    """Call `on_tick` at `at` (the same clock as every `now`), or sooner: a reorder gap, a settle window
+    or a graft falls due before the next regular tick (iroh-gossip's `ScheduleTimer`). A time already
+    past means as soon as possible."""
+
+    at: float
+
+
+Action = Send | Dial | CloseConnection | Retire | Deliver | Ready | ReportError | ScheduleTimer
+
+
+class Alarm:
+    """The wake-up one sub-machine has asked its driver for, so that it asks again only for an earlier
+    one: every event may move a deadline, and a ScheduleTimer per frame would cost the hot path."""
+
+    __slots__ = ("at", "out")
+
+    def __init__(self, out: list[Action]) -> None:
+        self.at = float("inf")
+        self.out = out
+
+    def ask(self, at: float) -> None:
+        """Be woken at `at`, unless an earlier wake-up is asked for already."""
+        if at < self.at:
+            self.at = at
+            self.out.append(ScheduleTimer(at))
+
+    def rang(self, at: float) -> None:
+        """A tick ran: whatever was asked is spent; ask for `at` (inf: nothing) from here on."""
+        self.at = float("inf")
+        if at != float("inf"):
+            self.ask(at)
+

@@ -28,7 +28,11 @@ its kind. Two families (full description in docs/protocol.md):
 * **Control** frames (hello, peers, ping, leave, refuse, bye, status) are rare; their body after the
   kind byte is one msgpack map, decoded in full.
 
-Nothing here does I/O: these are pure functions over bytes.
+Nothing here does I/O: these are pure functions over bytes. This is the only module that knows where a
+field sits in a frame: the protocol core (which takes and sends whole frames, length prefix included), the
+transport and the simulator read frames through the accessors at the end of this file. The `parse_*` and
+`decode_*` functions further up read frame *bodies* (kind byte first), as inspection tools and tests see
+them.
 """
 
 from __future__ import annotations
@@ -70,10 +74,6 @@ KIND_GRAFT = 26
 KIND_PRUNE = 27
 CONTROL_KINDS = frozenset({KIND_HELLO, KIND_PEERS, KIND_PING, KIND_LEAVE, KIND_REFUSE, KIND_BYE,
                            KIND_STATUS_REQUEST, KIND_STATUS, KIND_IHAVE, KIND_GRAFT, KIND_PRUNE})
-# A routed frame that has crossed this many links is dropped: greedy routing strictly approaches its
-# target, so only a view in flux can make it wander, and a loop must not live for ever.
-MAX_ROUTE_HOPS = 64
-
 MAX_NAME_BYTES = 255  # a server name must fit the one-byte origin length
 MAX_TOPIC_BYTES = 1024  # topics are few and coarse; a long one is a bug or an attack
 TOPIC_KIND_INT = 0
@@ -281,3 +281,145 @@ def decode_map(data: bytes) -> dict[str, Any]:
     if not isinstance(fields, dict):
         raise ProtocolError("control frame body is not a map")
     return fields
+
+
+# ---------------------------------------------------------------------- whole frames
+# The accessors the core, the transport and the simulator use. A frame is what travels: the 4-byte length,
+# then the body. Offsets below are frame offsets: the kind at 4, the hop count at 5, then (DATA) the
+# origin's length at 6, or (routed) the target's length at 6.
+
+KIND_AT = 4
+# Kinds below this carry payloads (DATA, DIRECT, UNDELIVERABLE); the rest are control frames.
+FIRST_CONTROL_KIND = KIND_HELLO
+_SEQ = struct.Struct(">Q")
+_EPOCH = _SEQ  # both are 8-byte unsigned big-endian numbers
+# One byte per hop count, made once: a relay rewrites only this byte of a frame.
+_HOP_BYTES = tuple(bytes((hops,)) for hops in range(MAX_HOPS + 1))
+TLS_RECORD_START = b"\x16\x03"  # a TLS handshake record: what a peer with the `tls` option sends first
+
+
+def kind(frame: bytes) -> int:
+    """The kind byte of a whole frame."""
+    return frame[KIND_AT]
+
+
+def is_payload(frame: bytes) -> bool:
+    """Does this whole frame carry application payload (DATA, DIRECT, UNDELIVERABLE)?"""
+    return frame[KIND_AT] < FIRST_CONTROL_KIND
+
+
+def body_of(frame: bytes) -> bytes:
+    """The body of a whole frame (kind byte first), as `parse_*` and `decode_control` read it."""
+    return frame[KIND_AT:]
+
+
+def hops(frame: bytes) -> int:
+    """Links a DATA or routed frame has crossed before the last one."""
+    return frame[5]
+
+
+def relayed(frame: bytes, hops: int) -> bytes:
+    """The frame one hop further: the same bytes with the hop count set to `hops` (capped at MAX_HOPS).
+    One copy: the body after the hop count is joined from a view of the received frame."""
+    return b"".join((frame[:5], _HOP_BYTES[hops if hops < MAX_HOPS else MAX_HOPS], memoryview(frame)[6:]))
+
+
+def data_stream(frame: bytes) -> tuple[bytes, bytes, int]:
+    """(origin name, stream key, seq) of a DATA frame; raise ProtocolError if its header is cut short.
+
+    The stream key is `origin_len origin epoch`: it names one (origin, epoch) stream, as a slice of the
+    frame, so that a duplicate costs no decoding (the seen-record's key)."""
+    name_end = 7 + frame[6]
+    if frame[6] == 0 or len(frame) < name_end + EPOCH_SEQ.size + 1:
+        raise ProtocolError("DATA frame header cut short")
+    return frame[7:name_end], frame[6:name_end + 8], _SEQ.unpack_from(frame, name_end + 8)[0]
+
+
+def data_entries(frame: bytes) -> list[tuple[str | int, int, int]]:
+    """The entries of a DATA frame (see `parse_entries`), with offsets into the frame."""
+    return parse_entries(frame, 7 + frame[6] + EPOCH_SEQ.size)
+
+
+def message_id(frame: bytes) -> bytes:
+    """`stream key ‖ seq` of a DATA frame: one message's id (the simulator tracks broadcasts by it)."""
+    return frame[6:7 + frame[6] + EPOCH_SEQ.size]
+
+
+def stream_key(origin: bytes, epoch: int) -> bytes:
+    """The stream key of `origin` (from `encode_origin`) in `epoch`, as `data_stream` reads it."""
+    return origin + _EPOCH.pack(epoch)
+
+
+def message_id_of(key: bytes, seq: int) -> bytes:
+    """`message_id` of message `seq` of the stream `key`."""
+    return key + _SEQ.pack(seq)
+
+
+def key_origin(key: bytes) -> bytes:
+    """The origin's name in a stream key."""
+    return key[1:1 + key[0]]
+
+
+def route(frame: bytes) -> tuple[int, bytes, int]:
+    """(hops, target name as UTF-8, offset after the target) of a routed frame."""
+    if len(frame) < 8:
+        raise ProtocolError("routed frame shorter than its header")
+    end = 7 + frame[6]
+    if frame[6] == 0 or len(frame) < end:
+        raise ProtocolError("routed frame header cut short")
+    return frame[5], frame[7:end], end
+
+
+def direct_stream(frame: bytes, after_target: int) -> tuple[bytes, int]:
+    """(ordering key, seq) of a DIRECT frame whose target ends at `after_target`; raise ProtocolError
+    unless its header and topic are whole.
+
+    Direct streams are numbered per (origin, target): their key is the origin's `origin_len origin
+    epoch` marked by a leading 0 byte (a DATA stream key starts with the origin's length, never 0)."""
+    if len(frame) < after_target + 1:
+        raise ProtocolError("DATA frame shorter than its header")
+    end = after_target + 1 + frame[after_target]
+    if frame[after_target] == 0 or len(frame) < end + EPOCH_SEQ.size + 1:
+        raise ProtocolError("DATA frame header cut short")
+    parse_topic(frame, end + EPOCH_SEQ.size)
+    return b"\x00" + frame[after_target:end + 8], _SEQ.unpack_from(frame, end + 8)[0]
+
+
+def direct_parties(frame: bytes, after_target: int) -> tuple[bytes, bytes]:
+    """(target, origin) names of a DIRECT frame; raise ProtocolError if it has no origin."""
+    if len(frame) <= after_target or frame[after_target] == 0:
+        raise ProtocolError("DIRECT frame without an origin")
+    return frame[7:after_target], frame[after_target + 1:after_target + 1 + frame[after_target]]
+
+
+def undeliverable_fields(frame: bytes, after_target: int) -> dict[str, Any]:
+    """The map of an UNDELIVERABLE frame."""
+    return decode_map(frame[after_target:])
+
+
+def payload_origin(frame: bytes) -> bytes:
+    """The origin's name of a DATA or DIRECT frame (checked on arrival)."""
+    if frame[KIND_AT] == KIND_DATA:
+        return frame[7:7 + frame[6]]
+    start = 7 + frame[6]
+    return frame[start + 1:start + 1 + frame[start]]
+
+
+def payload_entries(frame: bytes) -> list[tuple[str | int, int, int]]:
+    """(topic, message start, message end) of each message of a DATA or DIRECT frame: a DIRECT frame
+    carries one, after its target, origin, epoch and seq."""
+    if frame[KIND_AT] == KIND_DATA:
+        return data_entries(frame)
+    start = 7 + frame[6]
+    topic, offset = parse_topic(frame, start + 1 + frame[start] + EPOCH_SEQ.size)
+    return [(topic, offset, len(frame))]
+
+
+def control_fields(frame: bytes) -> dict[str, Any]:
+    """The map of a whole control frame (see `decode_control`)."""
+    return decode_map(frame[KIND_AT + 1:])
+
+
+def looks_like_tls(data: bytes) -> bool:
+    """Do these first bytes of a stream start a TLS handshake rather than a frame?"""
+    return data[:2] == TLS_RECORD_START

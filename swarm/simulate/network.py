@@ -20,6 +20,8 @@ the actions the core returns the way `swarm.transport.engine` does over TCP:
   before a close arrives whether or not the close asked to `flush`.
 * `Retire`: the final frame goes out, then end-of-stream; further sends on that end are dropped (as the
   engine's do); an end that reads end-of-stream closes, as the engine's reader does.
+* `ScheduleTimer`: an extra tick at that time, with `honour_wakeup` (the tests' `MemNet` ticks only on
+  its regular schedule).
 * `Deliver`, `Ready`, `ReportError`: passed to `on_deliver` (if set) and recorded (`deliveries` when
   `record` is on; `readies`; `errors`, or only `error_counts` when `record` is off).
 
@@ -54,8 +56,8 @@ can inspect the protocol's traffic. Both are off by default: at 10,000 nodes the
 than the nodes. Per node, `data_sent` and `control_sent` count the frames it put on the wire.
 
 Efficiency: one heap, tuples, `__slots__`; per node a tick every `tick` seconds (and, with
-`honour_wakeup`, an extra one when its seen-record has a settle window or a reorder gap ending sooner,
-as the engine's ticker does); nothing is done per frame unless a trace or hook asks for it.
+`honour_wakeup`, an extra one when the core asks for it with `ScheduleTimer`: a settle window, a
+reorder gap or a graft ending sooner, as the engine's ticker does); nothing is done per frame unless a trace or hook asks for it.
 """
 
 from __future__ import annotations
@@ -75,9 +77,9 @@ from typing import Any
 from ..errors import ProtocolError
 from ..protocol import actions as act
 from ..protocol import wire
+from ..protocol.framing import FrameReader
 from ..protocol.state import CoreConfig, NodeState
 from ..topology import NeighbourPolicy
-from ..transport.framing import FrameReader
 
 Address = tuple[str, int]
 
@@ -85,22 +87,17 @@ __all__ = ["Delivery", "End", "FrameRecord", "Latency", "Network", "Publisher", 
            "address_of", "split_frames"]
 
 KIND_DATA = wire.KIND_DATA
-_Send, _Deliver, _Dial, _Close, _Retire, _Ready, _Error = (act.Send, act.Deliver, act.Dial,
-                                                          act.CloseConnection, act.Retire, act.Ready,
-                                                          act.ReportError)
+_Send, _Deliver, _Dial, _Close, _Retire, _Ready, _Error, _Timer = (
+    act.Send, act.Deliver, act.Dial, act.CloseConnection, act.Retire, act.Ready, act.ReportError,
+    act.ScheduleTimer)
 
 
 def split_frames(data: bytes) -> list[bytes]:
     """Whole frames (length prefix included) in `data`, which must hold only whole frames."""
-    frames = []
-    offset = 0
-    while offset < len(data):
-        (length,) = wire.LENGTH.unpack_from(data, offset)
-        end = offset + 4 + length
-        if end > len(data):
-            raise AssertionError("a Send action carried a partial frame")
-        frames.append(data[offset:end])
-        offset = end
+    reader = FrameReader(1 << 32, whole=True)
+    frames = reader.feed(data)
+    if reader.pending:
+        raise AssertionError("a Send action carried a partial frame")
     return frames
 
 
@@ -187,11 +184,11 @@ class FrameRecord:
 
     @property
     def kind(self) -> int:
-        return self.frame[4]
+        return wire.kind(self.frame)
 
     @property
     def body(self) -> bytes:
-        return self.frame[4:]
+        return wire.body_of(self.frame)
 
 
 class End:
@@ -202,6 +199,7 @@ class End:
 
     def __init__(self, conn_id: int, owner: Any, outbound: bool, address: Address | None, max_body: int,
                  latency: float, pair: int) -> None:
+        # A node's core takes whole frames; a test's raw end reads bodies (kind byte first).
         self.id = conn_id
         self.owner = owner
         self.peer: End | None = None
@@ -209,7 +207,7 @@ class End:
         self.address = address
         self.open = True
         self.write_closed = False  # end-of-stream sent (retired)
-        self.reader = FrameReader(max_body)
+        self.reader = FrameReader(max_body, whole=not isinstance(owner, RawEnd))
         self.last_arrival = 0.0  # arrival time of the last bytes sent from this end (keeps FIFO)
         self.latency = latency
         self.pair = pair  # shared by both ends of one connection
@@ -238,13 +236,14 @@ class SimNode:
         self.backlog: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
         self.data_sent = 0  # DATA (and DIRECT) frames this node put on the wire: payload transmissions
         self.control_sent = 0  # every other frame it put on the wire
-        self.wake_at = math.inf  # an extra tick scheduled for the seen-record's wakeup
+        self.wake_at = math.inf  # an extra tick the core asked for (ScheduleTimer), if sooner than the next
         self.state = self._new_state()
 
     def _new_state(self) -> NodeState:
         rng = random.Random(self.net.rng.getrandbits(64))
         state = NodeState(self.config, epoch=self.epoch, listen_address=self.address, rng=rng,
                           policy=self.policy)
+        self.wake_at = math.inf
         for topic in self.topics:
             state.subscribe(topic)
         return state
@@ -349,10 +348,10 @@ class Network:
         seed_addresses = tuple(self.nodes[s].address if isinstance(s, str) else tuple(s) for s in seeds)
         if config is None:
             options.setdefault("minimum_peers", 1 if seed_addresses else 0)
-            core = CoreConfig(server_name=name, seeds=seed_addresses, **options)
+            core = CoreConfig(server_name=name, seed_nodes=seed_addresses, **options)
         else:
             assert not options, "pass either config or options"
-            core = dataclasses.replace(config, server_name=name, seeds=seed_addresses or config.seeds)
+            core = dataclasses.replace(config, server_name=name, seed_nodes=seed_addresses or config.seed_nodes)
         node = SimNode(self, name, address, core, epoch, topics, policy, aliases)
         self.nodes[name] = node
         if start:
@@ -431,12 +430,12 @@ class Network:
         the number returned is then the one the batch will get."""
         node = self.nodes[name]
         self._apply(node, node.state.publish(topic, message, self.now, seal=seal))
-        return node.state._seq + (0 if seal else 1)
+        return node.state.broadcast.seq + (0 if seal else 1)
 
     def seal_batch(self, name: str) -> None:
-        """Send `name`'s open batch of published messages, as the trio driver does when its writers run."""
+        """End `name`'s turn: its open batch of published messages goes, as under the trio driver."""
         node = self.nodes[name]
-        self._apply(node, node.state.seal_batch(self.now))
+        self._apply(node, node.state.on_turn_end(self.now))
 
     def send_direct(self, name: str, target: str, topic: str | int, message: Any) -> None:
         """A direct message from `name` to the node called `target`."""
@@ -547,10 +546,10 @@ class Network:
 
     def link_pair(self, a: str, b: str) -> int | None:
         """The connection `a`'s core uses for data to `b` (its `End.pair`), or None."""
-        member = self.nodes[a].state._members.get(b)
-        if member is None or member.conn is None:
+        conn = self.nodes[a].state.links.active.get(b)
+        if conn is None:
             return None
-        end = self.nodes[a].ends.get(member.conn)
+        end = self.nodes[a].ends.get(conn)
         return None if end is None else end.pair
 
     def delivered(self, node: str, origin: str | None = None, topic: str | int | None = None) -> list[Any]:
@@ -579,16 +578,13 @@ class Network:
             self._apply(node, node.state.on_tick(self.now))
         self._schedule(self.now + self.tick, self._tick, name, generation)
 
-    def _wake(self, node: SimNode, state: NodeState) -> None:
-        """An extra tick for a seen-record deadline that falls between two regular ticks."""
+    def _wake(self, node: SimNode, state: NodeState, at: float) -> None:
+        """An extra tick the core asked for (a deadline between two regular ticks)."""
+        if node.wake_at != at:
+            return  # superseded by an earlier request, which ran
         node.wake_at = math.inf
-        if not node.alive or node.state is not state or node.frozen:
-            return
-        if state.wakeup <= self.now:
+        if node.alive and node.state is state and not node.frozen:
             self._apply(node, state.on_tick(self.now))
-        elif state.wakeup < math.inf:
-            node.wake_at = state.wakeup
-            self._schedule(state.wakeup, self._wake, node, state)
 
     def _apply(self, node: SimNode, actions: list[act.Action]) -> None:
         for action in actions:
@@ -604,9 +600,9 @@ class Network:
                         continue
                     self._transmit(end, data)
                     sent += 1
-                if data[4] < 16:  # DATA, DIRECT, UNDELIVERABLE: the payload plane
+                if wire.is_payload(data):  # DATA, DIRECT, UNDELIVERABLE: the payload plane
                     node.data_sent += sent
-                    if sent and self.on_data_send is not None and data[4] == KIND_DATA:
+                    if sent and self.on_data_send is not None and wire.kind(data) == KIND_DATA:
                         self.on_data_send(node, data, sent)
                 else:
                     node.control_sent += sent
@@ -614,7 +610,7 @@ class Network:
                 if self.on_deliver is not None:
                     self.on_deliver(node, action)
                 if self.record:
-                    message = wire.decode_message(action.body[action.offset:action.end])
+                    message = wire.decode_message(action.encoded)
                     self.deliveries.append(Delivery(self.now, node.name, action.origin, action.topic, message,
                                                     action.hops))
             elif kind is _Dial:
@@ -655,13 +651,12 @@ class Network:
                 self.error_counts[action.code] += 1
                 if self.record:
                     self.errors.append((self.now, node.name, action.code, action.text))
+            elif kind is _Timer:
+                if self.honour_wakeup and action.at < node.wake_at and node.alive:
+                    node.wake_at = action.at
+                    self._schedule(max(action.at, self.now), self._wake, node, node.state, action.at)
             else:  # pragma: no cover - a new action type must be taught to the network
                 raise AssertionError(f"unknown action {action!r}")
-        if self.honour_wakeup:
-            wakeup = node.state.wakeup
-            if wakeup < node.wake_at and node.alive:
-                node.wake_at = wakeup
-                self._schedule(max(wakeup, self.now), self._wake, node, node.state)
 
     def _connect(self, node: SimNode, address: Address) -> None:
         if not node.alive:

@@ -67,6 +67,7 @@ from typing import Any
 
 from ..config import Options
 from ..protocol import actions as act
+from ..protocol import wire
 from ..protocol.state import CoreConfig, NodeState
 from ..topology import analysis, ring
 from ..topology.neighbours import MemberView
@@ -402,8 +403,7 @@ class Simulation:
     # ------------------------------------------------------------------ broadcasts
 
     def _delivered(self, node: SimNode, action: act.Deliver) -> None:
-        body = action.body
-        record = self._tracked.get(body[2:19 + body[2]])
+        record = self._tracked.get(wire.message_id(action.frame))
         if record is None:
             return
         name = node.name
@@ -416,7 +416,7 @@ class Simulation:
             self._outstanding -= 1
 
     def _data_sent(self, node: SimNode, data: bytes, copies: int) -> None:
-        record = self._tracked.get(data[6:23 + data[6]])
+        record = self._tracked.get(wire.message_id(data))
         if record is not None:
             record.transmissions += copies
 
@@ -428,7 +428,7 @@ class Simulation:
             expected = [n for n in self.live() if n != origin and nodes[n].state.ready]
         expected_set = set(expected)
         state = node.state
-        key = state._origin_header + state.epoch.to_bytes(8, "big") + (state._seq + 1).to_bytes(8, "big")
+        key = wire.message_id_of(state.broadcast.own_key, state.broadcast.seq + 1)
         record = _Broadcast(key, origin, self.net.now, expected_set)
         record.reachable = self.reachable_share(origin, expected_set)
         self._tracked[key] = record

@@ -33,9 +33,8 @@ from typing import Any, Literal
 
 import networkx as nx
 
-from ..protocol.wire import MAX_ROUTE_HOPS
 from .neighbours import MemberView
-from .ring import HALF, RING, choose_shortcut, nearest_per_side, position, ring_distance
+from .ring import HALF, MAX_ROUTE_HOPS, RING, choose_shortcut, nearest_per_side, position, ring_distance
 from .smallworld import SmallWorld
 
 __all__ = [
@@ -556,7 +555,7 @@ def greedy_routing(graph: nx.Graph, pairs: int = 1000, seed: int = 0, *,
     itself when linked), and only if it is nearer than the current node, otherwise the message is stuck.
     Positions are `positions`, else each node's `position` attribute, else evenly spaced around the ring
     in node order (which is the lattice order of `watts_strogatz`). `max_hops` defaults to the protocol's
-    hop limit (`wire.MAX_ROUTE_HOPS`)."""
+    hop limit (`ring.MAX_ROUTE_HOPS`)."""
     adj = _Adjacency(graph)
     where = _positions(graph, positions)
     pos = [where[node] for node in adj.nodes]

@@ -22,11 +22,14 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["RING", "choose_shortcut", "clockwise", "nearest_per_side", "nearest_to", "position",
+__all__ = ["MAX_ROUTE_HOPS", "RING", "choose_shortcut", "clockwise", "nearest_per_side", "nearest_to", "position",
            "ring_distance"]
 
 RING = 1 << 64
 HALF = RING >> 1
+# A routed frame (a direct message) that has crossed this many links is dropped: greedy routing strictly
+# approaches its target, so only a view in flux can make it wander, and a loop must not live for ever.
+MAX_ROUTE_HOPS = 64
 
 
 def position(name: str | bytes) -> int:

@@ -7,11 +7,14 @@ This is the only place where swarm touches sockets and the clock. One `Engine` o
   core, and a writer task, which drains the link's `SendQueue` into one `send_all` per wake-up: writes
   are coalesced, so a burst of a hundred frames costs one system call (an order of magnitude on this
   machine: 99k frames/s one write each against 1.18M coalesced, in the anchors of shared/reference).
-  Publishes are coalesced one level up: after the first of a turn, `publish` adds to the core's open
-  batch and pokes the writers, and the first writer to run seals the batch into one DATA frame before
-  it writes. The first frame of each turn is written directly when its link's writer is idle, which
-  saves a task switch on the latency path;
-* a ticker that passes time to the core.
+  Publishes are coalesced one level up, by the core's batching rule (`swarm.protocol.broadcast`): the
+  engine only reports the end of each turn of trio's loop in which it published (`on_turn_end`), and
+  it does so from the first writer to run after that turn, before the writer writes, so the turn's
+  batch is in the queue before any byte of it goes out. The first frame of each turn is written
+  directly when its link's writer is idle, which saves a task switch on the latency path (a transport
+  detail the core knows nothing of);
+* a ticker that passes time to the core, every `min(0.1, failureTimeout / 10)` s, or sooner when the
+  core asks (`ScheduleTimer`).
 
 Everything runs in the nursery of `run`; cancelling it (or `close`) ends every task, and no task
 outlives the engine.
@@ -39,19 +42,21 @@ import socket
 import ssl
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 import trio
 
+from .. import counters as C
 from ..config import Options, TlsFiles
 from ..errors import ConfigError, ProtocolError
 from ..protocol import actions as act
 from ..protocol import wire
+from ..protocol.framing import FrameReader
 from ..protocol.state import CoreConfig, NodeState
 from ..protocol.wire import KIND_DATA, max_frame_body
 from . import tls
-from .framing import FrameReader, join_frames
+from .framing import join_frames
 
 __all__ = ["DROP_COUNTERS", "Engine", "SendQueue", "fetch_status", "open_bus_warning"]
 
@@ -59,7 +64,7 @@ log = logging.getLogger("swarm.transport")
 
 # The counters of frames a send queue let go unsent: it was full (a slow peer), its link closed, or its
 # link lost a duplicate tie-break and the surviving connection's queue was full (docs/architecture.md).
-DROP_COUNTERS = ("send_queue_overflow", "dropped_on_close", "dropped_on_retire")
+DROP_COUNTERS = (C.SEND_QUEUE_OVERFLOW, C.DROPPED_ON_CLOSE, C.DROPPED_ON_RETIRE)
 # trio's default receive size; big enough that one read usually carries many small frames.
 RECEIVE_SIZE = 65536
 # How often the peers file is rewritten (when `peersFile` is set).
@@ -132,8 +137,8 @@ class SendQueue:
             unsent = []
             kept = head + list(self.frames)
         else:
-            unsent = [frame for frame in self.frames if frame[4] == KIND_DATA]
-            kept = head + [frame for frame in self.frames if frame[4] != KIND_DATA]
+            unsent = [frame for frame in self.frames if wire.kind(frame) == KIND_DATA]
+            kept = head + [frame for frame in self.frames if wire.kind(frame) != KIND_DATA]
         self.frames.clear()
         self.frames.extend(kept)
         self.frames.append(final)
@@ -183,11 +188,13 @@ class Engine:
 
     def __init__(self, options: Options, *, deliver: Callable[[act.Deliver], None],
                  ready: Callable[[], None], error: Callable[[str, str], None],
-                 topics: Callable[[], Iterable[str | int]] = tuple,
+                 topics: Collection[str | int] = (),
                  delivery_room: Callable[[], Awaitable[None]] | None = None,
                  rng: random.Random | None = None) -> None:
         self.options = options
         self._deliver = deliver
+        # The application's subscriptions (the node's callback registry): the core reads it on every
+        # delivery, so they are kept in that one place.
         self._topics = topics
         # Awaited after each read: lets the application's slow (async) callbacks hold the reader back,
         # so TCP backpressure, not memory, absorbs a burst.
@@ -211,9 +218,13 @@ class Engine:
         # The TLS contexts new connections get (replaced whole by `reload_tls`); None: plaintext.
         self._tls: tls.TlsSetup | None = tls.load(options.tls) if options.tls is not None else None
         self._tls_reports: dict[tuple[str, ...], int] = {}
-        # Set by a direct write (or a publish sealed alone), cleared by the next writer to run: at most
-        # one per turn of the event loop, so a burst still leaves in batches and coalesced writes.
+        # Set by a direct write, cleared by the next writer to run: at most one per turn of the event
+        # loop, so a burst still leaves in coalesced writes.
         self._wrote_directly = False
+        # A turn published: the core hears of its end from the next writer to run (or from `flush`).
+        self._turn_pending = False
+        # The earliest tick the core asked for (ScheduleTimer) and has not had yet.
+        self._wake_at = float("inf")
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -237,9 +248,7 @@ class Engine:
             log.warning("%s", warning)
         self.core = NodeState(CoreConfig.from_options(options), epoch=epoch,
                               listen_address=(options.advertiseHost, port), rng=self._rng,
-                              counters=self.counters)
-        for topic in self._topics():
-            self.core.subscribe(topic)
+                              counters=self.counters, topics=self._topics)
         if options.peersFile:
             self.core.remember(read_peers_file(options.peersFile), trio.current_time())
         try:
@@ -269,30 +278,29 @@ class Engine:
 
     # ------------------------------------------------------------------ application side
 
+    @property
+    def running(self) -> bool:
+        """Is the node serving (started and not closed)?"""
+        return self.core is not None and not self._closed.is_set()
+
     def publish(self, topic: str | int, message: Any) -> None:
-        """Publish `message`. The first publish of a turn of the event loop goes out at once, in a frame
-        of its own, written directly to idle links (`_send`): a lone message waits for nothing. Later
-        publishes of the same turn join the core's open batch; the first of them pokes every writer,
-        and the first writer to run seals the batch into one frame before it writes, so a burst costs
-        two frames whatever its length (more past `wire.BATCH_BYTES`)."""
+        """Publish `message`. When it leaves is the core's rule: the first of a turn at once (and written
+        directly to idle links by `_send`), the rest of the turn in one batch at the turn's end."""
         core = self.core
         assert core is not None, "the node is not running"
-        if not core.batch_open and not self._wrote_directly:
-            # The first publish of a turn (a lone message, or a burst's first): sealed alone and written
-            # at once by `_send`, without waiting for the writer's turn.
-            self._apply(core.publish(topic, message, trio.current_time(), seal=True))
-            self._wrote_directly = True  # even if every writer was busy: the rest of the turn batches
-            return
-        opened = not core.batch_open
-        self._apply(core.publish(topic, message, trio.current_time(), seal=False))
-        if opened and core.batch_open:
+        self._apply(core.publish(topic, message, trio.current_time()))
+        if not self._turn_pending:
+            self._turn_pending = True
+            # The first publish of the turn queued or wrote a frame, which wakes the writers; a poke
+            # makes sure one runs even if every link's queue refused it.
             for link in self._links.values():
                 link.queue.poke()
 
-    def _seal_batch(self) -> None:
-        core = self.core
-        if core is not None and core.batch_open:
-            self._apply(core.seal_batch(trio.current_time()))
+    def _end_turn(self) -> None:
+        """Tell the core that the turn in which it was given publishes has ended."""
+        if self._turn_pending and self.core is not None:
+            self._turn_pending = False
+            self._apply(self.core.on_turn_end(trio.current_time()))
 
     def send_direct(self, target: str, topic: str | int, message: Any) -> None:
         assert self.core is not None, "the node is not running"
@@ -300,7 +308,7 @@ class Engine:
 
     async def flush(self) -> None:
         """Wait until every link's send queue is empty (everything handed to the kernel)."""
-        self._seal_batch()
+        self._end_turn()
         while any(link.queue.frames for link in self._links.values()):
             await self._room.park()
 
@@ -338,14 +346,14 @@ class Engine:
                 raise ConfigError(f"tls.cert: {setup.files.cert!r} is for {setup.name!r}, but this node is "
                                   f"{self.options.serverName!r}")
         except ConfigError as error:
-            self.counters["tls_reload_failures"] += 1
+            self.counters[C.TLS_RELOAD_FAILURES] += 1
             log.error("%s: TLS files not reloaded, the previous ones stay in use: %s",
                       self.options.serverName, error)
             raise
         self._tls = setup
         if files is not None:
             self.options = self.options.replace(tls=files)
-        self.counters["tls_reloads"] += 1
+        self.counters[C.TLS_RELOADS] += 1
         log.info("%s: TLS files reloaded: certificate %x valid until %s, %d CA(s) trusted",
                  self.options.serverName, setup.serial, setup.not_after.isoformat(), len(setup.authorities))
         return setup
@@ -378,6 +386,11 @@ class Engine:
             elif kind is act.ReportError:
                 log.warning("%s: %s", self.options.serverName, action.text)
                 self._error(action.code, action.text)
+            elif kind is act.ScheduleTimer:
+                if action.at < self._wake_at:
+                    self._wake_at = action.at
+                    if action.at < self._tick_scope.deadline:
+                        self._tick_scope.deadline = action.at
 
     def _send(self, action: act.Send) -> None:
         """Queue `action.data` on each of its links; or, if nothing was written directly yet in this turn of
@@ -396,11 +409,11 @@ class Engine:
                 self._write_directly(link, data)
                 continue
             if not link.queue.put(data):
-                self.counters["send_queue_overflow"] += 1
-                if self.counters["send_queue_overflow"] & (self.counters["send_queue_overflow"] - 1) == 0:
+                self.counters[C.SEND_QUEUE_OVERFLOW] += 1
+                if self.counters[C.SEND_QUEUE_OVERFLOW] & (self.counters[C.SEND_QUEUE_OVERFLOW] - 1) == 0:
                     # Report the 1st, 2nd, 4th, 8th... overflow: visible, but no error storm.
                     self._error("overflow", f"send queue of link {conn_id} full: "
-                                f"{self.counters['send_queue_overflow']} frames dropped so far")
+                                f"{self.counters[C.SEND_QUEUE_OVERFLOW]} frames dropped so far")
 
     def _write_directly(self, link: Link, data: bytes) -> None:
         # The writer is parked waiting for frames, so nothing else writes this socket now (trio is one
@@ -411,9 +424,9 @@ class Engine:
             sent = os.write(link.fd, data)  # type: ignore[arg-type]
         except OSError:  # BlockingIOError: the writer sends it all; any other: it fails there too and
             sent = 0  # closes the link the usual way
-        self.counters["direct_writes"] += 1
+        self.counters[C.DIRECT_WRITES] += 1
         if sent < len(data):
-            self.counters["direct_writes_cut_short"] += 1
+            self.counters[C.DIRECT_WRITES_CUT_SHORT] += 1
             link.queue.put_rest(data[sent:])
 
     def _retire(self, action: act.Retire) -> None:
@@ -425,7 +438,7 @@ class Engine:
         link.retiring = True
         for frame in unsent:
             if successor is None or not successor.queue.put(frame):
-                self.counters["dropped_on_retire"] += 1
+                self.counters[C.DROPPED_ON_RETIRE] += 1
 
     # ------------------------------------------------------------------ connections
 
@@ -478,7 +491,7 @@ class Engine:
                 first = await stream.socket.recv(1, socket.MSG_PEEK)  # what kind of client is it?
         except (OSError, trio.TooSlowError) as error:
             if isinstance(error, trio.TooSlowError):
-                self.counters["tls_handshake_timeouts"] += 1
+                self.counters[C.TLS_HANDSHAKE_TIMEOUTS] += 1
             await trio.aclose_forcefully(stream)
             return
         except BaseException:
@@ -489,7 +502,7 @@ class Engine:
             return
         if first[0] != tls.TLS_HANDSHAKE_RECORD:
             # A swarm node without `tls` (its HELLO is a plaintext frame): tell it, in a frame it reads.
-            self._tls_failed(where, "tls_refused", "it does not speak TLS (a node without the `tls` option?)")
+            self._tls_failed(where, C.TLS_REFUSED, "it does not speak TLS (a node without the `tls` option?)")
             refusal = wire.encode_control(wire.KIND_REFUSE, {"reason": f"{self.options.serverName} accepts "
                                                                        "TLS connections only (`tls` option)"})
             await self._linger_close(stream, refusal)
@@ -511,7 +524,7 @@ class Engine:
                     await secure.do_handshake()
                 name, serial = tls.peer_certificate(secure)
             except trio.TooSlowError:
-                self.counters["tls_handshake_timeouts"] += 1
+                self.counters[C.TLS_HANDSHAKE_TIMEOUTS] += 1
                 log.info("%s: %s: no TLS handshake within %gs", self.options.serverName, where,
                          self.options.handshakeTimeout)
                 await trio.aclose_forcefully(secure.transport_stream)
@@ -523,7 +536,7 @@ class Engine:
                 raise _HandshakeFailed(reason) from None
             if name is None or serial is None:
                 reason = "its certificate names no swarm node (no 'swarm:' URI in its subject alt. name)"
-                self._tls_failed(where, "tls_refused", reason)
+                self._tls_failed(where, C.TLS_REFUSED, reason)
                 await trio.aclose_forcefully(secure.transport_stream)
                 raise _HandshakeFailed(reason)
         except _HandshakeFailed:
@@ -554,7 +567,7 @@ class Engine:
         """Count a TLS failure; log it and report it as an `error` event (code "tls"), the 1st, 2nd, 4th...
         time for one peer and reason."""
         self.counters[counter] += 1
-        if counter == "tls_refused":
+        if counter == C.TLS_REFUSED:
             text = f"TLS: refused {where}: {reason}"
         else:
             text = f"TLS: {where} failed: {reason}"
@@ -600,7 +613,7 @@ class Engine:
             del self._links[link.id]
             dropped = len(link.queue.frames)
             if dropped and not link.retiring:
-                self.counters["dropped_on_close"] += dropped
+                self.counters[C.DROPPED_ON_CLOSE] += dropped
             self._room.unpark_all()
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(stream)
@@ -609,7 +622,7 @@ class Engine:
     async def _reader(self, link: Link) -> None:
         core = self.core
         assert core is not None
-        reader = FrameReader(self._max_body)
+        reader = FrameReader(self._max_body, whole=True)
         receive = link.stream.receive_some
         apply = self._apply
         on_frame = core.on_frame
@@ -624,7 +637,7 @@ class Engine:
                 frames = reader.feed(data)
             except ProtocolError as error:
                 reason = str(error)
-                if data[:2] == b"\x16\x03" and not reader.pending and not link.where:
+                if wire.looks_like_tls(data) and not reader.pending and not link.where:
                     # A TLS record where a frame should start: a peer with the `tls` option.
                     reason = f"the peer speaks TLS and this node runs without the `tls` option ({reason})"
                 apply(core.on_stream_error(conn_id, reason, trio.current_time()))
@@ -636,8 +649,6 @@ class Engine:
                     apply(actions)
                 if index % CONGESTION_CHECK_EVERY == 0 and self._congested(link):
                     await self._wait_for_room(link)
-            if core.wakeup < self._tick_scope.deadline:
-                self._tick_scope.deadline = core.wakeup
             if self._congested(link):
                 await self._wait_for_room(link)
             if delivery_room is not None:
@@ -656,7 +667,7 @@ class Engine:
             while self._congested(reading):
                 await self._room.park()
         if scope.cancelled_caught:
-            self.counters["congestion_timeouts"] += 1
+            self.counters[C.CONGESTION_TIMEOUTS] += 1
 
     async def _writer(self, link: Link) -> None:
         try:
@@ -673,7 +684,7 @@ class Engine:
             await queue.wait_nonempty()
             link.writer_idle = False
             self._wrote_directly = False  # a new turn: the next frame may be written directly again
-            self._seal_batch()
+            self._end_turn()
             if not queue.frames:
                 continue  # poked for a batch that went to other links only, or after a direct write
             data = queue.take()
@@ -712,9 +723,10 @@ class Engine:
         assert core is not None
         while True:
             now = trio.current_time()
-            self._tick_scope = trio.CancelScope(deadline=min(now + self._tick, core.wakeup))
+            self._tick_scope = trio.CancelScope(deadline=min(now + self._tick, self._wake_at))
             with self._tick_scope:
                 await trio.sleep_forever()
+            self._wake_at = float("inf")  # the core asks again for what is still ahead
             self._apply(core.on_tick(trio.current_time()))
 
 
@@ -763,16 +775,16 @@ async def fetch_status(host: str, port: int, timeout: float = 5.0,
         async with stream:
             try:
                 await stream.send_all(wire.encode_control(wire.KIND_STATUS_REQUEST, {}))
-                reader = FrameReader(wire.MAX_CONTROL_BODY)
+                reader = FrameReader(wire.MAX_CONTROL_BODY, whole=True)
                 while True:
                     data = await stream.receive_some(RECEIVE_SIZE)
                     if not data:
                         raise ConnectionError(f"{host}:{port} closed the connection without a status")
-                    for body in reader.feed(data):
-                        if body[0] == wire.KIND_STATUS:
-                            return wire.decode_control(body)
-                        if body[0] == wire.KIND_REFUSE:
-                            reason = wire.decode_control(body).get("reason")
+                    for frame in reader.feed(data):
+                        if wire.kind(frame) == wire.KIND_STATUS:
+                            return wire.control_fields(frame)
+                        if wire.kind(frame) == wire.KIND_REFUSE:
+                            reason = wire.control_fields(frame).get("reason")
                             raise ConnectionError(f"{host}:{port} refused the request: {reason}")
             except trio.BrokenResourceError as error:
                 if isinstance(error.__cause__, ssl.SSLError):

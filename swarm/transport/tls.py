@@ -7,6 +7,9 @@ OpenSSL's strict X.509 checks; host names are not checked (`check_hostname` is o
 identified by the swarm name in its certificate (`swarm.certs.node_name`), which the protocol core
 compares with the name the peer claims in its HELLO.
 
+`swarm.config` checks only the shape of the `tls` option; `resolve(options)` reads the files when a node
+is built from its options, so that a bad file fails there, and gives the node its certificate's name.
+
 A `TlsSetup` is immutable. Reloading builds a new one from the files and the engine swaps it in: new
 connections use it, links already up keep the one they were made with. If the new files do not load, the
 old setup stays in use and the error is raised to whoever asked for the reload.
@@ -27,12 +30,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from .. import certs
+from .. import counters as C
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
-    from ..config import TlsFiles
+    from ..config import Options, TlsFiles
 
-__all__ = ["TlsSetup", "certificate_name", "explain", "load", "peer_certificate", "pending_alert"]
+__all__ = ["TlsSetup", "certificate_name", "explain", "load", "peer_certificate", "pending_alert", "resolve"]
 
 log = logging.getLogger("swarm.transport")
 
@@ -164,6 +168,29 @@ def load(files: TlsFiles) -> TlsSetup:
                     tuple(a.subject.rfc4514_string() for a in authorities))
 
 
+def resolve(options: Options, *, check_name: bool = True) -> Options:
+    """`options` as a node is built with them: the `tls` files read and checked, and `serverName` the
+    name in the certificate when the options left it to the certificate (None).
+
+    A bad file is a ConfigError naming tls.ca, tls.cert or tls.key (`load`), raised before the node binds
+    anything. With `check_name`, a serverName that is not the certificate's is a ConfigError too, since
+    every peer would refuse the node. Without it a serverName that is set is taken as it is and nothing
+    is read here (the engine reads the files when it is made): `Options` passed whole to a node are the
+    caller's, whose name is not second-guessed (a test makes an impostor that way). Without `tls`,
+    `options` are returned as they are.
+    """
+    if options.tls is None or (options.serverName is not None and not check_name):
+        return options
+    name = load(options.tls).name
+    if options.serverName is None:
+        return options.replace(serverName=name)
+    if options.serverName != name:
+        raise ConfigError(f"serverName: {options.serverName!r} is not the name in the tls certificate "
+                          f"({name!r}), so every peer would refuse this node; leave serverName out to take "
+                          "the certificate's")
+    return options
+
+
 def _context(server_side: bool, ca_data: bytes, files: TlsFiles) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server_side else ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = ssl.TLSVersion.TLSv1_3
@@ -225,22 +252,22 @@ def explain(error: BaseException) -> tuple[str, str]:
     """
     cause = error.__cause__ if isinstance(error, trio.BrokenResourceError) and error.__cause__ else error
     if isinstance(cause, ssl.SSLCertVerificationError):
-        return "tls_refused", f"its certificate was rejected: {cause.verify_message}"
+        return C.TLS_REFUSED, f"its certificate was rejected: {cause.verify_message}"
     if isinstance(cause, ssl.SSLEOFError):
-        return "tls_errors", "it closed the connection during the TLS handshake"
+        return C.TLS_ERRORS, "it closed the connection during the TLS handshake"
     if isinstance(cause, ssl.SSLError):
         reason = cause.reason or ""
         if reason == "PEER_DID_NOT_RETURN_A_CERTIFICATE":
-            return "tls_refused", "it presented no certificate"
+            return C.TLS_REFUSED, "it presented no certificate"
         if reason in _NOT_TLS:
-            return "tls_refused", "it does not speak TLS (a node without the `tls` option?)"
+            return C.TLS_REFUSED, "it does not speak TLS (a node without the `tls` option?)"
         if "_ALERT_" in reason:
             alert = reason.split("_ALERT_", 1)[1]
             meaning = _ALERTS.get(alert)
             text = f"it refused the TLS handshake with alert '{alert.lower().replace('_', ' ')}'"
-            return "tls_rejected", f"{text}: {meaning}" if meaning else text
+            return C.TLS_REJECTED, f"{text}: {meaning}" if meaning else text
         if reason == "UNSUPPORTED_PROTOCOL":
-            return "tls_refused", "it does not speak TLS 1.3"
-        return "tls_errors", f"TLS error: {reason or cause}"
-    return "tls_errors", f"the connection broke during the TLS handshake ({cause or 'closed'})"
+            return C.TLS_REFUSED, "it does not speak TLS 1.3"
+        return C.TLS_ERRORS, f"TLS error: {reason or cause}"
+    return C.TLS_ERRORS, f"the connection broke during the TLS handshake ({cause or 'closed'})"
 

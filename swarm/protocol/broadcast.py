@@ -1,0 +1,368 @@
+"""Broadcast: how a node's DATA frames reach every other node, behind one interface, `Flood` or `Tree`.
+
+Both share the parts that do not depend on the spreading rule (`Broadcast`):
+
+* **The own stream.** Messages are published as entries of a *batch*: the messages a node publishes in
+  one turn of its driver's event loop travel as one DATA frame under one sequence number. The rule
+  (the core's, not the driver's): a message published when no frame of ours went out in this turn
+  leaves at once, in a frame of its own (a lone message waits for nothing); later ones join the open
+  batch, sealed when the driver reports the turn's end (`turn_end`), when it reaches
+  `wire.BATCH_BYTES`, or at the next tick. So a burst costs two frames whatever its length, and the
+  per-frame work of every relay and receiver is paid once per batch (Kafka's record batches, NATS's
+  coalesced writes).
+* **The seen-record** (`swarm.protocol.seen`): a duplicate is recognised from the header alone; messages
+  are released in per-origin order; a newly linked peer is told where each stream stands
+  (`positions`), so a late joiner knows what was published before it could be ready.
+* **The hot path** (`on_data`): a DATA frame is checked (a batch whose entries do not fill it is never
+  relayed), relayed before it is delivered, even when it is held behind a gap, and its bytes are reused
+  as received, only the hop count rewritten. Most frames under flooding are copies already seen: a copy
+  costs a header slice, one unpack and one dict lookup.
+
+How a new frame spreads is the subclass's: `Flood` sends it on every link but the one it came from
+(and its origin's); `Tree` (Plumtree, `tree.py`) pushes it on the links of a spanning tree and
+announces its id on the others. Nothing outside this file asks which one runs.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from .. import counters as C
+from ..errors import ProtocolError
+from . import wire
+from .actions import Action, Alarm, Send
+from .events import LinkDown, LinkUp
+from .seen import SeenRecord
+from .tree import CACHE_WINDOWS, MAX_GRAFT, REPAIR_ROUNDS, MessageId, TreeBroadcast, per_frame
+
+__all__ = ["SEEN_SNAPSHOT_LIMIT", "TREE_IDS_READ", "Broadcast", "Flood", "Tree", "create"]
+
+# Origins whose stream position a peer shares with a newcomer (a PEERS frame stays far below the
+# control-frame limit: ~40 bytes each).
+SEEN_SNAPSHOT_LIMIT = 2048
+# Ids (or stream keys) read from one IHAVE or GRAFT frame at most, the rest ignored: swarm sends at
+# most tree.MAX_IHAVE / MAX_GRAFT (512) per frame, so this only bounds the work a hostile frame costs.
+TREE_IDS_READ = 4096
+
+Deliver = Callable[[bytes, "list[tuple[str | int, int, int]] | None"], None]
+
+
+class Broadcast:
+    """What flooding and the tree share: the own stream, the seen-record, links, delivery hand-off."""
+
+    def __init__(self, *, name: str, epoch: int, reorder_timeout: float, seen_max_entries: int,
+                 seen_ttl: float, deliver: Deliver, repair_timeout: float = 0.0, counters: Counter[str],
+                 out: list[Action]) -> None:
+        # An origin first met mid-stream (not at seq 1, and not in the positions a peer sends when it
+        # links us) settles for `reorder_timeout`, as long as a gap may stay open: a message that
+        # overtook an earlier one must not fix the starting point past it. Rare, so the wait is cheap.
+        self.seen = SeenRecord(seen_max_entries, seen_ttl, reorder_timeout, settle=reorder_timeout,
+                               repair_timeout=repair_timeout)
+        self.hops: Counter[int] = Counter()  # broadcasts received, by hops of their first copy
+        self.counters = counters
+        self.out = out
+        self._deliver = deliver
+        self._name_bytes = name.encode("utf-8")
+        self._origin = wire.encode_origin(name)
+        self.epoch = epoch
+        self.own_key = wire.stream_key(self._origin, epoch)  # our stream's seen-record key
+        self.seq = 0  # the last sequence number given to a DATA frame (a batch) of ours
+        # Messages published and not yet sealed into a DATA frame (encoded entries), and their size.
+        self._batch: list[bytes] = []
+        self._batch_bytes = 0
+        self._turn_open = False  # a frame of ours went out in this turn of the driver
+        self._links: dict[bytes, int] = {}  # linked peer (name as UTF-8) -> its connection
+        self._active: tuple[int, ...] = ()  # the same connections, for Send
+        self._pairs: tuple[tuple[int, bytes], ...] = ()  # (connection, peer) of the same
+        self.alarm = Alarm(out)
+
+    # ------------------------------------------------------------------ the own stream
+
+    def publish(self, entry: bytes, now: float, seal: bool | None) -> None:
+        """Publish one encoded entry (`wire.encode_entry`). `seal` None follows the batching rule of
+        the module docstring; True sends it at once, alone; False adds it to the open batch."""
+        self.counters[C.PUBLISHED] += 1
+        if not self._active and not self._batch:
+            self.counters[C.PUBLISHED_WITHOUT_PEERS] += 1
+            return
+        if seal is None:
+            seal = not self._turn_open
+        if self._batch and self._batch_bytes + len(entry) > wire.BATCH_BYTES:
+            self._seal(now)
+        self._batch.append(entry)
+        self._batch_bytes += len(entry)
+        if seal:
+            self._seal(now)
+
+    @property
+    def batch_open(self) -> bool:
+        return bool(self._batch)
+
+    def seal(self, now: float) -> None:
+        """Send the open batch, if any, as one DATA frame."""
+        if self._batch:
+            self._seal(now)
+
+    def turn_end(self, now: float) -> None:
+        """The driver's turn ended: the open batch goes, and the next message leaves at once again."""
+        self.seal(now)
+        self._turn_open = False
+
+    def _seal(self, now: float) -> None:
+        batch, self._batch, self._batch_bytes = self._batch, [], 0
+        self._turn_open = True
+        if not self._active:  # the links went while the batch was open
+            self.counters[C.PUBLISHED_WITHOUT_PEERS] += len(batch)
+            return
+        self.seq += 1
+        self.counters[C.BATCHES_PUBLISHED] += 1
+        self._originate(wire.encode_batch(self._origin, self.epoch, self.seq, batch), now)
+
+    def _originate(self, frame: bytes, now: float) -> None:
+        """Spread a frame of our own stream (message `self.seq`)."""
+        raise NotImplementedError
+
+    def positions(self) -> list[list[Any]]:
+        """Where each stream stands here, our own first, for the PEERS a newly linked peer gets: everything
+        up to these numbers was published before the newcomer could be ready. Within half a control frame,
+        whatever the names' lengths."""
+        positions: list[list[Any]] = [[self.own_key, self.seq]]
+        budget = wire.MAX_CONTROL_BODY // 2
+        for key, seq in self.seen.snapshot(SEEN_SNAPSHOT_LIMIT):
+            budget -= len(key) + 12
+            if budget < 0:
+                break
+            positions.append([key, seq])
+        return positions
+
+    def peer_positions(self, seen: Any, now: float, *, adopt: bool) -> None:
+        """A peer's `positions` (its PEERS "seen"): checked, and with `adopt` each stream we do not track
+        yet starts after them. Only until the node is ready: a list arriving later may already count a
+        message published after our ready, still on its way to us."""
+        if not isinstance(seen, list) or not all(
+                isinstance(e, list) and len(e) == 2 and isinstance(e[0], bytes) and isinstance(e[1], int)
+                for e in seen):
+            raise ProtocolError("PEERS seen-list malformed")
+        if adopt:
+            for key, highest in seen[:SEEN_SNAPSHOT_LIMIT + 1]:
+                if key and wire.key_origin(key) != self._name_bytes:  # never track our own stream
+                    self.seen.adopt(key, highest, now)
+
+    # ------------------------------------------------------------------ links
+
+    def link_up(self, event: LinkUp) -> None:
+        self._links[event.name.encode("utf-8")] = event.conn
+        self._refresh()
+
+    def link_down(self, event: LinkDown) -> None:
+        self._links.pop(event.name.encode("utf-8"), None)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        self._active = tuple(self._links.values())
+        self._pairs = tuple((conn, peer) for peer, conn in self._links.items())
+
+    # ------------------------------------------------------------------ frames
+
+    def on_data(self, conn: int, peer: bytes, frame: bytes, now: float) -> None:
+        """A DATA frame from `peer` (by name: it may come on a connection being retired)."""
+        counters = self.counters
+        counters[C.DATA_FRAMES_RECEIVED] += 1  # copies included: what flooding costs (RMR)
+        origin, key, seq = wire.data_stream(frame)
+        if origin == self._name_bytes:
+            # Our own message came back around a cycle: never deliver it (no echo).
+            counters[C.OWN_MESSAGES_RETURNED] += 1
+            self._own_returned(conn, peer)
+            return
+        ready = self.seen.observe(key, seq, now, frame)
+        if ready is None:
+            self._duplicate(conn, peer, key, wire.hops(frame) + 1, seq)
+            return
+        deliver = self._deliver
+        try:
+            entries = wire.data_entries(frame)  # a malformed batch is never relayed
+        except ProtocolError:
+            for item in ready:  # it may have filled a gap: the good ones behind it still go out
+                if item is not frame:
+                    deliver(item, None)
+            raise
+        counters[C.RECEIVED_NEW] += 1
+        hops = wire.hops(frame) + 1
+        self.hops[hops] += 1  # links the first copy crossed: the flood's hop distribution
+        self._relay(conn, peer, origin, key, seq, hops, frame, len(entries), now)
+        for item in ready:
+            deliver(item, entries if item is frame else None)
+        if not ready:  # held: a gap or a settle window may have opened
+            self.alarm.ask(self.seen.wakeup)
+
+    def _own_returned(self, conn: int, peer: bytes) -> None:
+        """A frame of our own stream came back from `peer`."""
+
+    def _duplicate(self, conn: int, peer: bytes, key: bytes, hops: int, seq: int) -> None:
+        """A copy of a message already seen came from `peer`."""
+
+    def _relay(self, conn: int, peer: bytes, origin: bytes, key: bytes, seq: int, hops: int, frame: bytes,
+               messages: int, now: float) -> None:
+        """Spread a new frame received from `peer`; it has crossed `hops` links when it arrives."""
+        raise NotImplementedError
+
+    def on_control(self, conn: int, peer: bytes, kind: int, fields: dict[str, Any], now: float) -> None:
+        """An IHAVE, GRAFT or PRUNE frame: the tree's. Flooding ignores them (it sends payloads everywhere)."""
+
+    # ------------------------------------------------------------------ time
+
+    def tick(self, now: float) -> None:
+        """Release what waited too long behind a gap; ask to be woken for the next deadline."""
+        for item in self.seen.expire(now):
+            self._deliver(item, None)
+        self.alarm.rang(self.seen.wakeup)
+
+
+class Flood(Broadcast):
+    """Every link carries every message once: the simplest, and other paths route around a slow link."""
+
+    def _originate(self, frame: bytes, now: float) -> None:
+        self.out.append(Send(self._active, frame))
+        self.counters[C.DATA_FRAMES_SENT] += len(self._active)
+
+    def _relay(self, conn: int, peer: bytes, origin: bytes, key: bytes, seq: int, hops: int, frame: bytes,
+               messages: int, now: float) -> None:
+        targets = tuple(c for c, name in self._pairs if name != peer and name != origin)
+        if targets:
+            counters = self.counters
+            self.out.append(Send(targets, wire.relayed(frame, hops)))
+            counters[C.FORWARDED] += 1
+            counters[C.FORWARDED_MESSAGES] += messages
+            counters[C.DATA_FRAMES_SENT] += len(targets)
+
+
+class Tree(Broadcast):
+    """Plumtree's eager and lazy push (`tree.py` has the rules and their reasons)."""
+
+    def __init__(self, *, graft_timeout: float, reorder_timeout: float, **options: Any) -> None:
+        # A gap is repaired by GRAFT, which under load may take longer than reorder_timeout.
+        repair_window = reorder_timeout + REPAIR_ROUNDS * graft_timeout
+        super().__init__(reorder_timeout=reorder_timeout, repair_timeout=repair_window, **options)
+        self.tree = TreeBroadcast(graft_timeout, cache_seconds=CACHE_WINDOWS * repair_window)
+
+    def _wake(self) -> None:
+        self.alarm.ask(min(self.seen.wakeup, self.tree.wakeup))
+
+    def _originate(self, frame: bytes, now: float) -> None:
+        message = (self.own_key, self.seq)
+        self.tree.received(message, frame, now)
+        self._push(frame, b"", b"", message)
+        self._wake()
+
+    def _push(self, frame: bytes, sender: bytes, origin: bytes, message: MessageId) -> None:
+        """The payload to eager links, its id to lazy ones (not back to sender or origin)."""
+        tree = self.tree
+        lazy, pruned = tree.lazy, tree.lazy_for(message[0])
+        eager = tuple(c for c, peer in self._pairs if peer != sender and peer != origin
+                      and peer not in pruned and peer not in lazy)
+        if eager:
+            self.out.append(Send(eager, frame))
+            self.counters[C.DATA_FRAMES_SENT] += len(eager)
+        tree.announce(message, (peer for _, peer in self._pairs if (peer in pruned or peer in lazy)
+                                and peer != sender and peer != origin))
+
+    def _own_returned(self, conn: int, peer: bytes) -> None:
+        if self.tree.unwanted(peer, self.own_key):
+            self.out.append(Send((conn,), wire.encode_control(wire.KIND_PRUNE, {"key": self.own_key})))
+
+    def _duplicate(self, conn: int, peer: bytes, key: bytes, hops: int, seq: int) -> None:
+        self._copy(conn, peer, key, hops, seq, False)
+
+    def _relay(self, conn: int, peer: bytes, origin: bytes, key: bytes, seq: int, hops: int, frame: bytes,
+               messages: int, now: float) -> None:
+        self._copy(conn, peer, key, hops, seq, True)
+        self.tree.received((key, seq), frame, now)
+        self._push(wire.relayed(frame, hops), peer, origin, (key, seq))
+        self.counters[C.FORWARDED] += 1
+        self.counters[C.FORWARDED_MESSAGES] += messages
+        self._wake()
+
+    def _copy(self, conn: int, peer: bytes, key: bytes, hops: int, seq: int, first: bool) -> None:
+        """A copy of message `seq` of stream `key` came from `peer` (the first copy here, or a duplicate):
+        PRUNE that peer or the parent it replaces."""
+        victim = self.tree.copy_from(peer, key, hops, seq, first)
+        if victim is None:
+            return
+        target = conn if victim == peer else self._links.get(victim)
+        if target is not None:
+            self.counters[C.PRUNES_SENT] += 1
+            self.out.append(Send((target,), wire.encode_control(wire.KIND_PRUNE, {"key": key})))
+
+    def on_control(self, conn: int, peer: bytes, kind: int, fields: dict[str, Any], now: float) -> None:
+        tree = self.tree
+        if kind == wire.KIND_PRUNE:
+            # Obeyed as it is: the pruner chose another parent for the stream, and only it knows
+            # whether that one still brings it (our own sources are not affected: prunes are one-way).
+            key = fields.get("key")
+            if key is not None and not isinstance(key, bytes):
+                raise ProtocolError("PRUNE with a key that is not bytes")
+            tree.pruned_by(peer, key)
+            self.counters[C.PRUNES_RECEIVED] += 1
+            return
+        ids = fields.get("ids")
+        if not isinstance(ids, list) or not all(
+                isinstance(i, list) and len(i) == 2 and isinstance(i[0], bytes) and isinstance(i[1], int)
+                for i in ids):
+            raise ProtocolError("IHAVE/GRAFT without a list of [key, seq] ids")
+        messages = [(key, seq) for key, seq in ids[:TREE_IDS_READ]]
+        if kind == wire.KIND_IHAVE:
+            tree.ihave_from(peer, messages, now, lambda m: self.seen.has(m[0], m[1]))
+            self._wake()
+            return
+        keys = fields.get("keys", [])  # streams to push again, nothing resent (a lost parent's)
+        if not isinstance(keys, list) or not all(isinstance(key, bytes) for key in keys):
+            raise ProtocolError("GRAFT with keys that are not a list of bytes")
+        keys = keys[:TREE_IDS_READ]
+        for frame in tree.grafted_by(peer, messages, keys):  # GRAFT: resend, one hop further
+            self.out.append(Send((conn,), wire.relayed(frame, wire.hops(frame) + 1)))
+            self.counters[C.GRAFTED_PAYLOADS] += 1
+        if keys:  # the peer lost its source of these streams: if it was ours too, we lost ours
+            self._orphaned(tree.orphaned(peer, keys), conn)
+
+    def _orphaned(self, keys: list[bytes], asker: int | None) -> None:
+        """The streams `keys` lost their parent. Ask every linked peer (but `asker`, which asked us for
+        them) to push them, at once rather than after a graft timeout per orphaned node: tree.py's
+        `orphaned` says what each peer does with it."""
+        if not keys:
+            return
+        self.counters[C.STREAMS_ORPHANED] += len(keys)
+        targets = tuple(c for c in self._active if c != asker)
+        if targets:
+            for part in per_frame(keys, MAX_GRAFT):
+                self.out.append(Send(targets, wire.encode_control(wire.KIND_GRAFT, {"ids": [], "keys": part})))
+
+    def link_down(self, event: LinkDown) -> None:
+        super().link_down(event)
+        self._orphaned(self.tree.link_lost(event.name.encode("utf-8")), None)
+
+    def tick(self, now: float) -> None:
+        """Send the batched IHAVEs, GRAFT what was announced but has not come; then the seen-record's
+        gaps, each given up only once no repair of it is under way."""
+        tree = self.tree
+        conns = {peer: c for c, peer in self._pairs}
+        for peer, messages in tree.due(now, set(conns), self.seen.progress):
+            self.counters[C.GRAFTS] += len(messages)
+            self.out.append(Send((conns[peer],), wire.encode_control(
+                wire.KIND_GRAFT, {"ids": [[key, seq] for key, seq in messages]})))
+        for peer, messages in tree.take_ihaves():
+            if peer in conns and messages:
+                self.counters[C.IHAVE_IDS_SENT] += len(messages)
+                self.out.append(Send((conns[peer],), wire.encode_control(
+                    wire.KIND_IHAVE, {"ids": [[key, seq] for key, seq in messages]})))
+        for item in self.seen.expire(now, lambda origin, seq: tree.repairing((origin, seq))):
+            self._deliver(item, None)
+        self.alarm.rang(min(self.seen.wakeup, tree.wakeup))
+
+
+def create(mode: str, *, graft_timeout: float, **options: Any) -> Broadcast:
+    """The broadcast of the `broadcast` option, "flood" or "tree", built with `options`."""
+    if mode == "tree":
+        return Tree(graft_timeout=graft_timeout, **options)
+    return Flood(**options)
