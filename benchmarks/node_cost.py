@@ -237,13 +237,12 @@ class _Feeder:
             self.seqs[origin] += 1
             seq = self.seqs[origin]
         return wire.encode_data(self.origins[origin], self.epochs[origin], seq, self.topic, self.message,
-                                1 << 20)[wire.LENGTH.size:]
+                                1 << 20)
 
-    def observe(self, body: bytes, now: float) -> None:
-        header = wire.parse_data_header(body)
-        key = body[2:header.topic_offset - 8]
-        topic, offset = wire.parse_topic(body, header.topic_offset)
-        self.record.observe(key, header.seq, now, (body, header.hops, topic, offset, header.origin))
+    def observe(self, frame: bytes, now: float) -> None:
+        origin, key, seq = wire.data_stream(frame)
+        ((topic, offset, _),) = wire.data_entries(frame)
+        self.record.observe(key, seq, now, (frame, wire.hops(frame), topic, offset, origin))
 
 
 def simulate_seen(origins: int, rate: float, seconds: float, size: int, copies: int = 3) -> dict[str, Any]:

@@ -241,7 +241,8 @@ OPTIONS: tuple[Option, ...] = (
            "This node's unique name in the cluster (deepstream's `serverName`). Default: host name, process "
            "id and a random suffix.", derive=lambda o: _default_server_name(), core=True),
     Option("clusterName", "str", "swarm",
-           "Nodes only link with nodes of the same cluster name; a peer of another cluster is refused.", core=True),
+           "Nodes only link with nodes of the same cluster name; a peer of another cluster is refused.",
+           core=True),
     Option("host", "str", "127.0.0.1",
            "Address to listen on. Loopback by default, so nothing is exposed unless asked for."),
     Option("advertiseHost", "str", None,
@@ -272,7 +273,8 @@ OPTIONS: tuple[Option, ...] = (
            minimum=0.05, derive=lambda o: o["failureTimeout"], core=True),
     Option("reorderTimeout", "float", 1.0,
            "Seconds a message waits for an earlier one from the same origin before the gap is given up "
-           "(and counted as lost). Flooding normally fills gaps within a round trip.", minimum=0.01, core=True),
+           "(and counted as lost). Flooding normally fills gaps within a round trip.", minimum=0.01,
+           core=True),
     Option("seenMaxEntries", "int", 100_000,
            "Upper bound on the seen-record: origins tracked plus out-of-order messages held.",
            minimum=16, core=True),
@@ -301,7 +303,8 @@ OPTIONS: tuple[Option, ...] = (
            derive=lambda o: 2 * (o["localLinks"] + o["shortcuts"]), core=True),
     Option("reserveSize", "int", 32,
            "Nodes kept in the view besides the ring neighbourhood and the links: the pool shortcuts are "
-           "drawn from and partitions are repaired with (HyParView's passive view is 30).", minimum=0, core=True),
+           "drawn from and partitions are repaired with (HyParView's passive view is 30).", minimum=0,
+           core=True),
     Option("gossipInterval", "float", 0.5,
            "Seconds between view exchanges with each linked peer (T-Man rounds), which also carry whether "
            "a node still wants each link.", minimum=0.01, core=True),
@@ -387,8 +390,9 @@ class _Options:
 
 
 # The fields are the options themselves, so that adding an option is one entry in OPTIONS.
-Options = dataclasses.make_dataclass("Options", [(option.key, Any) for option in OPTIONS], bases=(_Options,),
-                                     frozen=True, namespace={"__module__": __name__, "__doc__": _Options.__doc__})
+Options = dataclasses.make_dataclass(
+    "Options", [(option.key, Any) for option in OPTIONS], bases=(_Options,), frozen=True,
+    namespace={"__module__": __name__, "__doc__": _Options.__doc__})
 
 
 def _check_host(host: str) -> None:

@@ -39,6 +39,7 @@ DIALER = "protocol/dialer.py"
 BROADCAST = "protocol/broadcast.py"
 DIRECT = "protocol/direct.py"
 CORE = "protocol/state.py"
+DELIVERY = "protocol/delivery.py"
 SEEN = "protocol/seen.py"
 TRANSPORT = "transport/engine.py"
 NODE = "node.py"
@@ -48,7 +49,7 @@ BRIDGE = "bridge.py"
 HANDSHAKE_TIMEOUTS = _declare(LINKS, "handshake_timeouts",
                               "connections closed because HELLO did not come within `handshakeTimeout`")
 FAILURE_TIMEOUTS = _declare(LINKS, "failure_timeouts",
-                            "links closed after `failureTimeout` of silence (a dead or hung peer, a partition)")
+                            "links closed after `failureTimeout` of silence (a dead or hung peer, a cut)")
 VERSION_MISMATCH = _declare(LINKS, "version_mismatch", "peers refused: another protocol version")
 CLUSTER_MISMATCH = _declare(LINKS, "cluster_mismatch", "peers refused: another `clusterName`")
 IDENTITY_MISMATCH = _declare(LINKS, "identity_mismatch",
@@ -123,10 +124,10 @@ DIRECT_UNROUTABLE = _declare(DIRECT, "direct_unroutable",
 UNDELIVERABLE_LOST = _declare(DIRECT, "undeliverable_lost", "UNDELIVERABLE answers that could not be routed")
 
 # ---------------------------------------------------------------------- the core's composer: delivery
-DELIVERED = _declare(CORE, "delivered", "messages handed to local subscribers")
-DROPPED_NO_SUBSCRIBER = _declare(CORE, "dropped_no_subscriber",
+DELIVERED = _declare(DELIVERY, "delivered", "messages handed to local subscribers")
+DROPPED_NO_SUBSCRIBER = _declare(DELIVERY, "dropped_no_subscriber",
                                  "messages received (and relayed) for topics nobody here subscribes to")
-MALFORMED_DROPPED = _declare(CORE, "malformed_dropped",
+MALFORMED_DROPPED = _declare(DELIVERY, "malformed_dropped",
                              "messages held behind a gap and found malformed when released")
 INTERNAL_ERRORS = _declare(CORE, "internal_errors",
                            "frames that broke the core (a bug: logged with its traceback, link closed)")
@@ -164,7 +165,8 @@ BRIDGE_CLIENTS = _declare(BRIDGE, "bridge_clients", "bridge clients attached")
 BRIDGE_CLIENTS_DROPPED = _declare(BRIDGE, "bridge_clients_dropped", "bridge clients that went away")
 BRIDGE_BAD_REQUESTS = _declare(BRIDGE, "bridge_bad_requests", "bridge requests refused as malformed")
 BRIDGE_SENT = _declare(BRIDGE, "bridge_sent", "messages bridge clients sent into the cluster")
-BRIDGE_UNENCODABLE = _declare(BRIDGE, "bridge_unencodable", "messages the bridge could not encode for a client")
+BRIDGE_UNENCODABLE = _declare(BRIDGE, "bridge_unencodable",
+                              "messages the bridge could not encode for a client")
 BRIDGE_DELIVERED = _declare(BRIDGE, "bridge_delivered", "messages handed to bridge clients")
 BRIDGE_CLIENTS_OVERFLOWED = _declare(BRIDGE, "bridge_clients_overflowed",
                                      "bridge clients dropped because their queue was full")

@@ -52,14 +52,16 @@ Deliver = Callable[[bytes, "list[tuple[str | int, int, int]] | None"], None]
 class Broadcast:
     """What flooding and the tree share: the own stream, the seen-record, links, delivery hand-off."""
 
-    def __init__(self, *, name: str, epoch: int, reorder_timeout: float, seen_max_entries: int,
-                 seen_ttl: float, deliver: Deliver, repair_timeout: float = 0.0, counters: Counter[str],
-                 out: list[Action]) -> None:
+    def __init__(self, config: Any, *, epoch: int, deliver: Deliver, counters: Counter[str],
+                 out: list[Action], repair_timeout: float = 0.0) -> None:
+        """`config`: the node's `CoreConfig` (server_name, and the seen-record's reorder_timeout,
+        seen_max_entries, seen_ttl are read). A gap under repair is given up after `repair_timeout`."""
+        name: str = config.server_name
         # An origin first met mid-stream (not at seq 1, and not in the positions a peer sends when it
         # links us) settles for `reorder_timeout`, as long as a gap may stay open: a message that
         # overtook an earlier one must not fix the starting point past it. Rare, so the wait is cheap.
-        self.seen = SeenRecord(seen_max_entries, seen_ttl, reorder_timeout, settle=reorder_timeout,
-                               repair_timeout=repair_timeout)
+        self.seen = SeenRecord(config.seen_max_entries, config.seen_ttl, config.reorder_timeout,
+                               settle=config.reorder_timeout, repair_timeout=repair_timeout)
         self.hops: Counter[int] = Counter()  # broadcasts received, by hops of their first copy
         self.counters = counters
         self.out = out
@@ -209,7 +211,7 @@ class Broadcast:
         raise NotImplementedError
 
     def on_control(self, conn: int, peer: bytes, kind: int, fields: dict[str, Any], now: float) -> None:
-        """An IHAVE, GRAFT or PRUNE frame: the tree's. Flooding ignores them (it sends payloads everywhere)."""
+        """An IHAVE, GRAFT or PRUNE frame: the tree's. Flooding ignores them (it pushes everything)."""
 
     # ------------------------------------------------------------------ time
 
@@ -241,11 +243,12 @@ class Flood(Broadcast):
 class Tree(Broadcast):
     """Plumtree's eager and lazy push (`tree.py` has the rules and their reasons)."""
 
-    def __init__(self, *, graft_timeout: float, reorder_timeout: float, **options: Any) -> None:
+    def __init__(self, config: Any, **options: Any) -> None:
+        """As `Broadcast`; `config.graft_timeout` is read too."""
         # A gap is repaired by GRAFT, which under load may take longer than reorder_timeout.
-        repair_window = reorder_timeout + REPAIR_ROUNDS * graft_timeout
-        super().__init__(reorder_timeout=reorder_timeout, repair_timeout=repair_window, **options)
-        self.tree = TreeBroadcast(graft_timeout, cache_seconds=CACHE_WINDOWS * repair_window)
+        repair_window = config.reorder_timeout + REPAIR_ROUNDS * config.graft_timeout
+        super().__init__(config, repair_timeout=repair_window, **options)
+        self.tree = TreeBroadcast(config.graft_timeout, cache_seconds=CACHE_WINDOWS * repair_window)
 
     def _wake(self) -> None:
         self.alarm.ask(min(self.seen.wakeup, self.tree.wakeup))
@@ -336,7 +339,8 @@ class Tree(Broadcast):
         targets = tuple(c for c in self._active if c != asker)
         if targets:
             for part in per_frame(keys, MAX_GRAFT):
-                self.out.append(Send(targets, wire.encode_control(wire.KIND_GRAFT, {"ids": [], "keys": part})))
+                frame = wire.encode_control(wire.KIND_GRAFT, {"ids": [], "keys": part})
+                self.out.append(Send(targets, frame))
 
     def link_down(self, event: LinkDown) -> None:
         super().link_down(event)
@@ -361,8 +365,6 @@ class Tree(Broadcast):
         self.alarm.rang(min(self.seen.wakeup, tree.wakeup))
 
 
-def create(mode: str, *, graft_timeout: float, **options: Any) -> Broadcast:
-    """The broadcast of the `broadcast` option, "flood" or "tree", built with `options`."""
-    if mode == "tree":
-        return Tree(graft_timeout=graft_timeout, **options)
-    return Flood(**options)
+def create(config: Any, **options: Any) -> Broadcast:
+    """The broadcast that `config.broadcast` names, "flood" or "tree"."""
+    return (Tree if config.broadcast == "tree" else Flood)(config, **options)

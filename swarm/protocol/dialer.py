@@ -29,6 +29,7 @@ import random
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from .. import counters as C
 from .actions import Action, Dial, ReportError
@@ -63,13 +64,14 @@ class _DialTarget:
 class Dialer:
     """When to dial which address."""
 
-    def __init__(self, *, listen_address: Address, seeds: Iterable[Address], reconnect_min_delay: float,
-                 reconnect_max_delay: float, forget_after: float, rng: random.Random,
-                 counters: Counter[str], out: list[Action]) -> None:
-        self.seeds = tuple(seeds)
-        self.reconnect_min_delay = reconnect_min_delay
-        self.reconnect_max_delay = reconnect_max_delay
-        self.forget_after = forget_after
+    def __init__(self, config: Any, *, listen_address: Address, rng: random.Random, counters: Counter[str],
+                 out: list[Action]) -> None:
+        """`config`: the node's `CoreConfig` (seed_nodes, reconnect_min_delay, reconnect_max_delay,
+        forget_after are read)."""
+        self.seeds: tuple[Address, ...] = tuple(config.seed_nodes)
+        self.reconnect_min_delay: float = config.reconnect_min_delay
+        self.reconnect_max_delay: float = config.reconnect_max_delay
+        self.forget_after: float = config.forget_after
         self.rng = rng
         self.counters = counters
         self.out = out

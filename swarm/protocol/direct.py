@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 from .. import counters as C
 from ..topology import ring
@@ -31,15 +32,18 @@ __all__ = ["Direct"]
 class Direct:
     """Numbering, routing and in-order delivery of direct messages."""
 
-    def __init__(self, *, name: str, epoch: int, max_message_size: int, reorder_timeout: float,
-                 seen_max_entries: int, seen_ttl: float, deliver: Callable[[bytes, None], None],
+    def __init__(self, config: Any, *, epoch: int, deliver: Callable[[bytes, None], None],
                  counters: Counter[str], out: list[Action]) -> None:
+        """`config`: the node's `CoreConfig` (server_name, max_message_size, and the seen-record's
+        reorder_timeout, seen_max_entries, seen_ttl are read)."""
+        name: str = config.server_name
         self._name_bytes = name.encode("utf-8")
         self._origin = wire.encode_origin(name)
         self.epoch = epoch
         self.position = ring.position(name)
-        self.max_message_size = max_message_size
-        self.seen = SeenRecord(seen_max_entries, seen_ttl, reorder_timeout, settle=reorder_timeout)
+        self.max_message_size: int = config.max_message_size
+        self.seen = SeenRecord(config.seen_max_entries, config.seen_ttl, config.reorder_timeout,
+                               settle=config.reorder_timeout)
         self.counters = counters
         self.out = out
         self._deliver = deliver
@@ -116,7 +120,8 @@ class Direct:
             self.out.append(ReportError("unreachable", f"direct message to {target!r} was not delivered: "
                                                        f"{reason}"))
             return
-        answer = wire.encode_undeliverable(bytes((len(origin),)) + origin, {"target": target, "reason": reason})
+        answer = wire.encode_undeliverable(bytes((len(origin),)) + origin,
+                                           {"target": target, "reason": reason})
         self._route(answer, origin, wire.KIND_UNDELIVERABLE, answer)
 
     def link_up(self, event: LinkUp) -> None:

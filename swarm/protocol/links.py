@@ -77,15 +77,16 @@ class Links:
     Methods that end links return the `LinkDown` (and `LinkUp`) events for the other sub-machines; the
     frames and closes for the driver go into `out`."""
 
-    def __init__(self, *, name: str, cluster_name: str, epoch: int, listen_address: Address,
-                 failure_timeout: float, handshake_timeout: float, rng: random.Random,
+    def __init__(self, config: Any, *, epoch: int, listen_address: Address, rng: random.Random,
                  counters: Counter[str], out: list[Action]) -> None:
-        self.name = name
-        self.cluster_name = cluster_name
+        """`config`: the node's `CoreConfig` (server_name, cluster_name, failure_timeout,
+        handshake_timeout are read)."""
+        self.name: str = config.server_name
+        self.cluster_name: str = config.cluster_name
         self.epoch = epoch
         self.listen_address = listen_address
-        self.failure_timeout = failure_timeout
-        self.handshake_timeout = handshake_timeout
+        self.failure_timeout: float = config.failure_timeout
+        self.handshake_timeout: float = config.handshake_timeout
         self.rng = rng
         self.counters = counters
         self.out = out
@@ -221,7 +222,8 @@ class Links:
         full = fields.get("code") == "full"
         self.counters[C.TURNED_AWAY_FULL if full else C.REFUSED_BY_PEER] += 1
         refused = Refused(conn.peer, conn.address, reason, full, fields.get("peers", []))
-        return [refused, *self.close(conn, f"turned away: {reason}" if full else f"refused by peer: {reason}")]
+        closing = f"turned away: {reason}" if full else f"refused by peer: {reason}"
+        return [refused, *self.close(conn, closing)]
 
     def protocol_error(self, conn: Connection, reason: str) -> list[LinkEvent]:
         self.counters[C.PROTOCOL_ERRORS] += 1

@@ -94,19 +94,20 @@ class Admission:
 class Membership:
     """The view, the links wanted, PEERS and LEAVE."""
 
-    def __init__(self, *, name: str, epoch: int, listen_address: Address, policy: NeighbourPolicy,
-                 max_peers: int, local_links: int, reserve_size: int, forget_after: float,
-                 gossip_interval: float, counters: Counter[str], out: list[Action]) -> None:
-        self.name = name
+    def __init__(self, config: Any, *, epoch: int, listen_address: Address, policy: NeighbourPolicy,
+                 counters: Counter[str], out: list[Action]) -> None:
+        """`config`: the node's `CoreConfig` (server_name, max_peers, local_links, reserve_size,
+        forget_after, gossip_interval are read)."""
+        self.name: str = config.server_name
         self.epoch = epoch
         self.listen_address = listen_address
-        self.position = ring.position(name)
+        self.position = ring.position(self.name)
         self.policy = policy
-        self.max_peers = max_peers
-        self.local_links = local_links
-        self.reserve_size = reserve_size
-        self.forget_after = forget_after
-        self.gossip_interval = gossip_interval
+        self.max_peers: int = config.max_peers
+        self.local_links: int = config.local_links
+        self.reserve_size: int = config.reserve_size
+        self.forget_after: float = config.forget_after
+        self.gossip_interval: float = config.gossip_interval
         self.counters = counters
         self.out = out
         self.members: dict[str, _Member] = {}
@@ -138,8 +139,9 @@ class Membership:
         return "local" if name in self.wanted else "inbound"
 
     def link_details(self) -> list[dict[str, Any]]:
-        return sorted(({"name": m.name, "address": list(m.address), "kind": self.link_kind(m.name),
-                        "position": m.position} for m in self.linked_members()), key=lambda link: link["name"])
+        links = [{"name": m.name, "address": list(m.address), "kind": self.link_kind(m.name),
+                  "position": m.position} for m in self.linked_members()]
+        return sorted(links, key=lambda link: link["name"])
 
     def epoch_of(self, name: str) -> int | None:
         member = self.members.get(name)
@@ -296,8 +298,8 @@ class Membership:
             if member.conn is not None:
                 self.out.append(Send((member.conn,), self.peers_frame_for(member, now)))
 
-    def on_peers(self, conn: int, peer: str | None, fields: dict[str, Any], now: float) -> tuple[list[Request],
-                                                                                              bool]:
+    def on_peers(self, conn: int, peer: str | None, fields: dict[str, Any],
+                 now: float) -> tuple[list[Request], bool]:
         """A PEERS frame: the peer's word on the link, and members. Return the requests and whether a
         member is new or restarted (only news can change whom to link to: most PEERS repeat what we know,
         and deciding again, every view member rebuilt and two sorts, was most of a large simulation's

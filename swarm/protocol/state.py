@@ -1,60 +1,47 @@
 """`NodeState`: one swarm node's protocol, as a state machine without I/O, composed of sub-machines.
 
 The driver feeds it what happened (a connection opened or closed, a frame arrived, a dial failed, time
-advanced, its event loop's turn ended) and the application's commands (publish, send_direct, leave);
-every method returns the actions to carry out (`swarm.protocol.actions`). It never touches a socket or a
-clock: time is the `now` argument (seconds, any monotonic origin) and randomness comes from the
-`random.Random` it is given, so the simulator drives thousands of instances deterministically. This is
-the shape of iroh-gossip's `proto::State`, and this class is its `topic.rs`: it owns the parts and
-passes what one learns to the others, none of which imports another.
+advanced, a turn of its event loop ended) and the application's commands; every method returns the
+actions to carry out (`actions.py`). It never touches a socket or a clock: time is the `now` argument
+and randomness the `random.Random` it is given, so the simulator drives thousands of them
+deterministically. This is iroh-gossip's `proto::State`, and this class is its `topic.rs`: it owns
+the parts and passes what one learns to the others, none of which imports another.
 
-| part | module | what it owns |
-|---|---|---|
-| links | `links.py` | connection records, HELLO, duplicate connections, BYE, REFUSE, keepalive, failure timer |
-| membership | `membership.py` | the view, the links wanted (`NeighbourPolicy`), PEERS, LEAVE, pruning, forgetting |
-| dialer | `dialer.py` | when to dial which address: backoff, isolation, probes, remembered addresses |
-| broadcast | `broadcast.py` | the own stream and its batches, the seen-record, `Flood` or `Tree` |
-| direct | `direct.py` | `send_direct`, greedy routing, UNDELIVERABLE |
+| part | what it owns |
+|---|---|
+| `links.py` | connection records, HELLO, duplicate connections, BYE, REFUSE, keepalive, failure timer |
+| `membership.py` | the view, the links wanted (`NeighbourPolicy`), PEERS, LEAVE, pruning, forgetting |
+| `dialer.py` | when to dial which address: backoff, isolation, probes, remembered addresses |
+| `broadcast.py` | the own stream and its batches, the seen-record, `Flood` or `Tree` |
+| `direct.py` | `send_direct`, greedy routing, UNDELIVERABLE |
+| `delivery.py` | the subscribed topics, `Deliver` actions |
 
-What stays here: the public events, frame dispatch by kind, the tick schedule, delivery to the
-subscribed topics, readiness and `status`. `links` reports `LinkUp`/`LinkDown` (`events.py`), which this
-class hands to the others at once, in a fixed order: the dialer, direct routing and the broadcast first,
-so that they know the links before membership, which may prune one to make room, acts on them.
-docs/architecture.md draws the composition; docs/protocol.md has the bytes.
+Here: the public events, frame dispatch by kind, the tick schedule, readiness and `status`. Links
+reports `LinkUp`/`LinkDown` (`events.py`); they go at once to the dialer, direct routing and the
+broadcast, then to membership, which may prune a link to make room only once the others know of the
+new one. docs/architecture.md draws the composition; docs/protocol.md has the bytes.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import random
-import re
 from collections import Counter
 from collections.abc import Collection, Iterable
 from typing import Any
 
 from .. import counters as C
-from ..config import OPTIONS
 from ..errors import ProtocolError
 from ..topology import NeighbourPolicy, ring
 from ..topology.smallworld import SmallWorld
 from . import broadcast as broadcasts
+from . import events as ev
 from . import wire
-from .actions import Action, Deliver, Ready
+from .actions import Action, Ready
+from .config import CoreConfig
+from .delivery import Delivery
 from .dialer import REMEMBERED, Dialer
 from .direct import Direct
-from .events import (
-    Closed,
-    ClosePeer,
-    Forget,
-    LinkDown,
-    LinkUp,
-    PrunePeer,
-    Redial,
-    Refused,
-    Remember,
-    SelfConnection,
-)
 from .links import HANDSHAKE, Connection, Links
 from .membership import FULL, STALE, Membership
 
@@ -64,38 +51,6 @@ log = logging.getLogger("swarm.protocol")
 
 Address = tuple[str, int]
 TREE_KINDS = frozenset({wire.KIND_IHAVE, wire.KIND_GRAFT, wire.KIND_PRUNE})
-# Decoded origin names and encoded topics kept: origins are the live publishers, topics a handful.
-ORIGIN_NAMES = 4096
-TOPICS_ENCODED = 1024
-
-
-def _snake(key: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
-
-
-def _derive_defaults(config: Any) -> None:
-    """Fill the fields left None whose option has a computed default, from the fields before them."""
-    values = {option.key: getattr(config, _snake(option.key)) for option in _CORE_OPTIONS}
-    for option in _CORE_OPTIONS:
-        if values[option.key] is None and option.derive is not None:
-            values[option.key] = option.derive(values)
-            object.__setattr__(config, _snake(option.key), values[option.key])
-
-
-def _from_options(cls: type, options: Any) -> Any:
-    """The core's part of validated `swarm.config.Options`."""
-    return cls(**{_snake(option.key): getattr(options, option.key) for option in _CORE_OPTIONS})
-
-
-_CORE_OPTIONS = tuple(option for option in OPTIONS if option.core)
-# The options the core reads, snake_case, with their defaults: made from `config.OPTIONS` (the options
-# marked `core`), so that an option has one home and a core option is one entry there plus its use.
-CoreConfig = dataclasses.make_dataclass(
-    "CoreConfig", [(_snake(option.key), Any, dataclasses.field(default=option.default))
-                   for option in _CORE_OPTIONS],
-    frozen=True, namespace={"__module__": __name__, "__post_init__": _derive_defaults,
-                            "from_options": classmethod(_from_options),
-                            "__doc__": "The options the protocol core reads (`config.OPTIONS` marked core)."})
 
 
 class NodeState:
@@ -116,33 +71,20 @@ class NodeState:
             self.position, local_links=config.local_links, shortcuts=config.shortcuts,
             distribution=config.shortcut_distribution, reserve_size=config.reserve_size, rng=rng)
         self.counters: Counter[str] = Counter() if counters is None else counters
-        self.topics: Collection[str | int] = set() if topics is None else topics
+        self._out: list[Action] = []
+        self.delivery = Delivery(set() if topics is None else topics, self.counters, self._out)
         self.ready = False
         self.leaving = False
-        self._out: list[Action] = []
         self._now = 0.0  # the `now` of the event being handled
         self._next_gossip = 0.0
         self._next_probe = 0.0
-        self._origin_names: dict[bytes, str] = {}
-        self._topic_cache: dict[str | int, bytes] = {}
         shared = {"counters": self.counters, "out": self._out}
-        self.links = Links(name=self.name, cluster_name=config.cluster_name, epoch=epoch,
-                           listen_address=listen_address, failure_timeout=config.failure_timeout,
-                           handshake_timeout=config.handshake_timeout, rng=rng, **shared)
-        self.membership = Membership(name=self.name, epoch=epoch, listen_address=listen_address,
-                                     policy=self.policy, max_peers=config.max_peers,
-                                     local_links=config.local_links, reserve_size=config.reserve_size,
-                                     forget_after=config.forget_after, gossip_interval=config.gossip_interval,
-                                     **shared)
-        self.dialer = Dialer(listen_address=listen_address, seeds=config.seed_nodes,
-                             reconnect_min_delay=config.reconnect_min_delay,
-                             reconnect_max_delay=config.reconnect_max_delay, forget_after=config.forget_after,
-                             rng=rng, **shared)
-        streams = {"name": self.name, "epoch": epoch, "reorder_timeout": config.reorder_timeout,
-                   "seen_max_entries": config.seen_max_entries, "seen_ttl": config.seen_ttl,
-                   "deliver": self._deliver, **shared}
-        self.broadcast = broadcasts.create(config.broadcast, graft_timeout=config.graft_timeout, **streams)
-        self.direct = Direct(max_message_size=config.max_message_size, **streams)
+        here = {"epoch": epoch, "listen_address": listen_address}
+        self.links = Links(config, rng=rng, **here, **shared)
+        self.membership = Membership(config, policy=self.policy, **here, **shared)
+        self.dialer = Dialer(config, listen_address=listen_address, rng=rng, **shared)
+        self.broadcast = broadcasts.create(config, epoch=epoch, deliver=self.delivery.deliver, **shared)
+        self.direct = Direct(config, epoch=epoch, deliver=self.delivery.deliver, **shared)
 
     # ------------------------------------------------------------------ queries
 
@@ -164,10 +106,6 @@ class NodeState:
         """The broadcast streams' seen-record."""
         return self.broadcast.seen
 
-    @property
-    def hops(self) -> Counter[int]:
-        return self.broadcast.hops
-
     def status(self) -> dict[str, Any]:
         """A snapshot for operators and tests: ring position, links, view, counters."""
         seen, direct = self.broadcast.seen, self.direct.seen
@@ -178,7 +116,7 @@ class NodeState:
             "view_size": len(self.membership.members), "max_peers": self.config.max_peers,
             "local_links": self.config.local_links, "members": len(self.known_members),
             "seen_entries": len(seen) + len(direct), "held": seen.held_count + direct.held_count,
-            "hops": {str(hops): count for hops, count in sorted(self.hops.items())},
+            "hops": {str(hops): count for hops, count in sorted(self.broadcast.hops.items())},
             "counters": dict(self.counters, **{C.DUPLICATES: seen.duplicates + direct.duplicates,
                                                C.GAPS_GIVEN_UP: seen.gaps_given_up + direct.gaps_given_up}),
         }
@@ -198,30 +136,28 @@ class NodeState:
         return self._flush()
 
     def remember(self, addresses: Iterable[Address], now: float) -> None:
-        """Addresses of nodes known in an earlier run (the driver's peers file): dialled like seeds while
-        the node has no link, and probed now and then, so a restarted node gets back in even when every
-        seed is down."""
+        """Addresses of nodes known in an earlier run (the driver's peers file): dialled like seeds
+        (`dialer.py`), so a restarted node gets back in even when every seed is down."""
         for address in addresses:
             self.dialer.remember(address, now)
 
     def subscribe(self, topic: str | int) -> None:
-        self.topics.add(topic)  # type: ignore[attr-defined]
+        self.delivery.topics.add(topic)  # type: ignore[attr-defined]
 
     def unsubscribe(self, topic: str | int) -> None:
-        self.topics.discard(topic)  # type: ignore[attr-defined]
+        self.delivery.topics.discard(topic)  # type: ignore[attr-defined]
 
-    def publish(self, topic: str | int, message: Any, now: float, *, seal: bool | None = None) -> list[Action]:
+    def publish(self, topic: str | int, message: Any, now: float, *,
+                seal: bool | None = None) -> list[Action]:
         """Broadcast `message` on `topic` to every other node.
 
-        By default the core's batching rule decides when it leaves (`broadcast.py`): at once when it is
-        the first of this turn of the driver, else with the batch that `on_turn_end` seals. `seal`
-        True sends it alone at once, False adds it to the open batch (for drivers and tests that batch
-        by hand).
+        By default the core's batching rule decides when it leaves (`broadcast.py`); `seal` True sends
+        it alone at once, False adds it to the open batch (drivers and tests that batch by hand).
 
         Raises MessageTooLarge, or TypeError/ValueError for a message or topic the wire cannot carry,
         before anything is sent.
         """
-        entry = wire.encode_entry(self._topic_bytes(topic), wire.encode_message(message),
+        entry = wire.encode_entry(self.delivery.topic_bytes(topic), wire.encode_message(message),
                                   self.config.max_message_size)
         self._now = now
         self.broadcast.publish(entry, now, seal)
@@ -234,16 +170,13 @@ class NodeState:
         return self._flush()
 
     def send_direct(self, target: str, topic: str | int, message: Any, now: float) -> list[Action]:
-        """Send `message` to the node called `target` only (`direct.py`).
-
-        A target that cannot be reached (or does not exist) is reported as a ReportError with code
-        "unreachable", here or, once the message is under way, by an UNDELIVERABLE frame coming back.
-        """
+        """Send `message` to the node called `target` only (`direct.py`). A target that cannot be reached
+        is reported as a ReportError "unreachable", here or by an UNDELIVERABLE coming back."""
         self._now = now
         if target == self.name:
             raise ValueError("a node does not send direct messages to itself")
         self.broadcast.seal(now)  # what this node published before stays ahead of it on every link
-        self.direct.send(target, self._topic_bytes(topic), wire.encode_message(message),
+        self.direct.send(target, self.delivery.topic_bytes(topic), wire.encode_message(message),
                          self.membership.epoch_of(target))
         return self._flush()
 
@@ -255,23 +188,12 @@ class NodeState:
         self.membership.leave(now)
         return self._flush()
 
-    def _topic_bytes(self, topic: str | int) -> bytes:
-        topic_bytes = self._topic_cache.get(topic)
-        if topic_bytes is None or type(topic) is bool:
-            topic_bytes = wire.encode_topic(topic)
-            if len(self._topic_cache) < TOPICS_ENCODED:
-                self._topic_cache[topic] = topic_bytes
-        return topic_bytes
-
     # ------------------------------------------------------------------ events from the driver
 
     def on_connection_open(self, conn_id: int, outbound: bool, address: Address | None,
                            now: float, identity: str | None = None) -> list[Action]:
-        """A TCP connection is up (we dialled `address`, or accepted one). Start the handshake.
-
-        `identity` is the server name in the peer's verified TLS certificate, if the link is TLS: the
-        peer's HELLO must then claim that name, or it is refused.
-        """
+        """A TCP connection is up (we dialled `address`, or accepted one). `identity` is the name in the
+        peer's verified TLS certificate, if any: its HELLO must claim that name, or it is refused."""
         self._now = now
         if outbound and address is not None:
             self.dialer.opened(address)
@@ -307,8 +229,8 @@ class NodeState:
         if conn is None:
             return self._flush()
         self._now = now
+        kind = wire.kind(frame)
         try:
-            kind = wire.kind(frame)
             if kind == wire.KIND_DATA:
                 if conn.state == HANDSHAKE:
                     raise ProtocolError("DATA frame before the handshake")
@@ -322,9 +244,10 @@ class NodeState:
         except ProtocolError as error:
             self._dispatch(self.links.protocol_error(conn, str(error)))
         except Exception as error:  # a malformed frame this code failed to call malformed: never fatal
-            log.exception("%s: frame of kind %d from %s broke the core", self.name, wire.kind(frame), conn.peer)
+            log.exception("%s: frame of kind %d from %s broke the core", self.name, kind, conn.peer)
             self.counters[C.INTERNAL_ERRORS] += 1
-            self._dispatch(self.links.protocol_error(conn, f"frame could not be handled ({type(error).__name__})"))
+            reason = f"frame could not be handled ({type(error).__name__})"
+            self._dispatch(self.links.protocol_error(conn, reason))
         return self._flush()
 
     def on_tick(self, now: float) -> list[Action]:
@@ -363,15 +286,11 @@ class NodeState:
             return
         if kind == wire.KIND_HELLO:
             self._on_hello(conn, fields, now)
-            return
-        if conn.state == HANDSHAKE:
-            if kind == wire.KIND_REFUSE:
-                self._dispatch(links.on_refuse(conn, fields))
-                return
+        elif kind == wire.KIND_REFUSE:  # in the handshake (a refused HELLO) or after it (a full peer)
+            self._dispatch(links.on_refuse(conn, fields))
+        elif conn.state == HANDSHAKE:
             raise ProtocolError(f"frame kind {kind} before the handshake")
-        if kind == wire.KIND_PING:
-            return
-        if kind == wire.KIND_PEERS:
+        elif kind == wire.KIND_PEERS:
             seen = fields.get("seen")
             if seen is not None:
                 self.broadcast.peer_positions(seen, now, adopt=not self.ready)
@@ -385,15 +304,13 @@ class NodeState:
             self._dispatch(links.on_bye(conn, now))
         elif kind in TREE_KINDS:
             self.broadcast.on_control(conn.id, conn.peer_bytes, kind, fields, now)
-        elif kind == wire.KIND_REFUSE:
-            self._dispatch(links.on_refuse(conn, fields))
 
     def _on_hello(self, conn: Connection, fields: dict[str, Any], now: float) -> None:
         """Links checks the HELLO, membership admits the peer (or not), links makes the link."""
         hello = self.links.hello(conn, fields)
         if hello is None:
             return
-        if isinstance(hello, SelfConnection):
+        if isinstance(hello, ev.SelfConnection):
             self.dialer.self_connection(hello)
             return
         self.dialer.handshake(hello.dialled)
@@ -417,22 +334,22 @@ class NodeState:
         now = self._now
         for event in events:
             kind = type(event)
-            if kind is LinkUp:
+            if kind is ev.LinkUp:
                 self.dialer.link_up(event)
                 self.direct.link_up(event)
                 self.broadcast.link_up(event)
                 positions = self.broadcast.positions() if event.fresh else None
                 self._serve(self.membership.link_up(event, now, positions))
-            elif kind is LinkDown:
+            elif kind is ev.LinkDown:
                 self.broadcast.link_down(event)
                 self.direct.link_down(event)
                 self.dialer.link_down(event)
                 self._serve(self.membership.link_down(event))
-            elif kind is Closed:
+            elif kind is ev.Closed:
                 failure = self.dialer.closed(event, now)
                 if failure is not None:
                     self.membership.dial_failed(failure, now)
-            elif kind is Refused:
+            elif kind is ev.Refused:
                 if event.full:
                     self._serve(self.membership.turned_away(event.peer or self.dialer.owner(event.dialled),
                                                             event.hints, now))
@@ -446,15 +363,15 @@ class NodeState:
         now = self._now
         for request in requests:
             kind = type(request)
-            if kind is Redial:
+            if kind is ev.Redial:
                 self.dialer.redial(request.address, now)
-            elif kind is PrunePeer:
+            elif kind is ev.PrunePeer:
                 self._dispatch(self.links.retire_peer(request.name, request.reason, now))
-            elif kind is ClosePeer:
+            elif kind is ev.ClosePeer:
                 self._dispatch(self.links.close_peer(request.name, request.reason))
-            elif kind is Remember:
+            elif kind is ev.Remember:
                 self.dialer.remember(request.address, now)
-            elif kind is Forget:
+            elif kind is ev.Forget:
                 self.dialer.forget(request)
             else:  # pragma: no cover
                 raise AssertionError(f"unknown request {request!r}")
@@ -465,37 +382,6 @@ class NodeState:
             return
         wanted, known = self.membership.dial_plan(now, isolated=not self.links.linked)
         self.dialer.dial_due(now, wanted, known)
-
-    # ------------------------------------------------------------------ delivery
-
-    def _deliver(self, frame: bytes, entries: list[tuple[str | int, int, int]] | None = None) -> None:
-        """Hand the messages of a DATA or DIRECT frame (checked on arrival) to the local subscribers of
-        their topics. `entries` are the DATA frame's, when the caller has parsed them already."""
-        try:
-            if entries is None:
-                entries = wire.payload_entries(frame)
-        except ProtocolError:  # held behind a gap, then found bad on arrival: its link is gone already
-            self.counters[C.MALFORMED_DROPPED] += 1
-            return
-        topics = self.topics
-        out = self._out
-        origin = None
-        hops = wire.hops(frame) + 1
-        delivered = 0
-        for topic, offset, end in entries:
-            if topic not in topics:
-                self.counters[C.DROPPED_NO_SUBSCRIBER] += 1
-                continue
-            if origin is None:
-                origin_bytes = wire.payload_origin(frame)
-                origin = self._origin_names.get(origin_bytes)
-                if origin is None:
-                    origin = origin_bytes.decode("utf-8", "replace")
-                    if len(self._origin_names) < ORIGIN_NAMES:
-                        self._origin_names[origin_bytes] = origin
-            delivered += 1
-            out.append(Deliver(origin, topic, frame, offset, end, hops))
-        self.counters[C.DELIVERED] += delivered
 
     def _flush(self) -> list[Action]:
         out = self._out

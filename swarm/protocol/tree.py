@@ -41,7 +41,7 @@ when the parent brings that message, the shorter path of the two stays; when the
 CHALLENGES messages first and the parent none of them, it replaces the parent. With both, the crash runs
 above give p99 30/35/70 ms, flooding's figures.
 
-Pure code, no I/O and no clock: `NodeState` calls it with `now`. iroh-gossip's `plumtree.rs` has the
+Pure code, no I/O and no clock: `broadcast.Tree` calls it with `now`. iroh-gossip's `plumtree.rs` has the
 same shape.
 """
 
@@ -50,6 +50,8 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol, TypeVar
+
+from .wire import key_origin
 
 __all__ = ["CACHE_WINDOWS", "MAX_GRAFT", "REPAIR_ROUNDS", "STREAMS", "MessageId", "TreeBroadcast",
            "per_frame"]
@@ -407,7 +409,7 @@ class TreeBroadcast:
             if stream.challenger == peer:
                 stream.challenger = None
         lost = self.orphaned(peer, [key for key, stream in self._streams.items() if stream.parent == peer])
-        return [key for key in lost if key[1:1 + key[0]] != peer]
+        return [key for key in lost if key_origin(key) != peer]
 
     def orphaned(self, peer: bytes, keys: Iterable[bytes]) -> list[bytes]:
         """`peer` no longer brings streams `keys`: its link was lost, or it asked us for them with a

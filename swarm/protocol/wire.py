@@ -265,6 +265,11 @@ def encode_control(kind: int, fields: dict[str, Any]) -> bytes:
     return LENGTH.pack(1 + len(payload)) + bytes((kind,)) + payload
 
 
+def body_kind(body: bytes) -> int:
+    """The kind of a frame body."""
+    return body[0]
+
+
 def decode_control(body: bytes) -> dict[str, Any]:
     """Decode a control body (kind byte first) into its map; raise ProtocolError when it is not one."""
     return decode_map(body[1:])

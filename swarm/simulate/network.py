@@ -57,7 +57,8 @@ than the nodes. Per node, `data_sent` and `control_sent` count the frames it put
 
 Efficiency: one heap, tuples, `__slots__`; per node a tick every `tick` seconds (and, with
 `honour_wakeup`, an extra one when the core asks for it with `ScheduleTimer`: a settle window, a
-reorder gap or a graft ending sooner, as the engine's ticker does); nothing is done per frame unless a trace or hook asks for it.
+reorder gap or a graft ending sooner, as the engine's ticker does); nothing is done per frame unless a
+trace or hook asks for it.
 """
 
 from __future__ import annotations
@@ -278,7 +279,7 @@ class RawEnd:
             self.net._close_end(self.end, "raw peer closed")
 
     def kinds(self) -> list[int]:
-        return [body[0] for body in self.received]
+        return [wire.body_kind(body) for body in self.received]
 
 
 class Network:
@@ -351,7 +352,8 @@ class Network:
             core = CoreConfig(server_name=name, seed_nodes=seed_addresses, **options)
         else:
             assert not options, "pass either config or options"
-            core = dataclasses.replace(config, server_name=name, seed_nodes=seed_addresses or config.seed_nodes)
+            core = dataclasses.replace(config, server_name=name,
+                                       seed_nodes=seed_addresses or config.seed_nodes)
         node = SimNode(self, name, address, core, epoch, topics, policy, aliases)
         self.nodes[name] = node
         if start:

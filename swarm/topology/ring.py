@@ -22,7 +22,8 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["MAX_ROUTE_HOPS", "RING", "choose_shortcut", "clockwise", "nearest_per_side", "nearest_to", "position",
+__all__ = ["MAX_ROUTE_HOPS", "RING", "choose_shortcut", "clockwise", "nearest_per_side", "nearest_to",
+           "position",
            "ring_distance"]
 
 RING = 1 << 64
