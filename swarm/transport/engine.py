@@ -289,12 +289,10 @@ class Engine:
         core = self.core
         assert core is not None, "the node is not running"
         self._apply(core.publish(topic, message, trio.current_time()))
-        if not self._turn_pending:
-            self._turn_pending = True
-            # The first publish of the turn queued or wrote a frame, which wakes the writers; a poke
-            # makes sure one runs even if every link's queue refused it.
-            for link in self._links.values():
-                link.queue.poke()
+        # The turn's first publish went out at once, queued (which wakes the writers) or written directly
+        # (which pokes them): the first of them to run reports the turn's end. (If every queue refused
+        # it, the next tick sends the batch.)
+        self._turn_pending = True
 
     def _end_turn(self) -> None:
         """Tell the core that the turn in which it was given publishes has ended."""
