@@ -249,14 +249,15 @@ def encode_undeliverable(target: bytes, fields: dict[str, Any]) -> bytes:
                      payload))
 
 
-def parse_route(body: bytes) -> tuple[int, bytes, int]:
-    """(hops, target name as UTF-8, offset after the target) of a routed body."""
-    if len(body) < 4:
+def parse_route(body: bytes, kind_at: int = 0) -> tuple[int, bytes, int]:
+    """(hops, target name as UTF-8, offset after the target) of a routed body (of a whole frame, whose
+    kind is at `kind_at` = 4: `route`)."""
+    if len(body) < kind_at + 4:
         raise ProtocolError("routed frame shorter than its header")
-    end = 3 + body[2]
-    if body[2] == 0 or len(body) < end:
+    end = kind_at + 3 + body[kind_at + 2]
+    if body[kind_at + 2] == 0 or len(body) < end:
         raise ProtocolError("routed frame header cut short")
-    return body[1], body[3:end], end
+    return body[kind_at + 1], body[kind_at + 3:end], end
 
 
 def encode_control(kind: int, fields: dict[str, Any]) -> bytes:
@@ -367,12 +368,7 @@ def key_origin(key: bytes) -> bytes:
 
 def route(frame: bytes) -> tuple[int, bytes, int]:
     """(hops, target name as UTF-8, offset after the target) of a routed frame."""
-    if len(frame) < 8:
-        raise ProtocolError("routed frame shorter than its header")
-    end = 7 + frame[6]
-    if frame[6] == 0 or len(frame) < end:
-        raise ProtocolError("routed frame header cut short")
-    return frame[5], frame[7:end], end
+    return parse_route(frame, KIND_AT)
 
 
 def direct_stream(frame: bytes, after_target: int) -> tuple[bytes, int]:
