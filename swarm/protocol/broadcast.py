@@ -84,7 +84,8 @@ class Broadcast:
 
     def publish(self, entry: bytes, now: float, seal: bool | None) -> None:
         """Publish one encoded entry (`wire.encode_entry`). `seal` None follows the batching rule of
-        the module docstring; True sends it at once, alone; False adds it to the open batch."""
+        the module docstring; True sends it at once (as the last entry of the open batch, if one is
+        open: alone otherwise); False adds it to the open batch."""
         self.counters[C.PUBLISHED] += 1
         if not self._active and not self._batch:
             self.counters[C.PUBLISHED_WITHOUT_PEERS] += 1

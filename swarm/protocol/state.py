@@ -152,7 +152,8 @@ class NodeState:
         """Broadcast `message` on `topic` to every other node.
 
         By default the core's batching rule decides when it leaves (`broadcast.py`); `seal` True sends
-        it alone at once, False adds it to the open batch (drivers and tests that batch by hand).
+        it at once (closing the open batch, if any), False adds it to the open batch (for drivers and tests
+        that batch by hand).
 
         Raises MessageTooLarge, or TypeError/ValueError for a message or topic the wire cannot carry,
         before anything is sent.
@@ -354,7 +355,7 @@ class NodeState:
                     self._serve(self.membership.turned_away(event.peer or self.dialer.owner(event.dialled),
                                                             event.hints, now))
                 else:
-                    self.dialer.refused(event)
+                    self.dialer.refused(event, now)
             else:  # pragma: no cover - a new event must be taught to the composer
                 raise AssertionError(f"unknown event {event!r}")
 
