@@ -202,6 +202,7 @@ class Dialer:
         if event.handshaken:
             return None
         assert event.dialled is not None
+        self.counters[C.DIAL_FAILURES] += 1
         return self._failed(event.dialled, target, now)
 
     def self_connection(self, event: SelfConnection) -> None:
@@ -209,7 +210,7 @@ class Dialer:
             self.self_addresses.add(address)
             self.targets.pop(address, None)
 
-    def refused(self, event: Refused) -> None:
+    def refused(self, event: Refused, now: float) -> None:
         """A peer refused us for good (not a polite 'full'): report it once per address, and retry only
         at `reconnectMaxDelay` (a misconfigured seed retried for ever must not become an error storm)."""
         target = self.targets.get(event.dialled) if event.dialled is not None else None
@@ -219,6 +220,9 @@ class Dialer:
         if target is not None:
             target.refused = True
             target.failures = max(target.failures, 30)
+            assert event.dialled is not None
+            # Its next dial, whether the connection closes as a failed dial or after its HELLO passed.
+            self.redial(event.dialled, now)
 
     def forget(self, event: Forget) -> None:
         """A member left: never probe it again, nor dial it (unless it is a seed)."""

@@ -54,6 +54,11 @@ Address = tuple[str, int]
 HANDSHAKE, ACTIVE, RETIRING, CLOSING = "handshake", "active", "retiring", "closing"
 
 
+def _integer(value: Any) -> bool:
+    """An int field of a frame: msgpack's true and false decode to bools, which are ints in Python."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 @dataclass(slots=True)
 class Connection:
     id: int
@@ -145,9 +150,9 @@ class Links:
             return None
         name, epoch, address, nonce = (fields.get(k) for k in ("name", "epoch", "address", "nonce"))
         if not (isinstance(name, str) and 0 < len(name.encode("utf-8")) <= wire.MAX_NAME_BYTES
-                and isinstance(epoch, int) and isinstance(nonce, int)
+                and _integer(epoch) and _integer(nonce)
                 and isinstance(address, list) and len(address) == 2
-                and isinstance(address[0], str) and isinstance(address[1], int)):
+                and isinstance(address[0], str) and _integer(address[1])):
             raise ProtocolError("HELLO fields missing or of the wrong type")
         if conn.identity is not None and name != conn.identity:
             # Before anything is learned from this HELLO: an impostor must not touch another's state.
@@ -293,6 +298,8 @@ class Links:
         events: list[LinkEvent] = []
         ping: list[int] = []
         for conn in list(self.conns.values()):
+            if conn.state == CLOSING:
+                continue  # closed already, waiting for the driver to report it: nothing to time out
             if conn.state == HANDSHAKE:
                 if now - conn.opened_at > self.handshake_timeout:
                     self.counters[C.HANDSHAKE_TIMEOUTS] += 1
