@@ -255,12 +255,11 @@ class Membership:
             return []  # unlinked here already (pruned, or its peer restarted)
         member.conn = None
         member.unreachable_since = event.since
-        if event.cause == PEER_RETIRED:
-            return [Redial(member.address)]
-        if event.cause == FAILED and not member.left:
+        if member.left or event.cause not in (FAILED, PEER_RETIRED):
+            return []  # a member that left is not dialled again, a pruned link not wanted
+        if event.cause == FAILED:
             member.failures += 1
-            return [Redial(member.address)]
-        return []
+        return [Redial(member.address)]
 
     def dial_failed(self, event: DialFailed, now: float) -> None:
         member = self.members.get(event.owner or "")
