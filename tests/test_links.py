@@ -498,12 +498,18 @@ def test_a_bye_on_the_link_reports_it_retired_by_the_peer_and_retires_it_too() -
     assert links.counters == Counter({C.LINKS_LOST: 1})
 
 
-def test_a_bye_on_a_connection_already_retired_is_ignored() -> None:
+def with_retired_duplicate() -> Links:
+    """"a" linked to "b" on connection 1, and b's second connection (2, inbound) retired as its duplicate."""
     links = make_links("a")
     linked(links, 1)
     greeted(links, 2, outbound=False)
     links.establish(2)
     take(links)
+    return links
+
+
+def test_a_bye_on_a_connection_already_retired_is_ignored() -> None:
+    links = with_retired_duplicate()
     assert links.on_bye(links.conns[2], 5.0) == []
     assert take(links) == []
     assert links.active == {"b": 1}
@@ -644,11 +650,7 @@ def test_a_link_silent_for_the_failure_timeout_is_closed_and_reported_down() -> 
 
 
 def test_a_silent_retired_connection_is_closed_without_a_link_down() -> None:
-    links = make_links("a")
-    linked(links, 1)
-    greeted(links, 2, outbound=False)
-    links.establish(2)
-    take(links)
+    links = with_retired_duplicate()
     links.receive(1, 3.0)
     assert links.tick(3.5) == []
     close, ping = take(links)
