@@ -53,6 +53,13 @@ def test_throughput_benchmark_runs_in_both_broadcast_modes(tmp_path: Path) -> No
             assert run["baseline"]["delivered"] == 20000
 
 
+def test_core_path_benchmark_runs(tmp_path: Path) -> None:
+    report = run_benchmark("core_path.py", "--frames", "500", "--repeat", "1", tmp_path=tmp_path)
+    figures = report["us_per_frame"]
+    assert set(figures) == {"baseline", "flood_new", "flood_duplicate", "tree_new", "tree_duplicate"}
+    assert all(value > 0 for value in figures.values()), figures
+
+
 def test_latency_benchmark_runs(tmp_path: Path) -> None:
     report = run_benchmark("latency.py", "--no-redis", "--duration", "1", "--rounds", "1", "--nodes", "4",
                            "--warmup", "10", tmp_path=tmp_path)

@@ -181,7 +181,8 @@ class Broadcast:
             return
         ready = self.seen.observe(key, seq, now, frame)
         if ready is None:
-            self._duplicate(conn, peer, key, wire.hops(frame) + 1, seq)
+            if self.tracks_copies:
+                self._duplicate(conn, peer, key, wire.hops(frame) + 1, seq)
             return
         deliver = self._deliver
         try:
@@ -203,8 +204,12 @@ class Broadcast:
     def _own_returned(self, conn: int, peer: bytes) -> None:
         """A frame of our own stream came back from `peer`."""
 
+    # Does `_duplicate` want to hear of copies already seen? Most frames under flooding are such copies,
+    # and a call that does nothing is a tenth of what one costs.
+    tracks_copies = False
+
     def _duplicate(self, conn: int, peer: bytes, key: bytes, hops: int, seq: int) -> None:
-        """A copy of a message already seen came from `peer`."""
+        """A copy of a message already seen came from `peer` (if `tracks_copies`)."""
 
     def _relay(self, conn: int, peer: bytes, origin: bytes, key: bytes, seq: int, hops: int, frame: bytes,
                messages: int, now: float) -> None:
@@ -243,6 +248,8 @@ class Flood(Broadcast):
 
 class Tree(Broadcast):
     """Plumtree's eager and lazy push (`tree.py` has the rules and their reasons)."""
+
+    tracks_copies = True  # a duplicate may prune its sender
 
     def __init__(self, config: Any, **options: Any) -> None:
         """As `Broadcast`; `config.graft_timeout` is read too."""

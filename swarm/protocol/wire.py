@@ -324,10 +324,18 @@ def hops(frame: bytes) -> int:
     return frame[5]
 
 
+# From this size on, `relayed` joins the rest of a frame from a view of it (one copy), rather than by
+# slicing and concatenating (two copies, but no view to make): 0.8 against 1.1 us at 16 KiB here, while
+# at 100 bytes the concatenation takes half the time of the join.
+COPY_ONCE_FROM = 4096
+
+
 def relayed(frame: bytes, hops: int) -> bytes:
-    """The frame one hop further: the same bytes with the hop count set to `hops` (capped at MAX_HOPS).
-    One copy: the body after the hop count is joined from a view of the received frame."""
-    return b"".join((frame[:5], _HOP_BYTES[hops if hops < MAX_HOPS else MAX_HOPS], memoryview(frame)[6:]))
+    """The frame one hop further: the same bytes with the hop count set to `hops` (capped at MAX_HOPS)."""
+    hop = _HOP_BYTES[hops if hops < MAX_HOPS else MAX_HOPS]
+    if len(frame) < COPY_ONCE_FROM:
+        return frame[:5] + hop + frame[6:]
+    return b"".join((frame[:5], hop, memoryview(frame)[6:]))
 
 
 def data_stream(frame: bytes) -> tuple[bytes, bytes, int]:
