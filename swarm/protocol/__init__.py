@@ -1,5 +1,6 @@
-"""The sans-IO protocol core: wire format, seen-record and the node state machine.
+"""The sans-IO protocol core: `NodeState` (state.py) and the sub-machines it composes (links, membership,
+dialer, broadcast, direct, delivery), the wire format, the frame reader and the seen-record.
 
 Nothing in this package imports trio, opens a socket or reads a clock; the trio transport
-(`swarm.transport`) and the simulator both drive the same `NodeState`.
+(`swarm.transport`) and the simulator both drive the same `NodeState` (docs/architecture.md, section 2).
 """
