@@ -554,7 +554,7 @@ def test_refuse_full_sends_the_hints_and_closes_after_the_refuse_without_a_link_
     links = make_links()
     greeted(links, 1, outbound=False)
     hints = [["c", list(ADDRESSES["c"]), 3]]
-    assert links.refuse_full(1, "a is at maxPeers (12)", hints) is None
+    assert links.refuse_full(links.conns[1], "a is at maxPeers (12)", hints) is None
     send, close = take(links)
     assert send.conns == (1,) and wire.kind(send.data) == wire.KIND_REFUSE
     assert wire.control_fields(send.data) == {"reason": "a is at maxPeers (12)", "code": "full",

@@ -124,6 +124,5 @@ class Alarm:
     def rang(self, at: float) -> None:
         """A tick ran: whatever was asked is spent; ask for `at` (inf: nothing) from here on."""
         self.at = float("inf")
-        if at != float("inf"):
-            self.ask(at)
+        self.ask(at)
 

@@ -11,6 +11,7 @@ core: the driver sees only `actions`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["FAILED", "PEER_RETIRED", "PRUNED", "Closed", "ClosePeer", "DialFailed", "Forget", "Hello",
            "LinkDown", "LinkEvent", "LinkUp", "PrunePeer", "Redial", "Refused", "Remember", "SelfConnection"]
@@ -89,7 +90,7 @@ class Refused:
     dialled: Address | None
     reason: str
     full: bool
-    hints: object
+    hints: Any  # REFUSE's "peers": PEERS entries, checked by membership when it learns them
 
 
 @dataclass(frozen=True, slots=True)

@@ -214,9 +214,8 @@ class Links:
         self.send(conn, wire.encode_control(wire.KIND_REFUSE, {"reason": reason}))
         return self.close(conn, reason, flush=True)
 
-    def refuse_full(self, conn_id: int, reason: str, hints: list[list[Any]]) -> None:
+    def refuse_full(self, conn: Connection, reason: str, hints: list[list[Any]]) -> None:
         """Turn a joiner away politely (it is not linked: nothing goes down), naming better peers."""
-        conn = self.conns[conn_id]
         self.send(conn, wire.encode_control(wire.KIND_REFUSE, {"reason": reason, "code": "full",
                                                                "peers": hints}))
         self.close(conn, "at maxPeers", flush=True)

@@ -1,11 +1,10 @@
 """`NodeState`: one swarm node's protocol, as a state machine without I/O, composed of sub-machines.
 
-The driver feeds it what happened (a connection opened or closed, a frame arrived, a dial failed, time
-advanced, a turn of its event loop ended) and the application's commands; every method returns the
-actions to carry out (`actions.py`). It never touches a socket or a clock: time is the `now` argument
-and randomness the `random.Random` it is given, so the simulator drives thousands of them
-deterministically. This is iroh-gossip's `proto::State`, and this class is its `topic.rs`: it owns
-the parts and passes what one learns to the others, none of which imports another.
+The driver feeds it what happened and the application's commands; every method returns the actions to
+carry out (`actions.py`). Time is the `now` argument and randomness the `random.Random` it is given, so
+the simulator drives thousands of them deterministically. This is iroh-gossip's `proto::State`, and this
+class is its `topic.rs`: it owns the parts and passes what one learns to the others, none of which
+imports another.
 
 | part | what it owns |
 |---|---|
@@ -16,10 +15,9 @@ the parts and passes what one learns to the others, none of which imports anothe
 | `direct.py` | `send_direct`, greedy routing, UNDELIVERABLE |
 | `delivery.py` | the subscribed topics, `Deliver` actions |
 
-Here: the public events, frame dispatch by kind, the tick schedule, readiness and `status`. Links
-reports `LinkUp`/`LinkDown` (`events.py`); they go at once to the dialer, direct routing and the
-broadcast, then to membership, which may prune a link to make room only once the others know of the
-new one. docs/architecture.md draws the composition; docs/protocol.md has the bytes.
+Here: the public events, frame dispatch by kind, the tick schedule, readiness and `status`. A `LinkUp` or
+`LinkDown` (`events.py`) goes at once to the dialer, direct routing and the broadcast, then to
+membership, which may prune a link to make room only once the others know of the new one.
 """
 
 from __future__ import annotations
@@ -44,6 +42,7 @@ from .dialer import REMEMBERED, Dialer
 from .direct import Direct
 from .links import HANDSHAKE, Connection, Links
 from .membership import FULL, STALE, Membership
+from .seen import SeenRecord
 
 __all__ = ["CoreConfig", "NodeState"]
 
@@ -102,7 +101,7 @@ class NodeState:
         return self.membership.link_kind(name)
 
     @property
-    def seen(self) -> Any:
+    def seen(self) -> SeenRecord:
         """The broadcast streams' seen-record."""
         return self.broadcast.seen
 
@@ -132,6 +131,7 @@ class NodeState:
         self._now = now
         self._next_gossip = now + self.config.gossip_interval
         self._next_probe = now + self.config.probe_interval
+        self._check_ready()
         self._dial_due(now)
         return self._flush()
 
@@ -296,6 +296,7 @@ class NodeState:
             if seen is not None:
                 self.broadcast.peer_positions(seen, now, adopt=not self.ready)
             requests, changed = self.membership.on_peers(conn.id, conn.peer, fields, now)
+            self._check_ready()
             self._serve(requests)
             if changed:
                 self._dial_due(now)
@@ -322,7 +323,7 @@ class NodeState:
             return
         self.dialer.answered(hello.dialled, hello.name, now)
         if admission.verdict == FULL:
-            self.links.refuse_full(conn.id, admission.reason, list(admission.hints))
+            self.links.refuse_full(conn, admission.reason, list(admission.hints))
             self.membership.bound_view(now)
             return
         self._serve(admission.requests)
@@ -378,19 +379,19 @@ class NodeState:
                 raise AssertionError(f"unknown request {request!r}")
 
     def _dial_due(self, now: float) -> None:
-        """Dial what should be linked and is not."""
-        if self.leaving:
-            return
-        wanted, known = self.membership.dial_plan(now, isolated=not self.links.linked)
-        self.dialer.dial_due(now, wanted, known)
+        """Dial what should be linked and is not (nothing once leaving)."""
+        if not self.leaving:
+            self.dialer.dial_due(now, *self.membership.dial_plan(now, isolated=not self.links.linked))
+
+    def _check_ready(self) -> None:
+        """Ready once `minimumPeers` links are confirmed (until the peer has linked us it forwards us
+        nothing): checked where that changes, at start and on a PEERS frame, since it walks the view."""
+        if not self.ready and self.membership.confirmed_links >= self.config.minimum_peers:
+            self.ready = True
+            self._out.append(Ready())
 
     def _flush(self) -> list[Action]:
         out = self._out
-        if not self.ready and self.membership.confirmed_links >= self.config.minimum_peers:
-            # Only links the peer has confirmed: until the peer has linked us it forwards us nothing,
-            # and "ready" promises that what is published from now on arrives.
-            self.ready = True
-            out.append(Ready())
         if not out:
             return []
         actions = out.copy()

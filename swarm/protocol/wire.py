@@ -254,7 +254,7 @@ def parse_route(body: bytes, kind_at: int = 0) -> tuple[int, bytes, int]:
     kind is at `kind_at` = 4: `route`)."""
     if len(body) < kind_at + 4:
         raise ProtocolError("routed frame shorter than its header")
-    end = kind_at + 3 + body[kind_at + 2]
+    end = kind_at + 3 + body[kind_at + 2]  # for a frame: `_after_target`
     if body[kind_at + 2] == 0 or len(body) < end:
         raise ProtocolError("routed frame header cut short")
     return body[kind_at + 1], body[kind_at + 3:end], end
@@ -385,13 +385,9 @@ def direct_stream(frame: bytes, after_target: int) -> tuple[bytes, int]:
 
     Direct streams are numbered per (origin, target): their key is the origin's `origin_len origin
     epoch` marked by a leading 0 byte (a DATA stream key starts with the origin's length, never 0)."""
-    if len(frame) < after_target + 1:
-        raise ProtocolError("DATA frame shorter than its header")
-    end = after_target + 1 + frame[after_target]
-    if frame[after_target] == 0 or len(frame) < end + EPOCH_SEQ.size + 1:
-        raise ProtocolError("DATA frame header cut short")
-    parse_topic(frame, end + EPOCH_SEQ.size)
-    return b"\x00" + frame[after_target:end + 8], _SEQ.unpack_from(frame, end + 8)[0]
+    header = parse_data_header(frame, after_target)  # (its `hops` reads a body's offset: not used)
+    parse_topic(frame, header.topic_offset)
+    return b"\x00" + frame[after_target:header.topic_offset - _SEQ.size], header.seq
 
 
 def direct_parties(frame: bytes, after_target: int) -> tuple[bytes, bytes]:
@@ -410,8 +406,7 @@ def payload_origin(frame: bytes) -> bytes:
     """The origin's name of a DATA or DIRECT frame (checked on arrival)."""
     if frame[KIND_AT] == KIND_DATA:
         return frame[7:7 + frame[6]]
-    start = 7 + frame[6]
-    return frame[start + 1:start + 1 + frame[start]]
+    return direct_parties(frame, _after_target(frame))[1]
 
 
 def payload_entries(frame: bytes) -> list[tuple[str | int, int, int]]:
@@ -419,9 +414,13 @@ def payload_entries(frame: bytes) -> list[tuple[str | int, int, int]]:
     carries one, after its target, origin, epoch and seq."""
     if frame[KIND_AT] == KIND_DATA:
         return data_entries(frame)
-    start = 7 + frame[6]
-    topic, offset = parse_topic(frame, start + 1 + frame[start] + EPOCH_SEQ.size)
+    topic, offset = parse_topic(frame, parse_data_header(frame, _after_target(frame)).topic_offset)
     return [(topic, offset, len(frame))]
+
+
+def _after_target(frame: bytes) -> int:
+    """Where a routed frame's target name ends (checked on arrival: `route`)."""
+    return 7 + frame[6]
 
 
 def control_fields(frame: bytes) -> dict[str, Any]:

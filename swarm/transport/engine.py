@@ -296,8 +296,9 @@ class Engine:
 
     def _end_turn(self) -> None:
         """Tell the core that the turn in which it was given publishes has ended."""
-        if self._turn_pending and self.core is not None:
+        if self._turn_pending:
             self._turn_pending = False
+            assert self.core is not None  # set only by publish, which needs a running core
             self._apply(self.core.on_turn_end(trio.current_time()))
 
     def send_direct(self, target: str, topic: str | int, message: Any) -> None:
