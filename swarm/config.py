@@ -152,7 +152,7 @@ class Option:
     # Computed default, given the options already validated (e.g. minimumPeers depends on seedNodes).
     derive: Callable[[dict[str, Any]], Any] | None = None
     choices: tuple[str, ...] = ()
-    # Read by the protocol core: `swarm.protocol.state.CoreConfig` has a field for it (snake_case).
+    # Read by the protocol core: `swarm.protocol.config.CoreConfig` has a field for it (snake_case).
     core: bool = False
 
     def expected(self) -> str:

@@ -237,14 +237,14 @@ class SimNode:
         self.backlog: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
         self.data_sent = 0  # DATA (and DIRECT) frames this node put on the wire: payload transmissions
         self.control_sent = 0  # every other frame it put on the wire
-        self.wake_at = math.inf  # an extra tick the core asked for (ScheduleTimer), if sooner than the next
+        self.wake_at = math.inf  # when the extra tick the core asked for (ScheduleTimer) is due
         self.state = self._new_state()
 
     def _new_state(self) -> NodeState:
         rng = random.Random(self.net.rng.getrandbits(64))
         state = NodeState(self.config, epoch=self.epoch, listen_address=self.address, rng=rng,
                           policy=self.policy)
-        self.wake_at = math.inf
+        self.wake_at = math.inf  # a new process has asked for nothing yet (the old one's ticks are void)
         for topic in self.topics:
             state.subscribe(topic)
         return state
