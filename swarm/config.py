@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import os
 import platform
 import uuid
@@ -49,6 +50,11 @@ def parse_address(value: str, key: str = "address") -> tuple[str, int]:
         raise ConfigError(f"{key}: port must be an integer in 1..65535, got {value!r}")
     return host, port
 
+
+# Longest server name, in bytes of UTF-8: swarm.protocol.wire.MAX_NAME_BYTES (a name travels in one length
+# byte). Not imported from there: this module imports nothing of swarm but its errors (tests/test_tls.py),
+# so the two are kept equal by tests/test_config_edges.py.
+MAX_NAME_BYTES = 255
 
 # Longest path a unix socket can be bound at (sun_path is 108 bytes on Linux, with the final NUL).
 UNIX_PATH_MAX = 107
@@ -164,12 +170,14 @@ class Option:
             return "'127.0.0.1:PORT' (loopback) or a unix socket path"
         names = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
                  "addresses": "a list of 'host:port' strings"}
-        text = names[self.kind]
+        return names[self.kind] + self._bounds()
+
+    def _bounds(self) -> str:
         if self.minimum is not None and self.maximum is not None:
-            text += f" in {_number(self.minimum)}..{_number(self.maximum)}"
-        elif self.minimum is not None:
-            text += f" >= {_number(self.minimum)}"
-        return text
+            return f" in {_number(self.minimum)}..{_number(self.maximum)}"
+        if self.minimum is not None:
+            return f" >= {_number(self.minimum)}"
+        return ""
 
     def coerce(self, value: Any, *, from_text: bool = False) -> Any:
         """Check `value` (or parse it, when it came from a `--option key=value` flag)."""
@@ -191,6 +199,10 @@ class Option:
                 raise ConfigError(f"{key}: expected {self.expected()}, got {value!r}")
             return value
         if self.kind in ("int", "float"):
+            if isinstance(value, float) and not math.isfinite(value):
+                # nan passes every comparison with a bound, and inf every lower one: refused by name.
+                noun = "integer" if self.kind == "int" else "number"
+                raise ConfigError(f"{key}: expected a finite {noun}{self._bounds()}, got {value!r}")
             ok_types = (int,) if self.kind == "int" else (int, float)
             if isinstance(value, bool) or not isinstance(value, ok_types):
                 raise ConfigError(f"{key}: expected {self.expected()}, got {value!r}")
@@ -221,9 +233,19 @@ def parse_option_text(option: Option, text: str) -> Any:
     if option.kind == "addresses":
         return [part.strip() for part in text.split(",") if part.strip()]
     try:  # numbers, booleans, and `tls={ca: a.pem, cert: b.pem, key: b.key}`
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    if option.kind in ("int", "float") and isinstance(value, str):
+        # YAML reads `nan` and `inf` as strings (only `.nan`, `.inf` as numbers); Python's float() does
+        # not, and those would be refused as strings anyway: make them the non-finite numbers they spell,
+        # so that the error says what is wrong with them.
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        return value if math.isfinite(number) else number
+    return value
 
 
 def _default_advertise(host: str) -> str:
@@ -263,8 +285,27 @@ OPTIONS: tuple[Option, ...] = (
            "frames close the link. 1 MiB, the common default of NATS and GossipSub.",
            minimum=64, maximum=64 << 20, core=True),
     Option("sendQueueSize", "int", 8192,
-           "Frames queued per peer link before further frames to that peer are dropped (and counted). "
-           "`drain()` waits until every queue is at most half full.", minimum=16),
+           "Frames queued per peer link before further frames to that peer are dropped (and counted by "
+           "message); the peer pulls what it missed from the cache of a peer. `drain()` waits until the "
+           "queues of every link that keeps up are at most half full (a link that stays over half full "
+           "for a second lags, and no longer holds publishers back).", minimum=16),
+    Option("sendQueueBytes", "int", 32 << 20,
+           "Bytes queued per peer link at most, beside `sendQueueSize` frames. 32 MiB holds 3 s of a "
+           "saturated 10 MB/s link; Redis cuts a pub/sub client at 32 MiB of output buffer.",
+           minimum=64 << 10),
+    Option("deliveryQueueBytes", "int", 64 << 20,
+           "Bytes of received messages waiting for this node's subscriber callbacks at most. Relaying "
+           "never waits for callbacks; when they fall this far behind, further messages are dropped for "
+           "the local subscribers only, counted per origin and reported (`error` code `slow_consumer`). "
+           "64 MiB is NATS's pending-bytes limit of a subscription.", minimum=64 << 10),
+    Option("cacheBytes", "int", 128 << 20,
+           "Bytes of recent DATA frames every node keeps, for peers that pull what they missed (a gap, "
+           "a full queue, a stall) and for tree grafts. 128 MiB holds over 10 s of 1,000 msgs/s of "
+           "1 KiB many times over, and 2.5 s of the 50 MB/s a node relays at most here.",
+           minimum=1 << 20, core=True),
+    Option("cacheSeconds", "float", 30.0,
+           "Seconds a frame stays in that cache at most: a member stalled (or cut off) for less catches "
+           "up with no loss once it is back.", minimum=1.0, core=True),
     Option("failureTimeout", "float", 3.0,
            "Seconds of silence after which a peer link is declared dead and closed. Keepalives are sent "
            "at a third of it, so two may be lost before a healthy link is dropped.", minimum=0.1, core=True),
@@ -381,6 +422,7 @@ class _Options:
         if values["maxPeers"] < values["localLinks"] + values["shortcuts"]:
             raise ConfigError(f"maxPeers: expected an integer >= localLinks + shortcuts "
                               f"({values['localLinks'] + values['shortcuts']}), got {values['maxPeers']}")
+        _check_server_name(values["serverName"])
         if values["tls"] is not None and mapping.get("serverName") is None:
             values["serverName"] = None  # the certificate's name, which `tls.resolve` reads
         return cls(**values)
@@ -395,12 +437,90 @@ Options = dataclasses.make_dataclass(
     namespace={"__module__": __name__, "__doc__": _Options.__doc__})
 
 
+def _check_server_name(name: str | None) -> None:
+    """A server name travels in one length byte (wire.MAX_NAME_BYTES): refuse a longer one here, with the
+    key, not when the node starts. (An empty one is refused by its type already.)"""
+    if name is None:
+        return
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError as error:
+        raise ConfigError(f"serverName: expected a string of valid UTF-8 text, got {name!r} (character "
+                          f"{error.start} cannot be encoded)") from None
+    if size > MAX_NAME_BYTES:
+        raise ConfigError(f"serverName: {name[:20]!r}... is {size} bytes of UTF-8; at most "
+                          f"{MAX_NAME_BYTES} are allowed")
+
+
 def _check_host(host: str) -> None:
     try:
         ipaddress.ip_address(host)
     except ValueError:
         if host != "localhost":
             raise ConfigError(f"host: expected an IP address or 'localhost', got {host!r}") from None
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, path: str, line: int, first_line: int) -> None:
+        super().__init__(path)
+        self.path, self.line, self.first_line = path, line, first_line
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader, but a mapping that repeats a key is an error (SafeLoader keeps the last value, so a
+    pasted-in second `serverName:` would silently win). Each node's dotted path is remembered, so that the
+    error can say which key: parents are constructed before their children."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._paths: dict[int, str] = {}
+
+    def _path(self, node: yaml.Node) -> str:
+        return self._paths.get(id(node), "")
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            here = self._path(node)
+            first: dict[Any, int] = {}
+            for key_node, _value in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<: *base`: keys given beside it override the merged ones, as intended
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    seen = key in first
+                except TypeError:
+                    continue  # an unhashable key: SafeLoader reports it
+                if seen:
+                    raise _DuplicateKey(_key_path(here, key), line, first[key])
+                first[key] = line
+            self.flatten_mapping(node)
+            for key_node, value_node in node.value:
+                key = self.construct_object(key_node, deep=True)
+                self._paths.setdefault(id(value_node), _key_path(here, key))
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_sequence(self, node: yaml.SequenceNode, deep: bool = False) -> list[Any]:
+        if isinstance(node, yaml.SequenceNode):
+            here = self._path(node)
+            for index, child in enumerate(node.value):
+                self._paths.setdefault(id(child), f"{here}[{index}]")
+        return super().construct_sequence(node, deep=deep)
+
+
+def _key_path(parent: str, key: Any) -> str:
+    return f"{parent}.{key}" if parent else str(key)
+
+
+def _yaml_error_text(error: yaml.YAMLError) -> str:
+    """A PyYAML error on one line, with the line and column of the problem (its own text spans several)."""
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem:
+        text = f"{error.context}: {error.problem}" if error.context else error.problem
+        mark = error.problem_mark or error.context_mark
+        if mark is not None:
+            text += f" (line {mark.line + 1}, column {mark.column + 1})"
+        return " ".join(text.split())
+    return " ".join(str(error).split())
 
 
 def load_config_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -416,13 +536,35 @@ def load_config_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict
 
     A top-level `serverName` is used unless the options give one.
     """
+    name = os.fspath(path)
     try:
-        with open(path, encoding="utf-8") as handle:
-            document = yaml.safe_load(handle)
+        with open(path, "rb") as handle:
+            raw = handle.read()
     except OSError as error:
-        raise ConfigError(f"config: cannot read {os.fspath(path)!r}: {error.strerror}") from None
+        raise ConfigError(f"config: cannot read {name!r}: {error.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        raise ConfigError(f"config: {name!r} is not valid UTF-8: byte {raw[error.start]:#04x} at offset "
+                          f"{error.start} (line {line})") from None
+    try:
+        loader = _StrictLoader(text)  # (this checks the characters already)
+        try:
+            document = loader.get_single_data()
+        finally:
+            loader.dispose()
+    except _DuplicateKey as duplicate:
+        raise ConfigError(f"config: {name!r}: duplicate key {duplicate.path!r} (line {duplicate.line}; "
+                          f"first given on line {duplicate.first_line})") from None
+    except yaml.reader.ReaderError as error:
+        line = text.count("\n", 0, error.position) + 1
+        raise ConfigError(f"config: {name!r} is not valid YAML: character #x{error.character:04x} is not "
+                          f"allowed (line {line})") from None
     except yaml.YAMLError as error:
-        raise ConfigError(f"config: {os.fspath(path)!r} is not valid YAML: {error}") from None
+        raise ConfigError(f"config: {name!r} is not valid YAML: {_yaml_error_text(error)}") from None
+    except RecursionError:
+        raise ConfigError(f"config: {name!r} is not valid YAML: nested too deeply") from None
     if not isinstance(document, dict):
         raise ConfigError("config: expected a YAML mapping at the top level")
     plugins = document.get("plugins")
