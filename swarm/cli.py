@@ -22,6 +22,9 @@ Lines meant for programs (each flushed at once):
   of the certificate now in use, hex) or `tls-reload-failed <serverName>: <reason>` (the files in use
   before stay in use).
 
+A command whose stdout is closed early by its reader (`swarm status HOST:PORT | head -1`) stops quietly
+with status 141 (128 + SIGPIPE); `sub` alone leaves the cluster and exits 0.
+
 `pub` and `sub` are short-lived clients: unless the file or a flag sets `port`, they listen on an
 ephemeral port (a node's default is 6021), so they run beside a node on the same machine.
 
@@ -64,6 +67,10 @@ PROG = "swarm"
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 # 128 + SIGINT, the shell's convention for "stopped by Ctrl-C".
 EXIT_INTERRUPTED = 130
+# `node`: another live process holds this serverName (docs/operations.md, "A name conflict").
+EXIT_NAME_CONFLICT = 3
+# 128 + SIGPIPE: what the shell reports for a program stopped because the reader of its output went away.
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 # How often `pub` looks at its send queues while waiting for the message to leave.
 POLL_INTERVAL = 0.005
 
@@ -204,11 +211,25 @@ async def run_node(options: Options) -> int:
             trio.open_signal_receiver(signal.SIGHUP) as hangups:
         async with contextlib.AsyncExitStack() as stack:
             conn = await _join(stack, ClusterNode(options))
+            # Another live process holds our name, and the cluster refuses this one: say where, and stop
+            # (a node that nobody links would publish into nothing).
+            conflict: list[str] = []
+            stop = trio.Event()
+
+            def on_error(error: Any) -> None:
+                if error.code == "name_conflict" and not conflict:
+                    conflict.append(str(error))
+                    stop.set()
+
+            conn.on("error", on_error)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_announce, conn, sys.stdout)
                 nursery.start_soon(_reload_on_hangup, conn, hangups, sys.stdout)
-                await _wait_for_signal(signals)
+                await _wait_for_signal(signals, stop)
                 nursery.cancel_scope.cancel()
+        if conflict:
+            print(error_line(conflict[0]), file=sys.stderr)
+            return EXIT_NAME_CONFLICT
         log.info("%s left the cluster", options.serverName)
     return EXIT_OK
 
@@ -438,7 +459,40 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `python -m swarm` and of the `swarm` script; returns the exit status."""
+    """Entry point of `python -m swarm` and of the `swarm` script; returns the exit status.
+
+    When the reader of stdout goes away (`swarm status HOST:PORT | head -1`), the command stops quietly
+    with status 141 (128 + SIGPIPE), as Python's documentation recommends
+    (https://docs.python.org/3/library/signal.html#note-on-sigpipe): no traceback, and stdout pointed at
+    /dev/null so that the interpreter's last flush does not complain either.
+    """
+    try:
+        try:
+            status = _main(argv)
+        except SystemExit:  # argparse's --help, --version and usage errors: their text is in stdout's buffer
+            sys.stdout.flush()
+            raise
+        sys.stdout.flush()  # here, not at exit, so that a reader gone is caught below
+    except BrokenPipeError:
+        return _stdout_gone()
+    return status
+
+
+def _stdout_gone() -> int:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_BROKEN_PIPE
+
+
+def _is_broken_pipe(error: BaseException) -> bool:
+    """A BrokenPipeError, or a group of nothing else (a write to stdout inside a nursery)."""
+    if isinstance(error, BaseExceptionGroup):
+        return error.split(BrokenPipeError)[1] is None
+    return isinstance(error, BrokenPipeError)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.log_level)
     try:
@@ -455,6 +509,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(error, (CommandFailed, certs.CertError)):
             print(error_line(error), file=sys.stderr, flush=True)
             return EXIT_FAILURE
+        if _is_broken_pipe(raised):
+            return _stdout_gone()
         raise
 
 
