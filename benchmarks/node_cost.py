@@ -240,9 +240,9 @@ class _Feeder:
                                 1 << 20)
 
     def observe(self, frame: bytes, now: float) -> None:
-        origin, key, seq = wire.data_stream(frame)
+        origin, key, seq, count = wire.data_stream(frame)
         ((topic, offset, _),) = wire.data_entries(frame)
-        self.record.observe(key, seq, now, (frame, wire.hops(frame), topic, offset, origin))
+        self.record.observe(key, seq, now, (frame, wire.hops(frame), topic, offset, origin), count)
 
 
 def simulate_seen(origins: int, rate: float, seconds: float, size: int, copies: int = 3) -> dict[str, Any]:

@@ -55,7 +55,10 @@ CLUSTER_MISMATCH = _declare(LINKS, "cluster_mismatch", "peers refused: another `
 IDENTITY_MISMATCH = _declare(LINKS, "identity_mismatch",
                              "peers refused: HELLO claims a name other than its TLS certificate's")
 STALE_EPOCH = _declare(LINKS, "stale_epoch",
-                       "peers refused: an older process of a node whose newer process is known")
+                       "peers refused (or their link closed): an older process of a node whose newer "
+                       "process is known, told so in a REFUSE with code `name_conflict`")
+NAME_CONFLICTS = _declare(LINKS, "name_conflicts",
+                          "REFUSEs received because another live process holds this node's serverName")
 DUPLICATE_CONNECTIONS = _declare(LINKS, "duplicate_connections",
                                  "second connections to a linked peer, one of the two retired")
 PROTOCOL_ERRORS = _declare(LINKS, "protocol_errors",
@@ -105,11 +108,15 @@ GRAFTED_PAYLOADS = _declare(BROADCAST, "grafted_payloads", "tree mode: payloads 
 IHAVE_IDS_SENT = _declare(BROADCAST, "ihave_ids_sent", "tree mode: message ids announced on lazy links")
 STREAMS_ORPHANED = _declare(BROADCAST, "streams_orphaned",
                             "tree mode: streams whose parent was lost, asked of every peer at once")
+PULLS_SENT = _declare(BROADCAST, "pulls_sent", "PULLs sent: a range of a stream missing here asked of a peer")
+PULLS_ANSWERED = _declare(BROADCAST, "pulls_answered", "PULLs of peers answered from the frame cache")
+PULLED_FRAMES_SENT = _declare(BROADCAST, "pulled_frames_sent", "cached DATA frames resent to answer PULLs")
 
 # ---------------------------------------------------------------------- seen-record (merged by status)
 DUPLICATES = _declare(SEEN, "duplicates", "copies of messages already seen (DATA and DIRECT), dropped")
 GAPS_GIVEN_UP = _declare(SEEN, "gaps_given_up",
-                         "sequence numbers skipped after `reorderTimeout`: frames never received")
+                         "messages lost: skipped after their gap stayed open `reorderTimeout` and no peer "
+                         "had them to pull (counted in messages, whatever the batching)")
 
 # ---------------------------------------------------------------------- direct messages
 DIRECT_SENT = _declare(DIRECT, "direct_sent", "direct messages sent by this node")
@@ -135,16 +142,22 @@ STATUS_REQUESTS = _declare(CORE, "status_requests", "`python -m swarm status` re
 
 # ---------------------------------------------------------------------- transport
 SEND_QUEUE_OVERFLOW = _declare(TRANSPORT, "send_queue_overflow",
-                               "frames dropped because a link's send queue was full (`sendQueueSize`)")
+                               "frames dropped because a link's send queue was full (`sendQueueSize`, "
+                               "`sendQueueBytes`): that peer pulls them, or gets them by another path")
+SEND_QUEUE_OVERFLOW_MESSAGES = _declare(TRANSPORT, "send_queue_overflow_messages",
+                                        "messages in the frames of `send_queue_overflow`")
 DROPPED_ON_CLOSE = _declare(TRANSPORT, "dropped_on_close", "frames still queued when their link closed")
+DROPPED_ON_CLOSE_MESSAGES = _declare(TRANSPORT, "dropped_on_close_messages",
+                                     "messages in the frames of `dropped_on_close`")
+SLOW_LINKS_CUT = _declare(TRANSPORT, "slow_links_cut",
+                          "links closed because the peer read nothing for `failureTimeout` while its queue "
+                          "was over half full (told why in a REFUSE)")
 DROPPED_ON_RETIRE = _declare(TRANSPORT, "dropped_on_retire",
                              "frames of a retired duplicate connection that its successor had no room for")
 DIRECT_WRITES = _declare(TRANSPORT, "direct_writes",
                          "frames written at once to an idle link's socket (the first of a turn)")
 DIRECT_WRITES_CUT_SHORT = _declare(TRANSPORT, "direct_writes_cut_short",
                                    "direct writes the kernel took only part of (the rest queued)")
-CONGESTION_TIMEOUTS = _declare(TRANSPORT, "congestion_timeouts",
-                               "reader pauses for a full queue that ended after 1 s without room")
 TLS_HANDSHAKE_TIMEOUTS = _declare(TRANSPORT, "tls_handshake_timeouts",
                                   "TLS handshakes not done within `handshakeTimeout`")
 TLS_REFUSED = _declare(TRANSPORT, "tls_refused",
@@ -159,6 +172,9 @@ TLS_RELOAD_FAILURES = _declare(TRANSPORT, "tls_reload_failures",
 DROPPED_AFTER_UNSUBSCRIBE = _declare(NODE, "dropped_after_unsubscribe",
                                      "messages that arrived for a topic just unsubscribed")
 CALLBACK_ERRORS = _declare(NODE, "callback_errors", "subscriber callbacks that raised")
+SLOW_CONSUMER_DROPPED = _declare(NODE, "slow_consumer_dropped",
+                                 "messages dropped for the local subscribers because their delivery queue "
+                                 "was full (`deliveryQueueBytes`): callbacks slower than the traffic")
 
 # ---------------------------------------------------------------------- sidecar bridge
 BRIDGE_CLIENTS = _declare(BRIDGE, "bridge_clients", "bridge clients attached")
@@ -181,6 +197,11 @@ ERROR_CODES = {
     "unreachable": "a direct message could not be delivered",
     "malformed": "a message delivered here does not decode",
     "tls": "a TLS handshake failed or was refused",
+    "slow_consumer": "the subscriber callbacks fell `deliveryQueueBytes` behind: messages dropped here "
+                     "(exact counts per origin in the text; at most once a second)",
+    "messages_lost": "gaps given up: messages no peer had to pull (exact counts per origin; at most once a "
+                     "second)",
+    "name_conflict": "another live process holds this node's serverName, and the cluster refuses this one",
 }
 
 

@@ -14,9 +14,10 @@ import pytest
 from swarm import counters as C
 from swarm.errors import ProtocolError
 from swarm.protocol import broadcast, wire
-from swarm.protocol.actions import ScheduleTimer, Send
+from swarm.protocol.actions import ReportError, ScheduleTimer, Send
 from swarm.protocol.config import CoreConfig
 from swarm.protocol.events import FAILED, LinkDown, LinkUp
+from swarm.protocol.recovery import PULL_AFTER
 
 # Linked peers and their connections.
 CONNS = {"b": 11, "c": 12, "d": 13, "e": 14}
@@ -178,7 +179,7 @@ def test_a_batch_passing_batch_bytes_is_sealed_as_it_fills() -> None:
     rig.part.publish(big[2], 0.0, None)  # would pass BATCH_BYTES: the two before it go now
     assert rig.take() == [Send((11,), own(2, big[0], big[1]))]
     rig.part.turn_end(0.0)
-    assert rig.take() == [Send((11,), own(3, big[2]))]
+    assert rig.take() == [Send((11,), own(4, big[2]))]  # messages are numbered: 1, 2-3, 4
 
 
 def test_seal_false_adds_even_the_first_publish_of_a_turn_to_the_open_batch() -> None:
@@ -329,19 +330,61 @@ def test_a_frame_ahead_of_a_gap_is_relayed_at_once_but_held_and_a_wakeup_asked()
     assert rig.part.seen.held_count == 1
 
 
-def test_tick_at_the_wakeup_gives_up_the_gap_and_delivers_what_was_held() -> None:
+def test_a_gap_is_pulled_from_each_peer_in_turn_then_given_up_and_reported() -> None:
     rig = make("flood", "b", "c")
     feed(rig, "b", data("e", 1), now=1.0)
     rig.delivered.clear()
     third = data("e", 3)
     (timer,) = [a for a in feed(rig, "b", third, now=2.0) if type(a) is ScheduleTimer]
-    rig.part.tick(2.5)
-    assert rig.delivered == []
-    rig.take()
+    rig.part.tick(2.0)  # younger than PULL_AFTER: flooding's other paths may still bring it
+    assert [a for a in rig.take() if type(a) is Send] == []
+    rig.part.tick(2.0 + PULL_AFTER)
+    pull = control(wire.KIND_PULL, {"key": key("e"), "first": 2, "last": 2})
+    assert [a for a in rig.take() if type(a) is Send] == [Send((11,), pull)]  # b brought the stream
+    assert tell(rig, "b", wire.KIND_PULLED, {"key": key("e"), "first": 2, "last": 2, "missing": [[2, 2]]},
+                now=2.2)[0] == Send((12,), pull)  # b had not got it: c is asked
     rig.part.tick(timer.at)
+    assert rig.delivered == []  # a pull is pending: the gap stays open past reorderTimeout
+    rig.take()
+    tell(rig, "c", wire.KIND_PULLED, {"key": key("e"), "first": 2, "last": 2, "missing": [[2, 2]]}, now=3.1)
+    rig.part.tick(3.2)  # nobody had it: given up, counted in messages, reported
     assert rig.delivered == [(third, None)]
     assert rig.part.seen.gaps_given_up == 1
-    assert rig.take() == []  # nothing else held: no further wake-up
+    (report,) = [a for a in rig.take() if type(a) is ReportError]
+    assert report.code == "messages_lost" and "1 of e" in report.text
+    assert rig.part.losses == [{"origin": "e", "messages": 1, "cause": "gap given up", "at": 3.2}]
+
+
+def test_a_pull_is_answered_from_the_cache_one_hop_further_with_what_was_missing() -> None:
+    rig = make("flood", "b", "c")
+    frames = {seq: data("e", seq, *[f"m{seq}.{i}" for i in range(3)]) for seq in (1, 4, 10)}  # 3 each
+    for seq in (1, 4, 10):
+        feed(rig, "c", frames[seq])
+    actions = tell(rig, "b", wire.KIND_PULL, {"key": key("e"), "first": 2, "last": 12})
+    assert actions == [Send((11,), wire.relayed(frames[1], 1)), Send((11,), wire.relayed(frames[4], 1)),
+                       Send((11,), wire.relayed(frames[10], 1)),
+                       Send((11,), control(wire.KIND_PULLED, {"key": key("e"), "first": 2, "last": 12,
+                                                              "missing": [[7, 9]]}))]
+    assert rig.counters[C.PULLS_ANSWERED] == 1 and rig.counters[C.PULLED_FRAMES_SENT] == 3
+
+
+@pytest.mark.parametrize("fields", [{}, {"key": "k", "first": 1, "last": 2},
+                                    {"key": b"k", "first": 0, "last": 1},
+                                    {"key": b"k", "first": 3, "last": 2}])
+def test_a_malformed_pull_raises(fields: dict[str, Any]) -> None:
+    rig = make("flood", "b")
+    with pytest.raises(ProtocolError):
+        tell(rig, "b", wire.KIND_PULL, fields)
+
+
+def test_a_stream_that_went_further_at_a_new_peer_is_pulled_from_it() -> None:
+    # A node that was stalled: its new link's PEERS says the stream went on without it.
+    rig = make("flood", "b", "c")
+    feed(rig, "b", data("e", 1, "m1", "m2"))
+    rig.take()
+    rig.part.peer_positions(12, b"c", [[key("e"), 9]], 5.0, adopt=False)
+    assert rig.take()[0] == Send((12,), control(wire.KIND_PULL, {"key": key("e"), "first": 3, "last": 9}))
+    assert rig.part.repairing(key("e"), 3)
 
 
 def test_the_missing_frame_releases_the_held_one_in_order() -> None:
@@ -430,7 +473,7 @@ def test_positions_fit_in_half_a_control_frame_whatever_the_names_length() -> No
 
 def test_peer_positions_with_adopt_start_an_unknown_stream_after_the_given_seq() -> None:
     rig = make("flood", "b")
-    rig.part.peer_positions([[key("e"), 4]], 0.0, adopt=True)
+    rig.part.peer_positions(1, b"e", [[key("e"), 4]], 0.0, adopt=True)
     fifth = data("e", 5)
     assert feed(rig, "b", fifth) == []  # delivered at once: no settle window, no wake-up
     assert rig.delivered == [(fifth, wire.data_entries(fifth))]
@@ -440,7 +483,7 @@ def test_peer_positions_with_adopt_start_an_unknown_stream_after_the_given_seq()
 
 def test_peer_positions_without_adopt_leave_the_stream_to_settle() -> None:
     rig = make("flood", "b")
-    rig.part.peer_positions([[key("e"), 4]], 0.0, adopt=False)
+    rig.part.peer_positions(1, b"e", [[key("e"), 4]], 0.0, adopt=False)
     assert feed(rig, "b", data("e", 5), now=1.0) == [ScheduleTimer(2.0)]
     assert rig.delivered == []
 
@@ -448,7 +491,7 @@ def test_peer_positions_without_adopt_leave_the_stream_to_settle() -> None:
 def test_peer_positions_do_not_move_a_stream_already_tracked() -> None:
     rig = make("flood", "b")
     feed(rig, "b", data("e", 1))
-    rig.part.peer_positions([[key("e"), 9]], 0.0, adopt=True)
+    rig.part.peer_positions(1, b"e", [[key("e"), 9]], 0.0, adopt=True)
     second = data("e", 2)
     feed(rig, "b", second)
     assert delivered_frames(rig) == [data("e", 1), second]
@@ -456,7 +499,7 @@ def test_peer_positions_do_not_move_a_stream_already_tracked() -> None:
 
 def test_peer_positions_never_adopt_our_own_stream() -> None:
     rig = make("flood", "b")
-    rig.part.peer_positions([[OWN, 7], [key("a", epoch=2), 3], [b"", 1]], 0.0, adopt=True)
+    rig.part.peer_positions(1, b"e", [[OWN, 7], [key("a", epoch=2), 3], [b"", 1]], 0.0, adopt=True)
     assert rig.part.positions() == [[OWN, 0]]
     assert rig.part.seen.progress(OWN) is None
 
@@ -475,7 +518,7 @@ def test_peer_positions_never_adopt_our_own_stream() -> None:
 def test_a_malformed_peer_positions_list_raises(seen: Any, adopt: bool) -> None:
     rig = make("flood", "b")
     with pytest.raises(ProtocolError):
-        rig.part.peer_positions(seen, 0.0, adopt=adopt)
+        rig.part.peer_positions(1, b"e", seen, 0.0, adopt=adopt)
 
 
 # ---------------------------------------------------------------------- Tree: eager and lazy push

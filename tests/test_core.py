@@ -180,8 +180,8 @@ def test_per_origin_order_over_several_paths(seed: int) -> None:
         seen = net.state(name).seen
         observe = seen.observe
 
-        def counting(origin, seq, now, item, observe=observe):  # type: ignore[no-untyped-def]
-            out = observe(origin, seq, now, item)
+        def counting(origin, seq, now, item, count=1, observe=observe):  # type: ignore[no-untyped-def]
+            out = observe(origin, seq, now, item, count)
             if out == []:
                 held.append(seq)
             return out

@@ -389,8 +389,12 @@ def test_a_hello_of_a_newer_epoch_closes_the_old_link() -> None:
     assert old.last_received == 2.5
     assert links.supersede(hello) == [
         ev.LinkDown("b", 1, ADDRESSES["b"], "peer restarted with a new epoch", ev.FAILED, 2.5)]
-    assert take(links) == [CloseConnection(1, "peer restarted with a new epoch", False)]
-    assert links.counters == Counter({C.LINKS_LOST: 1})
+    # The old process, if it lives (a twin under the same name), is told who holds the name now.
+    refusal = wire.encode_control(wire.KIND_REFUSE, {
+        "reason": "name conflict: 'b' is held by a newer process at 10.0.0.2:7002 (epoch 2; this one's is 1)",
+        "code": "name_conflict", "holder": list(ADDRESSES["b"])})
+    assert take(links) == [Send((1,), refusal), CloseConnection(1, "peer restarted with a new epoch", True)]
+    assert links.counters == Counter({C.LINKS_LOST: 1, C.STALE_EPOCH: 1})
     assert links.establish(2) == [ev.LinkUp("b", 2, 2, ADDRESSES["b"], None, True)]
 
 

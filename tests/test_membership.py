@@ -182,7 +182,9 @@ def test_a_hello_with_an_older_epoch_is_stale_and_changes_nothing() -> None:
     m.admit(hello("a", 1, epoch=2), 0.0)
     admission = m.admit(hello("a", 2, epoch=1, where=("10.9.9.9", 7001)), 1.0)
     assert admission.verdict == STALE
-    assert admission.reason == "stale epoch: a newer instance of this node is known"
+    assert admission.reason == ("name conflict: 'a' is held by a newer process at host-a:7000 (epoch 2; "
+                                "this one's is 1)")
+    assert admission.holder == address("a")
     assert admission.requests == ()
     assert m.epoch_of("a") == 2
     assert m.known_members == {"a": address("a")}

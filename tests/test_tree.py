@@ -365,31 +365,14 @@ def test_a_graft_answer_is_bounded() -> None:
     assert len(tree.grafted_by(b"x", [(key, seq) for seq in range(1, 2 * MAX_GRAFT + 1)])) == MAX_GRAFT
 
 
-def test_graft_cache_is_bounded_in_bytes_as_well_as_in_frames() -> None:
-    tree = TreeBroadcast(0.1, cache_size=1000, cache_bytes=10_000)
-    for seq in range(1, 11):
-        tree.received((b"key", seq), bytes(3000), 0.0)  # batches of 3,000 bytes: three fit
-    assert tree.grafted_by(b"p", [(b"key", seq) for seq in range(1, 11)]) == [bytes(3000)] * 3
-    small = TreeBroadcast(0.1, cache_size=2)
-    for seq in range(1, 5):
-        small.received((b"key", seq), b"x", 0.0)
-    assert small.grafted_by(b"p", [(b"key", seq) for seq in range(1, 5)]) == [b"x", b"x"]
-
-
-def test_graft_cache_lets_payloads_go_once_no_graft_can_come_for_them() -> None:
-    tree = TreeBroadcast(0.1, cache_seconds=8.0)
-    for seq in range(1, 11):
-        tree.received((b"key", seq), bytes(3000), now=seq)  # one a second
-    tree.due(12.5, set())  # a tick: older than 4.5 s goes
-    assert tree.grafted_by(b"p", [(b"key", seq) for seq in range(1, 11)]) == [bytes(3000)] * 6
-    assert tree._cached_bytes == 6 * 3000
-    tree.due(100.0, set())
-    assert tree.grafted_by(b"p", [(b"key", seq) for seq in range(1, 11)]) == []
-    assert tree._cached_bytes == 0 and not tree._cache_times
-    # A node's cache lives as long as its gaps may stay open under repair, twice.
+def test_grafts_are_answered_from_the_nodes_frame_cache() -> None:
+    # One cache per node (recovery.FrameCache), bounded by cacheBytes and cacheSeconds: the tree's grafts
+    # and gap recovery's pulls read it (its bounds are tested in test_recovery.py).
     net = MemNet(seed=1, trace=False)
-    net.add_node("x", broadcast="tree", reorder_timeout=1.0, graft_timeout=0.1)
-    assert net.state("x").broadcast.tree.cache_seconds == 2 * (1.0 + 30 * 0.1)
+    net.add_node("x", broadcast="tree", cache_seconds=12.0, cache_bytes=2 << 20)
+    part = net.state("x").broadcast
+    assert part.tree.cache is part.cache
+    assert (part.cache.max_age, part.cache.max_bytes) == (12.0, 2 << 20)
 
 
 def test_a_keyed_prune_stops_only_that_stream_towards_the_pruner() -> None:

@@ -32,12 +32,14 @@ from typing import Any
 from .. import counters as C
 from ..errors import ProtocolError
 from . import wire
-from .actions import Action, Alarm, Send
+from .actions import Action, Alarm, ReportError, Send
 from .events import LinkDown, LinkUp
+from .recovery import PULL_AFTER, PULL_ROUNDS, PULL_TIMEOUT, FrameCache, Pulls
 from .seen import SeenRecord
-from .tree import CACHE_WINDOWS, MAX_GRAFT, REPAIR_ROUNDS, MessageId, TreeBroadcast, per_frame
+from .tree import MAX_GRAFT, REPAIR_ROUNDS, MessageId, TreeBroadcast, per_frame
 
-__all__ = ["SEEN_SNAPSHOT_LIMIT", "TREE_IDS_READ", "Broadcast", "Flood", "Tree", "create"]
+__all__ = ["LOSS_REPORT_INTERVAL", "SEEN_SNAPSHOT_LIMIT", "TREE_IDS_READ", "Broadcast", "Flood", "Tree",
+           "create"]
 
 # Origins whose stream position a peer shares with a newcomer (a PEERS frame stays far below the
 # control-frame limit: ~40 bytes each).
@@ -45,6 +47,13 @@ SEEN_SNAPSHOT_LIMIT = 2048
 # Ids (or stream keys) read from one IHAVE or GRAFT frame at most, the rest ignored: swarm sends at
 # most tree.MAX_IHAVE / MAX_GRAFT (512) per frame, so this only bounds the work a hostile frame costs.
 TREE_IDS_READ = 4096
+# Losses are reported (`error` code messages_lost) at most this often, with every origin's exact count
+# since the last report: visible at once, but no error storm when a link drops thousands of frames.
+LOSS_REPORT_INTERVAL = 1.0
+# The last losses `status` shows.
+LOSSES_KEPT = 16
+# Streams whose last bringer is remembered (the first peer a gap is pulled from).
+SOURCES_KEPT = 4096
 
 Deliver = Callable[[bytes, "list[tuple[str | int, int, int]] | None"], None]
 
@@ -54,9 +63,11 @@ class Broadcast:
 
     def __init__(self, config: Any, *, epoch: int, deliver: Deliver, counters: Counter[str],
                  out: list[Action], repair_timeout: float = 0.0) -> None:
-        """`config`: the node's `CoreConfig` (server_name, and the seen-record's reorder_timeout,
-        seen_max_entries, seen_ttl are read). A gap under repair is given up after `repair_timeout`."""
+        """`config`: the node's `CoreConfig` (server_name, the seen-record's reorder_timeout,
+        seen_max_entries, seen_ttl, and the frame cache's cache_bytes, cache_seconds are read). A gap under
+        repair is given up after `repair_timeout` (at least as long as a pull from every peer takes)."""
         name: str = config.server_name
+        repair_timeout = max(repair_timeout, config.reorder_timeout + PULL_ROUNDS * PULL_TIMEOUT)
         # An origin first met mid-stream (not at seq 1, and not in the positions a peer sends when it
         # links us) settles for `reorder_timeout`, as long as a gap may stay open: a message that
         # overtook an earlier one must not fix the starting point past it. Rare, so the wait is cheap.
@@ -70,7 +81,16 @@ class Broadcast:
         self._origin = wire.encode_origin(name)
         self.epoch = epoch
         self.own_key = wire.stream_key(self._origin, epoch)  # our stream's seen-record key
-        self.seq = 0  # the last sequence number given to a DATA frame (a batch) of ours
+        self.seq = 0  # the number of our last message sent (messages are numbered from 1)
+        self.last_frame_seq = 0  # the number of the first message of our last DATA frame
+        # Recent frames for peers that pull (and tree grafts), the pulls of ours pending, the peer that
+        # last brought each stream (asked first), and the losses reported and to report.
+        self.cache = FrameCache(config.cache_bytes, config.cache_seconds)
+        self.pulls = Pulls()
+        self._sources: dict[bytes, bytes] = {}
+        self.losses: list[dict[str, Any]] = []
+        self._unreported: Counter[bytes] = Counter()
+        self._next_loss_report = 0.0
         # Messages published and not yet sealed into a DATA frame (encoded entries), and their size.
         self._batch: list[bytes] = []
         self._batch_bytes = 0
@@ -119,12 +139,15 @@ class Broadcast:
         if not self._active:  # the links went while the batch was open
             self.counters[C.PUBLISHED_WITHOUT_PEERS] += len(batch)
             return
-        self.seq += 1
+        first = self.last_frame_seq = self.seq + 1
+        self.seq += len(batch)
         self.counters[C.BATCHES_PUBLISHED] += 1
-        self._originate(wire.encode_batch(self._origin, self.epoch, self.seq, batch), now)
+        frame = wire.encode_batch(self._origin, self.epoch, first, batch)
+        self.cache.add(self.own_key, first, len(batch), frame, now)
+        self._originate(frame, first, now)
 
-    def _originate(self, frame: bytes, now: float) -> None:
-        """Spread a frame of our own stream (message `self.seq`)."""
+    def _originate(self, frame: bytes, first: int, now: float) -> None:
+        """Spread a frame of our own stream (its first message numbered `first`)."""
         raise NotImplementedError
 
     def positions(self) -> list[list[Any]]:
@@ -140,18 +163,25 @@ class Broadcast:
             positions.append([key, seq])
         return positions
 
-    def peer_positions(self, seen: Any, now: float, *, adopt: bool) -> None:
+    def peer_positions(self, conn: int, peer: bytes, seen: Any, now: float, *, adopt: bool) -> None:
         """A peer's `positions` (its PEERS "seen"): checked, and with `adopt` each stream we do not track
         yet starts after them. Only until the node is ready: a list arriving later may already count a
-        message published after our ready, still on its way to us."""
+        message published after our ready, still on its way to us. Once ready, a stream we track that
+        went further at the peer than here is a gap at its tail (we were stalled, or cut off): pulled,
+        from that peer first (`recovery.py`)."""
         if not isinstance(seen, list) or not all(
                 isinstance(e, list) and len(e) == 2 and isinstance(e[0], bytes) and isinstance(e[1], int)
                 for e in seen):
             raise ProtocolError("PEERS seen-list malformed")
-        if adopt:
-            for key, highest in seen[:SEEN_SNAPSHOT_LIMIT + 1]:
-                if key and wire.key_origin(key) != self._name_bytes:  # never track our own stream
-                    self.seen.adopt(key, highest, now)
+        for key, highest in seen[:SEEN_SNAPSHOT_LIMIT + 1]:
+            if not key or wire.key_origin(key) == self._name_bytes:  # never track our own stream
+                continue
+            if adopt:
+                self.seen.adopt(key, highest, now)
+                continue
+            expected = self.seen.next_expected(key)
+            if expected is not None and expected <= highest:
+                self._pull(key, expected, highest, [peer], now)
 
     # ------------------------------------------------------------------ links
 
@@ -173,13 +203,13 @@ class Broadcast:
         """A DATA frame from `peer` (by name: it may come on a connection being retired)."""
         counters = self.counters
         counters[C.DATA_FRAMES_RECEIVED] += 1  # copies included: what flooding costs (RMR)
-        origin, key, seq = wire.data_stream(frame)
+        origin, key, seq, count = wire.data_stream(frame)
         if origin == self._name_bytes:
             # Our own message came back around a cycle: never deliver it (no echo).
             counters[C.OWN_MESSAGES_RETURNED] += 1
             self._own_returned(conn, peer)
             return
-        ready = self.seen.observe(key, seq, now, frame)
+        ready = self.seen.observe(key, seq, now, frame, count)
         if ready is None:
             if self.tracks_copies:
                 self._duplicate(conn, peer, key, wire.hops(frame) + 1, seq)
@@ -193,6 +223,12 @@ class Broadcast:
                     deliver(item, None)
             raise
         counters[C.RECEIVED_NEW] += 1
+        self.cache.add(key, seq, count, frame, now)
+        sources = self._sources
+        if sources.get(key) != peer:
+            if len(sources) >= SOURCES_KEPT:
+                sources.clear()
+            sources[key] = peer
         hops = wire.hops(frame) + 1
         self.hops[hops] += 1  # links the first copy crossed: the flood's hop distribution
         self._relay(conn, peer, origin, key, seq, hops, frame, len(entries), now)
@@ -217,21 +253,108 @@ class Broadcast:
         raise NotImplementedError
 
     def on_control(self, conn: int, peer: bytes, kind: int, fields: dict[str, Any], now: float) -> None:
-        """An IHAVE, GRAFT or PRUNE frame: the tree's. Flooding ignores them (it pushes everything)."""
+        """A PULL or PULLED frame (gap recovery, both modes); IHAVE, GRAFT and PRUNE are the tree's, and
+        flooding ignores them (it pushes everything)."""
+        if kind == wire.KIND_PULL:
+            self._answer_pull(conn, fields)
+        elif kind == wire.KIND_PULLED:
+            self._pulled(peer, fields, now)
+
+    # ------------------------------------------------------------------ gap recovery (recovery.py)
+
+    def _candidates(self, key: bytes, first: Any = ()) -> list[bytes]:
+        """The peers to pull stream `key` from, in order: `first`, the peer that last brought it, the
+        others."""
+        order = list(first)
+        source = self._sources.get(key)
+        if source is not None and source not in order:
+            order.append(source)
+        order.extend(peer for peer in self._links if peer not in order)
+        return [peer for peer in order if peer in self._links]
+
+    def _pull(self, key: bytes, first: int, last: int, candidates: list[bytes], now: float) -> None:
+        ask = self.pulls.want(key, first, last, self._candidates(key, candidates), now)
+        if ask is not None:
+            self._send_pull(ask[0], key, ask[1], ask[2])
+
+    def _send_pull(self, peer: bytes, key: bytes, first: int, last: int) -> None:
+        conn = self._links.get(peer)
+        if conn is None:
+            return
+        self.counters[C.PULLS_SENT] += 1
+        self.out.append(Send((conn,), wire.encode_control(wire.KIND_PULL,
+                                                          {"key": key, "first": first, "last": last})))
+        self.alarm.ask(self.pulls.wakeup)
+
+    def _answer_pull(self, conn: int, fields: dict[str, Any]) -> None:
+        key, first, last = fields.get("key"), fields.get("first"), fields.get("last")
+        if not (isinstance(key, bytes) and isinstance(first, int) and isinstance(last, int)
+                and 0 < first <= last):
+            raise ProtocolError("PULL without a stream key and a range of message numbers")
+        self.counters[C.PULLS_ANSWERED] += 1
+        frames, looked_to, missing = self.cache.range(key, first, last)
+        for frame in frames:
+            self.out.append(Send((conn,), wire.relayed(frame, wire.hops(frame) + 1)))
+        self.counters[C.PULLED_FRAMES_SENT] += len(frames)
+        self.out.append(Send((conn,), wire.encode_control(wire.KIND_PULLED, {
+            "key": key, "first": first, "last": looked_to, "missing": [list(r) for r in missing]})))
+
+    def _pulled(self, peer: bytes, fields: dict[str, Any], now: float) -> None:
+        key, first, last, missing = (fields.get("key"), fields.get("first"), fields.get("last"),
+                                     fields.get("missing"))
+        if not (isinstance(key, bytes) and isinstance(first, int) and isinstance(last, int)
+                and isinstance(missing, list) and all(
+                    isinstance(r, list) and len(r) == 2 and all(isinstance(n, int) for n in r)
+                    for r in missing)):
+            raise ProtocolError("PULLED without a stream key, a range and a list of missing ranges")
+        asks = self.pulls.answered(peer, key, first, last, [(a, b) for a, b in missing[:TREE_IDS_READ]],
+                                   self._candidates(key), now)
+        for ask_peer, ask_first, ask_last in asks:
+            self._send_pull(ask_peer, key, ask_first, ask_last)
+
+    def _recover(self, now: float) -> None:
+        """Pull the gaps old enough; pass unanswered pulls on; report the losses given up."""
+        for ask_peer, key, first, last in self.pulls.due(now, linked=list(self._links)):
+            self._send_pull(ask_peer, key, first, last)
+        for key, first, last in self.seen.gaps(now - PULL_AFTER):
+            if not self.pulls.repairing(key, first):
+                self._pull(key, first, last, [], now)
+        self.cache.expire(now)
+        lost = self.seen.take_losses()
+        if lost:
+            for key, count in lost.items():
+                self._unreported[key] += count
+                self.losses.append({"origin": wire.key_origin(key).decode("utf-8", "replace"),
+                                    "messages": count, "cause": "gap given up", "at": now})
+            del self.losses[:-LOSSES_KEPT]
+        if self._unreported and now >= self._next_loss_report:
+            self._next_loss_report = now + LOSS_REPORT_INTERVAL
+            parts = ", ".join(f"{count} of {wire.key_origin(key).decode('utf-8', 'replace')}"
+                              for key, count in self._unreported.items())
+            total = sum(self._unreported.values())
+            self._unreported.clear()
+            self.out.append(ReportError("messages_lost", f"{total} messages lost (no peer had them when "
+                                                         f"their gap was given up): {parts}"))
+
+    def repairing(self, key: bytes, seq: int) -> bool:
+        """Is message `seq` of stream `key` on its way (a pull of it pending)?"""
+        return self.pulls.repairing(key, seq)
 
     # ------------------------------------------------------------------ time
 
     def tick(self, now: float) -> None:
-        """Release what waited too long behind a gap; ask to be woken for the next deadline."""
-        for item in self.seen.expire(now):
+        """Release what waited too long behind a gap (unless a pull of it is pending), pull the gaps;
+        ask to be woken for the next deadline."""
+        for item in self.seen.expire(now, self.repairing):
             self._deliver(item, None)
-        self.alarm.rang(self.seen.wakeup)
+        self._recover(now)
+        self.alarm.rang(min(self.seen.wakeup, self.pulls.wakeup))
 
 
 class Flood(Broadcast):
     """Every link carries every message once: the simplest, and other paths route around a slow link."""
 
-    def _originate(self, frame: bytes, now: float) -> None:
+    def _originate(self, frame: bytes, first: int, now: float) -> None:
         self.out.append(Send(self._active, frame))
         self.counters[C.DATA_FRAMES_SENT] += len(self._active)
 
@@ -256,13 +379,13 @@ class Tree(Broadcast):
         # A gap is repaired by GRAFT, which under load may take longer than reorder_timeout.
         repair_window = config.reorder_timeout + REPAIR_ROUNDS * config.graft_timeout
         super().__init__(config, repair_timeout=repair_window, **options)
-        self.tree = TreeBroadcast(config.graft_timeout, cache_seconds=CACHE_WINDOWS * repair_window)
+        self.tree = TreeBroadcast(config.graft_timeout, cache=self.cache)
 
     def _wake(self) -> None:
         self.alarm.ask(min(self.seen.wakeup, self.tree.wakeup))
 
-    def _originate(self, frame: bytes, now: float) -> None:
-        message = (self.own_key, self.seq)
+    def _originate(self, frame: bytes, first: int, now: float) -> None:
+        message = (self.own_key, first)
         self.tree.received(message, frame, now)
         self._push(frame, b"", b"", message)
         self._wake()
@@ -308,6 +431,9 @@ class Tree(Broadcast):
 
     def on_control(self, conn: int, peer: bytes, kind: int, fields: dict[str, Any], now: float) -> None:
         tree = self.tree
+        if kind in (wire.KIND_PULL, wire.KIND_PULLED):
+            super().on_control(conn, peer, kind, fields, now)
+            return
         if kind == wire.KIND_PRUNE:
             # Obeyed as it is: the pruner chose another parent for the stream, and only it knows
             # whether that one still brings it (our own sources are not affected: prunes are one-way).
@@ -368,9 +494,11 @@ class Tree(Broadcast):
                 self.counters[C.IHAVE_IDS_SENT] += len(messages)
                 self.out.append(Send((conns[peer],), wire.encode_control(
                     wire.KIND_IHAVE, {"ids": [[key, seq] for key, seq in messages]})))
-        for item in self.seen.expire(now, lambda origin, seq: tree.repairing((origin, seq))):
+        for item in self.seen.expire(now, lambda origin, seq: tree.repairing((origin, seq))
+                                     or self.pulls.repairing(origin, seq)):
             self._deliver(item, None)
-        self.alarm.rang(min(self.seen.wakeup, tree.wakeup))
+        self._recover(now)
+        self.alarm.rang(min(self.seen.wakeup, tree.wakeup, self.pulls.wakeup))
 
 
 def create(config: Any, **options: Any) -> Broadcast:

@@ -214,7 +214,7 @@ class Dialer:
         """A peer refused us for good (not a polite 'full'): report it once per address, and retry only
         at `reconnectMaxDelay` (a misconfigured seed retried for ever must not become an error storm)."""
         target = self.targets.get(event.dialled) if event.dialled is not None else None
-        if target is None or not target.refused:
+        if (target is None or not target.refused) and not event.conflict:  # (links reports a conflict)
             self.out.append(ReportError("refused", f"peer {event.peer or event.dialled} refused us: "
                                                    f"{event.reason}"))
         if target is not None:

@@ -91,6 +91,14 @@ class Refused:
     reason: str
     full: bool
     hints: Any  # REFUSE's "peers": PEERS entries, checked by membership when it learns them
+    # `NAME_CONFLICT`: another live process holds our name, and the peer linked it instead of us (at
+    # `holder`, its listen address as the peer knows it).
+    conflict: bool = False
+    holder: Address | None = None
+
+
+# A REFUSE's code when the refused node's name is held by another live process (a newer epoch).
+NAME_CONFLICT = "name_conflict"
 
 
 @dataclass(frozen=True, slots=True)

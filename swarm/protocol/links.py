@@ -34,6 +34,7 @@ from . import wire
 from .actions import Action, CloseConnection, ReportError, Retire, Send
 from .events import (
     FAILED,
+    NAME_CONFLICT,
     PEER_RETIRED,
     PRUNED,
     Closed,
@@ -97,6 +98,9 @@ class Links:
         self.out = out
         self.conns: dict[int, Connection] = {}
         self.active: dict[str, int] = {}  # peer name -> the connection that carries its link
+        # Set while peers refuse us because another live process holds our name (NAME_CONFLICT):
+        # {"holder": [host, port], "peer", "reason"}; cleared when a peer links us again.
+        self.name_conflict: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ connections
 
@@ -175,13 +179,22 @@ class Links:
         current = self.active.get(hello.name)
         if current is None or current == hello.conn or self.conns[current].epoch >= hello.epoch:
             return []
-        return self.close(self.conns[current], "peer restarted with a new epoch")
+        # Usually a restart, and the old process is gone; if it lives (a twin started under its name),
+        # it learns why it lost its links, as a refused one does.
+        old = self.conns[current]
+        self.counters[C.STALE_EPOCH] += 1
+        self.send(old, wire.encode_control(wire.KIND_REFUSE, {
+            "reason": f"name conflict: {hello.name!r} is held by a newer process at {hello.address[0]}:"
+                      f"{hello.address[1]} (epoch {hello.epoch}; this one's is {old.epoch})",
+            "code": NAME_CONFLICT, "holder": list(hello.address)}))
+        return self.close(old, "peer restarted with a new epoch", flush=True)
 
     def establish(self, conn_id: int) -> list[LinkEvent]:
         """Membership admitted the peer of `conn_id`: make it the link, or keep the better of two."""
         conn = self.conns[conn_id]
         assert conn.peer is not None
         current_id = self.active.get(conn.peer)
+        self.name_conflict = None  # a peer takes us: whoever held our name is gone
         if current_id is None:
             self.active[conn.peer] = conn.id
             return [self._up(conn, fresh=True)]
@@ -207,11 +220,16 @@ class Links:
             return (not dialled_by_smaller, conn.dialer_nonce)
         return rank(a) <= rank(b)
 
-    def refuse(self, conn: Connection, reason: str, counter: str) -> list[LinkEvent]:
-        """Tell the peer why, then close (after the REFUSE is written)."""
+    def refuse(self, conn: Connection, reason: str, counter: str,
+               holder: Address | None = None) -> list[LinkEvent]:
+        """Tell the peer why, then close (after the REFUSE is written). With `holder`, the peer's name is
+        held by another live process, listening there (code NAME_CONFLICT)."""
         self.counters[counter] += 1
         self.out.append(ReportError("refused", f"refusing peer at {conn.address or 'inbound'}: {reason}"))
-        self.send(conn, wire.encode_control(wire.KIND_REFUSE, {"reason": reason}))
+        fields: dict[str, Any] = {"reason": reason}
+        if holder is not None:
+            fields.update(code=NAME_CONFLICT, holder=list(holder))
+        self.send(conn, wire.encode_control(wire.KIND_REFUSE, fields))
         return self.close(conn, reason, flush=True)
 
     def refuse_full(self, conn: Connection, reason: str, hints: list[list[Any]]) -> None:
@@ -225,9 +243,28 @@ class Links:
         reason = str(fields.get("reason", "no reason given"))[:300]
         full = fields.get("code") == "full"
         self.counters[C.TURNED_AWAY_FULL if full else C.REFUSED_BY_PEER] += 1
-        refused = Refused(conn.peer, conn.address, reason, full, fields.get("peers", []))
+        holder = fields.get("holder")
+        conflict = fields.get("code") == NAME_CONFLICT
+        if not (isinstance(holder, list) and len(holder) == 2 and isinstance(holder[0], str)
+                and isinstance(holder[1], int)):
+            holder = None
+        refused = Refused(conn.peer, conn.address, reason, full, fields.get("peers", []), conflict,
+                          (holder[0], holder[1]) if holder else None)
+        if conflict:
+            self._name_conflict(conn, reason, refused.holder)
         closing = f"turned away: {reason}" if full else f"refused by peer: {reason}"
         return [refused, *self.close(conn, closing)]
+
+    def _name_conflict(self, conn: Connection, reason: str, holder: Address | None) -> None:
+        """A peer refused us because another live process holds our name: loud, once per conflict (it
+        stands until a peer links us again), and the node is not ready meanwhile (`state.py`)."""
+        self.counters[C.NAME_CONFLICTS] += 1
+        first = self.name_conflict is None
+        where = f"{holder[0]}:{holder[1]}" if holder else "an address the peer did not give"
+        self.name_conflict = {"holder": list(holder) if holder else None, "peer": conn.peer, "reason": reason}
+        if first:
+            self.out.append(ReportError("name_conflict", f"serverName {self.name!r} is held by another live "
+                                        f"process at {where}; peers refuse this one ({reason})"))
 
     def protocol_error(self, conn: Connection, reason: str) -> list[LinkEvent]:
         self.counters[C.PROTOCOL_ERRORS] += 1

@@ -89,6 +89,7 @@ class Admission:
     requests: tuple[Request, ...] = ()  # ADMIT: links to prune first, to make room
     reason: str = ""  # FULL: what the joiner is told
     hints: tuple[list[Any], ...] = ()  # FULL: members nearer the joiner, as PEERS entries
+    holder: Address | None = None  # STALE: the listen address of the newer process of that name
 
 
 class Membership:
@@ -180,7 +181,9 @@ class Membership:
                                                         ring.position(hello.name))
             self.counters[C.MEMBERS_JOINED] += 1
         elif hello.epoch < member.epoch:
-            return Admission(STALE, reason="stale epoch: a newer instance of this node is known")
+            return Admission(STALE, holder=member.address, reason=(
+                f"name conflict: {hello.name!r} is held by a newer process at {member.address[0]}:"
+                f"{member.address[1]} (epoch {member.epoch}; this one's is {hello.epoch})"))
         member.address = hello.address
         member.left = False
         member.unreachable_since = None

@@ -1,26 +1,30 @@
 """The seen-record: duplicate suppression and per-origin ordering in one structure.
 
-Every message carries (origin, epoch, seq): the publishing node's name, a number fixed when that node
-process started (so a restarted node's messages are never taken for old duplicates), and a sequence
-number counting its broadcasts from 1. Because sequence numbers are dense, a node need not remember every
-message id it has seen, as GossipSub's seen-cache does: per (origin, epoch) it keeps
+Every frame carries (origin, epoch, seq, count): the publishing node's name, a number fixed when that
+node process started (so a restarted node's messages are never taken for old duplicates), the number of
+its first message (an origin numbers its messages from 1) and how many messages it carries, so that it
+holds messages seq .. seq + count - 1. Frames are never re-batched on the way, so the same numbers name
+the same frame everywhere. Because the numbers are dense, a node need not remember every message id it
+has seen, as GossipSub's seen-cache does: per (origin, epoch) it keeps
 
-* `next_seq`, the next sequence number to deliver: everything below it was delivered (or given up), and
-* `held`, the messages that arrived ahead of a gap, waiting for the gap to fill.
+* `next_seq`, the number of the next message to deliver: everything below it was delivered (or given
+  up), and
+* `held`, the frames that arrived ahead of a gap, waiting for the gap to fill.
 
 So a duplicate is `seq < next_seq or seq in held`, decided from the header alone, and memory is one small
 record per live origin plus the out-of-order messages of the moment. A message that arrives ahead of its
 turn (flooding brought it over a faster path) is held and delivered in order once the gap fills; a gap that
-does not fill within `reorder_timeout` is given up, counted, and the held messages go out in order.
+does not fill within `reorder_timeout` is given up, counted in messages (the numbers skipped, exact
+whatever the batching), and the held messages go out in order.
 
 The first message seen from an origin sets its starting point: a node that joins later delivers from
 there on. Because flooding may bring a later message first (say seq 5 over a short path before seq 4
 over a longer one), a new origin's messages are held for a short `settle` window and its starting point
 is the lowest sequence number seen in that window.
 
-A caller that is repairing a gap (tree mode: a GRAFT for the missing message is pending) says so to
-`expire`, and such a gap is given up only after `repair_timeout`: repair under load can take longer than
-`reorder_timeout`, and giving up first loses a message that was on its way.
+A caller that is repairing a gap (a PULL of the missing range, or in tree mode a GRAFT, is pending)
+says so to `expire`, and such a gap is given up only after `repair_timeout`: repair under load can take
+longer than `reorder_timeout`, and giving up first loses a message that was on its way.
 
 Bounds (both configurable): an origin silent for `ttl` seconds is forgotten, and the total of records plus
 held messages never exceeds `max_entries` (the least recently active origin is dropped first; a single
@@ -38,11 +42,12 @@ __all__ = ["SeenRecord"]
 
 
 class _OriginLog:
-    __slots__ = ("next_seq", "held", "last_active", "gap_since", "settle_until")
+    __slots__ = ("next_seq", "held", "spans", "last_active", "gap_since", "settle_until")
 
     def __init__(self, next_seq: int, now: float, settle_until: float) -> None:
         self.next_seq = next_seq
         self.held: dict[int, Any] = {}
+        self.spans: dict[int, int] = {}  # messages of a held frame that carries more than one
         self.last_active = now
         self.gap_since = 0.0
         self.settle_until = settle_until  # 0.0 once the starting point is fixed
@@ -69,13 +74,16 @@ class SeenRecord:
         self.duplicates = 0
         self.gaps_given_up = 0  # messages never seen, whose turn was skipped
         self.origins_evicted = 0
+        # Messages given up per origin since the caller last took them (`take_losses`).
+        self.losses: dict[Hashable, int] = {}
 
     def __len__(self) -> int:
         """Entries in use: origin records plus held messages (what `max_entries` bounds)."""
         return len(self._logs) + self.held_count
 
-    def observe(self, origin: Hashable, seq: int, now: float, item: Any) -> list[Any] | None:
-        """Record message `seq` of `origin` (a hashable of name and epoch).
+    def observe(self, origin: Hashable, seq: int, now: float, item: Any, count: int = 1) -> list[Any] | None:
+        """Record the frame of `origin` (a hashable of name and epoch) that holds messages `seq` ..
+        `seq + count - 1`.
 
         Returns None for a duplicate; otherwise the list of items now deliverable in order (empty when
         this one is held behind a gap). Anything not None is new and should be forwarded.
@@ -90,6 +98,8 @@ class SeenRecord:
                 log = self._logs[origin] = _OriginLog(seq, now, now + self.settle)
                 self.wakeup = min(self.wakeup, now + self.settle)
                 log.held[seq] = item
+                if count != 1:
+                    log.spans[seq] = count
                 self.held_count += 1
                 self._gapped[origin] = None
                 return []
@@ -102,6 +112,8 @@ class SeenRecord:
                 self.duplicates += 1
                 return None
             log.held[seq] = item
+            if count != 1:
+                log.spans[seq] = count
             self.held_count += 1
             log.next_seq = min(log.next_seq, seq)
             if len(self) > self.max_entries:
@@ -111,14 +123,14 @@ class SeenRecord:
         next_seq = log.next_seq
         if seq == next_seq:
             if not log.held:
-                log.next_seq = seq + 1
+                log.next_seq = seq + count
                 return [item]
             ready = [item]
-            held = log.held
-            seq += 1
+            held, spans = log.held, log.spans
+            seq += count
             while seq in held:
                 ready.append(held.pop(seq))
-                seq += 1
+                seq += spans.pop(seq, 1)
             self.held_count -= len(ready) - 1
             log.next_seq = seq
             if held:
@@ -134,6 +146,8 @@ class SeenRecord:
             self._gapped[origin] = None
             self.wakeup = min(self.wakeup, now + self.reorder_timeout)
         log.held[seq] = item
+        if count != 1:
+            log.spans[seq] = count
         self.held_count += 1
         if self.held_count + len(self._logs) > self.max_entries:
             return self._give_up_gap(origin, log, now)
@@ -145,12 +159,33 @@ class SeenRecord:
         return log is not None and (seq in log.held or (not log.settle_until and seq < log.next_seq))
 
     def progress(self, origin: Hashable) -> tuple[int, float] | None:
-        """(highest seq seen, when a message of `origin` last arrived, duplicates included), or None for
-        an origin not tracked: how far a stream has come and whether it still flows."""
+        """(highest message number seen, when a frame of `origin` last arrived, duplicates included), or
+        None for an origin not tracked: how far a stream has come and whether it still flows."""
         log = self._logs.get(origin)
         if log is None:
             return None
-        return max(log.next_seq - 1, max(log.held, default=0)), log.last_active
+        return _highest(log), log.last_active
+
+    def next_expected(self, origin: Hashable) -> int | None:
+        """The number of the next message of `origin` to deliver, or None if it is not tracked (or still
+        settling on its starting point)."""
+        log = self._logs.get(origin)
+        return None if log is None or log.settle_until else log.next_seq
+
+    def gaps(self, older_than: float) -> list[tuple[Hashable, int, int]]:
+        """(origin, first missing, last missing) of each gap open since before `older_than`: the
+        messages between what was delivered and the first frame held."""
+        found = []
+        for origin in self._gapped:
+            log = self._logs[origin]
+            if log.held and not log.settle_until and log.gap_since <= older_than:
+                found.append((origin, log.next_seq, min(log.held) - 1))
+        return found
+
+    def take_losses(self) -> dict[Hashable, int]:
+        """Messages given up per origin since the last call."""
+        losses, self.losses = self.losses, {}
+        return losses
 
     def snapshot(self, limit: int) -> list[tuple[Hashable, int]]:
         """(origin, highest seq seen) of up to `limit` most recently active origins.
@@ -160,7 +195,7 @@ class SeenRecord:
         newcomer can start each origin right after it (`adopt`) instead of guessing from arrivals.
         """
         recent = sorted(self._logs.items(), key=lambda item: item[1].last_active, reverse=True)[:limit]
-        return [(origin, max(log.next_seq - 1, max(log.held, default=0))) for origin, log in recent]
+        return [(origin, _highest(log)) for origin, log in recent]
 
     def adopt(self, origin: Hashable, highest_seen: int, now: float) -> None:
         """Start tracking `origin` after `highest_seen`, unless it is already tracked."""
@@ -203,14 +238,16 @@ class SeenRecord:
 
     def _give_up_gap(self, origin: Hashable, log: _OriginLog, now: float) -> list[Any]:
         """Skip to the first held message and release the run that follows it."""
-        held = log.held
+        held, spans = log.held, log.spans
         first = min(held)
-        self.gaps_given_up += first - log.next_seq
+        if first > log.next_seq:
+            self.gaps_given_up += first - log.next_seq
+            self.losses[origin] = self.losses.get(origin, 0) + first - log.next_seq
         ready = []
         seq = first
         while seq in held:
             ready.append(held.pop(seq))
-            seq += 1
+            seq += spans.pop(seq, 1)
         self.held_count -= len(ready)
         log.next_seq = seq
         if held:
@@ -223,6 +260,15 @@ class SeenRecord:
         # Rare (only when more origins are live than max_entries allows), so a scan is acceptable.
         origin = min(self._logs, key=lambda key: self._logs[key].last_active)
         log = self._logs.pop(origin)
-        self.held_count -= len(log.held)
+        self.held_count -= len(log.held)  # (not a loss of known size: the origin is forgotten whole)
         self._gapped.pop(origin, None)
         self.origins_evicted += 1
+
+
+def _highest(log: _OriginLog) -> int:
+    """The highest message number seen of a stream: the last of its highest held frame, or the last
+    delivered."""
+    if not log.held:
+        return log.next_seq - 1
+    top = max(log.held)
+    return max(log.next_seq - 1, top + log.spans.get(top, 1) - 1)

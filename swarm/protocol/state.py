@@ -42,14 +42,14 @@ from .dialer import REMEMBERED, Dialer
 from .direct import Direct
 from .links import HANDSHAKE, Connection, Links
 from .membership import FULL, STALE, Membership
-from .seen import SeenRecord
 
 __all__ = ["CoreConfig", "NodeState"]
 
 log = logging.getLogger("swarm.protocol")
 
 Address = tuple[str, int]
-TREE_KINDS = frozenset({wire.KIND_IHAVE, wire.KIND_GRAFT, wire.KIND_PRUNE})
+BROADCAST_KINDS = frozenset({wire.KIND_IHAVE, wire.KIND_GRAFT, wire.KIND_PRUNE,  # the tree's
+                             wire.KIND_PULL, wire.KIND_PULLED})  # gap recovery's (both modes)
 
 
 class NodeState:
@@ -100,10 +100,7 @@ class NodeState:
         """"local" (a ring neighbour), "shortcut", or "inbound" (kept because the peer wants it)."""
         return self.membership.link_kind(name)
 
-    @property
-    def seen(self) -> SeenRecord:
-        """The broadcast streams' seen-record."""
-        return self.broadcast.seen
+    seen = property(lambda self: self.broadcast.seen, doc="The broadcast streams' seen-record.")
 
     def status(self) -> dict[str, Any]:
         """A snapshot for operators and tests: ring position, links, view, counters."""
@@ -116,6 +113,8 @@ class NodeState:
             "local_links": self.config.local_links, "members": len(self.known_members),
             "seen_entries": len(seen) + len(direct), "held": seen.held_count + direct.held_count,
             "hops": {str(hops): count for hops, count in sorted(self.broadcast.hops.items())},
+            "losses": list(self.broadcast.losses), "pulls_pending": len(self.broadcast.pulls),
+            "name_conflict": self.links.name_conflict,
             "counters": dict(self.counters, **{C.DUPLICATES: seen.duplicates + direct.duplicates,
                                                C.GAPS_GIVEN_UP: seen.gaps_given_up + direct.gaps_given_up}),
         }
@@ -294,7 +293,7 @@ class NodeState:
         elif kind == wire.KIND_PEERS:
             seen = fields.get("seen")
             if seen is not None:
-                self.broadcast.peer_positions(seen, now, adopt=not self.ready)
+                self.broadcast.peer_positions(conn.id, conn.peer_bytes, seen, now, adopt=not self.ready)
             requests, changed = self.membership.on_peers(conn.id, conn.peer, fields, now)
             self._check_ready()
             self._serve(requests)
@@ -304,7 +303,7 @@ class NodeState:
             self._serve(self.membership.on_leave(conn.id, fields, frame, now))
         elif kind == wire.KIND_BYE:
             self._dispatch(links.on_bye(conn, now))
-        elif kind in TREE_KINDS:
+        elif kind in BROADCAST_KINDS:
             self.broadcast.on_control(conn.id, conn.peer_bytes, kind, fields, now)
 
     def _on_hello(self, conn: Connection, fields: dict[str, Any], now: float) -> None:
@@ -319,7 +318,7 @@ class NodeState:
         self._dispatch(self.links.supersede(hello))
         admission = self.membership.admit(hello, now)
         if admission.verdict == STALE:
-            self._dispatch(self.links.refuse(conn, admission.reason, C.STALE_EPOCH))
+            self._dispatch(self.links.refuse(conn, admission.reason, C.STALE_EPOCH, admission.holder))
             return
         self.dialer.answered(hello.dialled, hello.name, now)
         if admission.verdict == FULL:
@@ -357,6 +356,7 @@ class NodeState:
                                                             event.hints, now))
                 else:
                     self.dialer.refused(event, now)
+                    self.ready = self.ready and not event.conflict  # cut off by a twin: not ready
             else:  # pragma: no cover - a new event must be taught to the composer
                 raise AssertionError(f"unknown event {event!r}")
 
@@ -386,7 +386,8 @@ class NodeState:
     def _check_ready(self) -> None:
         """Ready once `minimumPeers` links are confirmed (until the peer has linked us it forwards us
         nothing): checked where that changes, at start and on a PEERS frame, since it walks the view."""
-        if not self.ready and self.membership.confirmed_links >= self.config.minimum_peers:
+        if not self.ready and self.links.name_conflict is None and \
+                self.membership.confirmed_links >= self.config.minimum_peers:
             self.ready = True
             self._out.append(Ready())
 

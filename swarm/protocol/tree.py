@@ -47,13 +47,13 @@ same shape.
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol, TypeVar
 
+from .recovery import FrameCache
 from .wire import key_origin
 
-__all__ = ["CACHE_WINDOWS", "MAX_GRAFT", "REPAIR_ROUNDS", "STREAMS", "MessageId", "TreeBroadcast",
+__all__ = ["MAX_GRAFT", "REPAIR_ROUNDS", "STREAMS", "MessageId", "TreeBroadcast",
            "per_frame"]
 
 MessageId = tuple[bytes, int]  # (stream key: origin length, origin, epoch; seq)
@@ -84,19 +84,12 @@ MAX_POSTPONE = 10
 # with nothing from the parent in between is a parent whose own source is gone (see copy_from).
 CHALLENGES = 2
 
-# Payloads (DATA frames) kept for grafts. A graft must find its payload for as long as the seen-record
-# keeps the gap open under repair (reorderTimeout + REPAIR_ROUNDS graft timeouts: 4 s by default), or
-# the message is lost. A frame may be a batch of up to wire.BATCH_BYTES, so the cache is bounded in
-# bytes too: 256 MiB holds those 4 s at 50 MB/s (50,000 msgs/s of 1 KiB, what a node here relays at
-# most). A 32 MiB bound lost up to 59% of the messages in `throughput.py --broadcast tree --size 1024`:
-# the payloads had left the cache when the grafts for them came.
-CACHE_SIZE = 65536
-CACHE_BYTES = 256 << 20
-# ... and no longer than a graft for it can come. A peer asks at the latest when its gap is given up,
-# reorderTimeout + REPAIR_ROUNDS graft timeouts after it heard of the message, which is after we had it;
-# twice that covers the IHAVE's tick and queues. Without it a node that once relayed a burst kept up to
-# CACHE_BYTES of old frames for good.
-CACHE_WINDOWS = 2
+# Payloads (DATA frames) for grafts come from the node's frame cache (`recovery.FrameCache`, shared with
+# gap recovery by pull). A graft must find its payload for as long as the seen-record keeps the gap open
+# under repair (reorderTimeout + REPAIR_ROUNDS graft timeouts: 4 s by default), or the message is lost:
+# `cacheSeconds` (30 s) covers that, and `cacheBytes` (128 MiB) 2.5 s at 50 MB/s, what a node here relays
+# at most. (A 32 MiB bound lost up to 59% of the messages in `throughput.py --broadcast tree --size 1024`:
+# the payloads had left the cache when the grafts for them came.)
 
 
 _NONE: frozenset[bytes] = frozenset()
@@ -156,19 +149,14 @@ class _Stream:
 class TreeBroadcast:
     """Which links carry payloads (eager) and which only ids (lazy), and the grafts to repair."""
 
-    def __init__(self, graft_timeout: float, cache_size: int = CACHE_SIZE,
-                 cache_bytes: int = CACHE_BYTES, cache_seconds: float = float("inf")) -> None:
+    def __init__(self, graft_timeout: float, cache: FrameCache | None = None) -> None:
+        """`cache`: the node's frame cache (a cache of the default size and no age bound if None)."""
         self.graft_timeout = graft_timeout
-        self.cache_size = cache_size
-        self.cache_bytes = cache_bytes
-        self.cache_seconds = cache_seconds
-        self._cached_bytes = 0
+        self.cache = cache if cache is not None else FrameCache(128 << 20, float("inf"))
         # Peers that sent a PRUNE without a stream key (swarm always sends one; the frame allows it):
         # nothing is pushed to them until they graft.
         self.lazy: set[bytes] = set()
         self._streams: dict[bytes, _Stream] = {}
-        self._cache: OrderedDict[MessageId, bytes] = OrderedDict()  # oldest first
-        self._cache_times: deque[tuple[float, MessageId]] = deque()  # when each entry came, oldest first
         self._ihave: dict[bytes, list[MessageId]] = {}
         self._pending: dict[MessageId, _Pending] = {}
         self.wakeup = float("inf")
@@ -179,30 +167,14 @@ class TreeBroadcast:
 
     # ------------------------------------------------------------------ payloads
 
-    def received(self, message: MessageId, body: bytes, now: float) -> None:
-        """A new payload (published here, or received at `now`): cache it for grafts, stop waiting
-        for it."""
+    def received(self, message: MessageId, body: bytes, now: float, count: int = 1) -> None:
+        """A new payload (published here, or received at `now`, `count` messages): cached for grafts
+        (the broadcast caches every frame already: then this is a lookup), no longer waited for."""
         pending = self._pending.pop(message, None)
         if pending is not None and pending.asked is not None and self._window_wait is not None:
             self.wakeup = self._window_wait
             self._window_wait = None
-        old = self._cache.get(message)
-        self._cache[message] = body
-        self._cache_times.append((now, message))
-        self._cached_bytes += len(body) - (len(old) if old is not None else 0)
-        while len(self._cache) > self.cache_size or self._cached_bytes > self.cache_bytes:
-            self._cached_bytes -= len(self._cache.popitem(last=False)[1])
-
-    def _expire(self, now: float) -> None:
-        """Drop the cached payloads older than `cache_seconds` (some may have gone for size already)."""
-        times, cache = self._cache_times, self._cache
-        cutoff = now - self.cache_seconds
-        while times and times[0][0] < cutoff:
-            body = cache.pop(times.popleft()[1], None)
-            if body is not None:
-                self._cached_bytes -= len(body)
-        if not cache:
-            times.clear()  # entries that went for size: nothing left to expire
+        self.cache.add(message[0], message[1], count, body, now)
 
     def announce(self, message: MessageId, peers: Iterable[bytes]) -> None:
         """Queue an IHAVE for `message` to each lazy peer in `peers`."""
@@ -306,14 +278,14 @@ class TreeBroadcast:
             stream = self._streams.get(key)
             if stream is not None:
                 stream.lazy.discard(peer)
-        cache = self._cache
-        return [cache[message] for message in messages if message in cache][:MAX_GRAFT]
+        cache = self.cache
+        return [frame for frame in map(cache.get, messages) if frame is not None][:MAX_GRAFT]
 
     def ihave_from(self, peer: bytes, messages: Iterable[MessageId], now: float,
                    seen: Callable[[MessageId], bool]) -> None:
         """`peer` announces these ids; wait `graft_timeout` for any we have not seen, then graft."""
         for message in messages:
-            if message in self._cache or seen(message):
+            if message in self.cache or seen(message):
                 continue
             pending = self._pending.get(message)
             if pending is None:
@@ -341,7 +313,6 @@ class TreeBroadcast:
         At most GRAFT_WINDOW ids are asked of one peer and unanswered at a time; a message whose
         linked announcers all have full windows stays due, and is asked when answers free room.
         """
-        self._expire(now)
         grafts: dict[bytes, list[MessageId]] = {}
         self._window_wait = None
         in_flight: dict[bytes, int] = {}

@@ -7,16 +7,19 @@ its kind. Two families (full description in docs/protocol.md):
   duplicate and forward a message from the header alone, without decoding the payload and without
   re-encoding anything::
 
-      kind=1 u8 | hops u8 | origin_len u8 | origin utf-8 | epoch u64 | seq u64 |
-      one or more entries: topic_kind u8 | topic (i64, or u16 length + utf-8) |
-                           message_len u32 | message (msgpack)
+      kind=1 u8 | hops u8 | origin_len u8 | origin utf-8 | epoch u64 | seq u64 | count u16 |
+      `count` entries: topic_kind u8 | topic (i64, or u16 length + utf-8) |
+                       message_len u32 | message (msgpack)
 
   Forwarding rewrites only the 6-byte prefix (length, kind, hops) and reuses the rest of the received
   bytes as they are. A frame carries a *batch*: the messages its origin published in one turn of its
-  event loop, in order, under one sequence number, so the per-frame work of every relay and receiver
-  (read, duplicate check, forward) is paid once per batch, not once per message (Kafka's record
-  batches and NATS's coalesced writes are the precedents; the batch is sealed before the writer runs,
-  so batching adds no wait).
+  event loop, in order, so the per-frame work of every relay and receiver (read, duplicate check,
+  forward) is paid once per batch, not once per message (Kafka's record batches and NATS's coalesced
+  writes are the precedents; the batch is sealed before the writer runs, so batching adds no wait).
+  The stream is numbered per *message*, as Kafka numbers records and not batches: `seq` is the number
+  of the frame's first message and `count` how many it carries, so the next frame starts at
+  `seq + count`, and a receiver that misses frames knows from the header alone how many messages the
+  hole held (a loss is counted in messages, whatever the batching).
 * **Routed** frames go to one node, hop by hop along the ring (`sendDirect`): DIRECT carries a message
   to `target`, UNDELIVERABLE tells an origin that its DIRECT could not reach its target. Their header
   starts with the target, so a relay routes them without reading further::
@@ -45,13 +48,16 @@ import msgpack
 
 from ..errors import MessageTooLarge, ProtocolError
 
+# 3: DATA numbers messages (seq is the first's number, count their number); PULL and PULLED.
 # 2: a DATA frame carries a batch of length-prefixed entries (1 carried one message, unprefixed).
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 LENGTH = struct.Struct(">I")
 # length, kind, hops: the part of a DATA frame a relay rewrites.
 DATA_PREFIX = struct.Struct(">IBB")
 EPOCH_SEQ = struct.Struct(">QQ")
+COUNT = struct.Struct(">H")  # a DATA frame's number of messages
+MAX_BATCH_MESSAGES = (1 << 16) - 1
 TOPIC_INT = struct.Struct(">q")
 TOPIC_STR_LEN = struct.Struct(">H")
 ENTRY_LEN = struct.Struct(">I")  # a DATA entry's message length
@@ -72,16 +78,21 @@ KIND_STATUS = 24
 KIND_IHAVE = 25
 KIND_GRAFT = 26
 KIND_PRUNE = 27
+# Gap recovery (both broadcast modes): a range of a stream asked of a peer's frame cache, and the
+# answer's end, saying how far it looked and what it did not have (docs/protocol.md).
+KIND_PULL = 28
+KIND_PULLED = 29
 CONTROL_KINDS = frozenset({KIND_HELLO, KIND_PEERS, KIND_PING, KIND_LEAVE, KIND_REFUSE, KIND_BYE,
-                           KIND_STATUS_REQUEST, KIND_STATUS, KIND_IHAVE, KIND_GRAFT, KIND_PRUNE})
+                           KIND_STATUS_REQUEST, KIND_STATUS, KIND_IHAVE, KIND_GRAFT, KIND_PRUNE,
+                           KIND_PULL, KIND_PULLED})
 MAX_NAME_BYTES = 255  # a server name must fit the one-byte origin length
 MAX_TOPIC_BYTES = 1024  # topics are few and coarse; a long one is a bug or an attack
 TOPIC_KIND_INT = 0
 TOPIC_KIND_STR = 1
-# Largest DATA header with one entry's framing: kind, hops, origin length, origin, epoch, seq, topic kind,
-# topic length, topic, message length.
-MAX_DATA_HEADER = (3 + MAX_NAME_BYTES + EPOCH_SEQ.size + 1 + TOPIC_STR_LEN.size + MAX_TOPIC_BYTES
-                   + ENTRY_LEN.size)
+# Largest DATA header with one entry's framing: kind, hops, origin length, origin, epoch, seq, count,
+# topic kind, topic length, topic, message length.
+MAX_DATA_HEADER = (3 + MAX_NAME_BYTES + EPOCH_SEQ.size + COUNT.size + 1 + TOPIC_STR_LEN.size
+                   + MAX_TOPIC_BYTES + ENTRY_LEN.size)
 # A batch is sealed once its entries reach this many bytes (a single larger message goes alone). 16 KiB
 # amortises the per-frame work over ~100 small messages, and stays far below MAX_CONTROL_BODY, the
 # smallest frame every reader accepts, whatever its maxMessageSize.
@@ -140,9 +151,13 @@ def encode_entry(topic: bytes, message: bytes, max_size: int) -> bytes:
 
 
 def encode_batch(origin: bytes, epoch: int, seq: int, entries: list[bytes]) -> bytes:
-    """A whole DATA frame (length prefix included) carrying `entries` (from `encode_entry`), hops = 0."""
-    body_len = 2 + len(origin) + EPOCH_SEQ.size + sum(map(len, entries))
-    return b"".join((DATA_PREFIX.pack(body_len, KIND_DATA, 0), origin, EPOCH_SEQ.pack(epoch, seq), *entries))
+    """A whole DATA frame (length prefix included) carrying `entries` (from `encode_entry`) as messages
+    `seq` .. `seq + len(entries) - 1` of the stream, hops = 0."""
+    if len(entries) > MAX_BATCH_MESSAGES:
+        raise ValueError(f"a DATA frame carries at most {MAX_BATCH_MESSAGES} messages")
+    body_len = 2 + len(origin) + EPOCH_SEQ.size + COUNT.size + sum(map(len, entries))
+    return b"".join((DATA_PREFIX.pack(body_len, KIND_DATA, 0), origin, EPOCH_SEQ.pack(epoch, seq),
+                     COUNT.pack(len(entries)), *entries))
 
 
 def encode_data(origin: bytes, epoch: int, seq: int, topic: bytes, message: bytes, max_size: int) -> bytes:
@@ -162,22 +177,26 @@ class DataHeader:
     origin: bytes  # the origin's name, UTF-8, as on the wire (a dict key without decoding)
     epoch: int
     seq: int
-    topic_offset: int  # where the topic starts in the body
+    topic_offset: int  # where the topic (the first entry) starts in the body
+    count: int = 1  # messages in the frame (a DIRECT frame carries one)
 
 
-def parse_data_header(body: bytes, start: int = 2) -> DataHeader:
-    """Read the stream header (origin, epoch, seq) of a DATA body, or of a DIRECT body from `start` (the
-    offset of its origin length, after the target); raise ProtocolError if it is cut short."""
+def parse_data_header(body: bytes, start: int = 2, *, counted: bool = True) -> DataHeader:
+    """Read the stream header (origin, epoch, seq, count) of a DATA body, or of a DIRECT body from
+    `start` (the offset of its origin length, after the target) with `counted` False (a DIRECT frame
+    has no count); raise ProtocolError if it is cut short."""
     # body[0] is the kind byte, checked by the caller.
     if len(body) < start + 1:
         raise ProtocolError("DATA frame shorter than its header")
     hops = body[1]
     name_len = body[start]
     end = start + 1 + name_len
-    if name_len == 0 or len(body) < end + EPOCH_SEQ.size + 1:
+    extra = COUNT.size if counted else 0
+    if name_len == 0 or len(body) < end + EPOCH_SEQ.size + extra + 1:
         raise ProtocolError("DATA frame header cut short")
     epoch, seq = EPOCH_SEQ.unpack_from(body, end)
-    return DataHeader(hops, body[start + 1:end], epoch, seq, end + EPOCH_SEQ.size)
+    count = COUNT.unpack_from(body, end + EPOCH_SEQ.size)[0] if counted else 1
+    return DataHeader(hops, body[start + 1:end], epoch, seq, end + EPOCH_SEQ.size + extra, count)
 
 
 def parse_topic(body: bytes, offset: int) -> tuple[str | int, int]:
@@ -198,11 +217,13 @@ def parse_topic(body: bytes, offset: int) -> tuple[str | int, int]:
     raise ProtocolError(f"DATA frame topic kind {kind} unknown")
 
 
-def parse_entries(body: bytes, offset: int) -> list[tuple[str | int, int, int]]:
-    """The entries of a DATA body from `offset` (after the seq): (topic, message start, message end) each.
+def parse_entries(body: bytes, offset: int, count: int | None = None) -> list[tuple[str | int, int, int]]:
+    """The entries of a DATA body from `offset` (after the count): (topic, message start, message end)
+    each.
 
-    Raise ProtocolError unless the entries fill the body exactly and there is at least one: a relay
-    checks this before forwarding, so a malformed batch travels no further than one link.
+    Raise ProtocolError unless the entries fill the body exactly, there is at least one, and there are
+    `count` of them (if given: the header's count): a relay checks this before forwarding, so a
+    malformed batch travels no further than one link.
     """
     entries = []
     end = len(body)
@@ -224,6 +245,8 @@ def parse_entries(body: bytes, offset: int) -> list[tuple[str | int, int, int]]:
         offset = stop
     if not entries:
         raise ProtocolError("DATA frame without a message")
+    if count is not None and len(entries) != count:
+        raise ProtocolError(f"DATA frame says it carries {count} messages and carries {len(entries)}")
     return entries
 
 
@@ -299,6 +322,7 @@ KIND_AT = 4
 FIRST_CONTROL_KIND = KIND_HELLO
 _SEQ = struct.Struct(">Q")
 _EPOCH = _SEQ  # both are 8-byte unsigned big-endian numbers
+_SEQ_COUNT = struct.Struct(">QH")
 # One byte per hop count, made once: a relay rewrites only this byte of a frame.
 _HOP_BYTES = tuple(bytes((hops,)) for hops in range(MAX_HOPS + 1))
 TLS_RECORD_START = b"\x16\x03"  # a TLS handshake record: what a peer with the `tls` option sends first
@@ -338,20 +362,40 @@ def relayed(frame: bytes, hops: int) -> bytes:
     return b"".join((frame[:5], hop, memoryview(frame)[6:]))
 
 
-def data_stream(frame: bytes) -> tuple[bytes, bytes, int]:
-    """(origin name, stream key, seq) of a DATA frame; raise ProtocolError if its header is cut short.
+def data_stream(frame: bytes) -> tuple[bytes, bytes, int, int]:
+    """(origin name, stream key, seq, count) of a DATA frame; raise ProtocolError if its header is cut
+    short.
 
     The stream key is `origin_len origin epoch`: it names one (origin, epoch) stream, as a slice of the
-    frame, so that a duplicate costs no decoding (the seen-record's key)."""
+    frame, so that a duplicate costs no decoding (the seen-record's key). `seq` is the number of the
+    frame's first message, `count` how many it carries (checked against its entries: `data_entries`)."""
     name_end = 7 + frame[6]
-    if frame[6] == 0 or len(frame) < name_end + EPOCH_SEQ.size + 1:
+    if frame[6] == 0 or len(frame) < name_end + EPOCH_SEQ.size + COUNT.size + 1:
         raise ProtocolError("DATA frame header cut short")
-    return frame[7:name_end], frame[6:name_end + 8], _SEQ.unpack_from(frame, name_end + 8)[0]
+    seq, count = _SEQ_COUNT.unpack_from(frame, name_end + 8)
+    return frame[7:name_end], frame[6:name_end + 8], seq, count
+
+
+def data_count(frame: bytes) -> int:
+    """How many messages a DATA frame carries, from its header (checked against its entries on
+    arrival: `data_entries`)."""
+    return COUNT.unpack_from(frame, 7 + frame[6] + EPOCH_SEQ.size)[0]
+
+
+def messages_in(frame: bytes) -> int:
+    """Messages a whole frame carries: a DATA frame's count, 1 for DIRECT, 0 for the others (what a
+    dropped frame costs, counted by message)."""
+    kind = frame[KIND_AT]
+    if kind == KIND_DATA:
+        return data_count(frame)
+    return 1 if kind == KIND_DIRECT else 0
 
 
 def data_entries(frame: bytes) -> list[tuple[str | int, int, int]]:
-    """The entries of a DATA frame (see `parse_entries`), with offsets into the frame."""
-    return parse_entries(frame, 7 + frame[6] + EPOCH_SEQ.size)
+    """The entries of a DATA frame (see `parse_entries`), with offsets into the frame, as many as its
+    header's count."""
+    offset = 7 + frame[6] + EPOCH_SEQ.size
+    return parse_entries(frame, offset + COUNT.size, COUNT.unpack_from(frame, offset)[0])
 
 
 def message_id(frame: bytes) -> bytes:
@@ -385,7 +429,7 @@ def direct_stream(frame: bytes, after_target: int) -> tuple[bytes, int]:
 
     Direct streams are numbered per (origin, target): their key is the origin's `origin_len origin
     epoch` marked by a leading 0 byte (a DATA stream key starts with the origin's length, never 0)."""
-    header = parse_data_header(frame, after_target)  # (its `hops` reads a body's offset: not used)
+    header = parse_data_header(frame, after_target, counted=False)  # (its `hops` reads a body's offset)
     parse_topic(frame, header.topic_offset)
     return b"\x00" + frame[after_target:header.topic_offset - _SEQ.size], header.seq
 
@@ -414,7 +458,8 @@ def payload_entries(frame: bytes) -> list[tuple[str | int, int, int]]:
     carries one, after its target, origin, epoch and seq."""
     if frame[KIND_AT] == KIND_DATA:
         return data_entries(frame)
-    topic, offset = parse_topic(frame, parse_data_header(frame, _after_target(frame)).topic_offset)
+    header = parse_data_header(frame, _after_target(frame), counted=False)
+    topic, offset = parse_topic(frame, header.topic_offset)
     return [(topic, offset, len(frame))]
 
 

@@ -432,7 +432,8 @@ class Network:
         the number returned is then the one the batch will get."""
         node = self.nodes[name]
         self._apply(node, node.state.publish(topic, message, self.now, seal=seal))
-        return node.state.broadcast.seq + (0 if seal else 1)
+        broadcast = node.state.broadcast
+        return broadcast.last_frame_seq if seal else broadcast.seq + 1
 
     def seal_batch(self, name: str) -> None:
         """End `name`'s turn: its open batch of published messages goes, as under the trio driver."""

@@ -1,0 +1,266 @@
+"""Gap recovery by pull: the cache of recent frames every node keeps, and the ranges it asks peers for.
+
+A DATA frame that does not reach a node (dropped from a full send queue, lost with a link that closed,
+sent while the node was stopped) leaves a *gap* in its origin's stream: the seen-record holds what came
+after it, or a peer's stream positions (the PEERS a new link begins with) say that the stream went
+further than this node got. Flooding's other paths fill most gaps on their own within a round trip;
+for the rest, before giving up, the node asks its peers:
+
+* every node keeps the frames it received or published recently in a `FrameCache`, bounded in bytes
+  (`cacheBytes`), frames, and age (`cacheSeconds`), the role of GossipSub's message cache (mcache,
+  answered for IWANT) and of Plumtree's payload store for GRAFT (the tree's grafts read this same
+  cache);
+* a node that sees a gap older than `PULL_AFTER` sends PULL `{key, first, last}` (a range of message
+  numbers of one stream) to one peer: first the peer that last brought that stream, then each other
+  linked peer in turn (`Pulls`);
+* the peer answers with the cached frames that hold messages of the range, in order and one hop further,
+  at most `ANSWER_FRAMES` frames or `ANSWER_BYTES` bytes, then PULLED `{key, first, last, missing}`:
+  how far it looked (`last`) and the sub-ranges it did not have;
+* the asker goes on from `last + 1` with the same peer, asks the next peer for what was missing, and the
+  next peer too when no PULLED comes within `PULL_TIMEOUT`. While a pull is pending the seen-record
+  keeps the gap open (`repairing`); once every peer has been asked and none had the frames, the gap is
+  given up, and the messages are counted and reported as lost (`messages_lost`), exactly, since frames
+  number messages (`wire.py`).
+
+So a member stalled for less than the cache window catches up with no loss when it resumes, even if
+its links were closed and re-made meanwhile: the new links' positions show what it missed, and it pulls
+it. Pure code: time comes in as `now`.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Sequence
+
+__all__ = ["ANSWER_BYTES", "ANSWER_FRAMES", "PULL_AFTER", "PULL_TIMEOUT", "FrameCache", "Pulls"]
+
+MessageId = tuple[bytes, int]  # (stream key, number of a frame's first message)
+
+# Frames a cache holds at most, whatever their size: ~200 bytes of bookkeeping each, so 50 MiB at most.
+MAX_FRAMES = 1 << 18
+# A gap this old is pulled. Under flooding a copy that overtook another is followed by the other within
+# a link latency or two (ms); waiting a little saves a pull for every reordering, and costs a lost
+# frame this long. GossipSub's heartbeat, after which its IWANTs go out, is 1 s.
+PULL_AFTER = 0.1
+# An asked peer that has not answered within this long is passed over for the next one. Its answer may
+# wait behind a full queue of its own: a second is a deep queue on a loopback link.
+PULL_TIMEOUT = 1.0
+# A gap under repair is kept open this many pull timeouts past `reorderTimeout`: each peer in turn, and
+# rounds of a long catch-up (a range answered in parts).
+PULL_ROUNDS = 8
+# One answer carries at most this much; the asker asks again for the rest (`PULLED.last`). A catch-up
+# after a 10 s stall at 1,000 frames/s is 40 such rounds, each a round trip.
+ANSWER_FRAMES = 256
+ANSWER_BYTES = 4 << 20
+# (stream, first missing) whose asked peers are remembered, so that a gap that stays open after every
+# peer was asked is not asked again without end.
+TRIED_LIMIT = 4096
+
+
+class FrameCache:
+    """Recent DATA frames by (stream key, first message number), oldest first, bounded three ways."""
+
+    def __init__(self, max_bytes: int, max_age: float, max_frames: int = MAX_FRAMES) -> None:
+        self.max_bytes = max_bytes
+        self.max_age = max_age
+        self.max_frames = max_frames
+        self.bytes = 0
+        self._frames: OrderedDict[MessageId, tuple[bytes, int]] = OrderedDict()  # (frame, count)
+        self._times: deque[tuple[float, MessageId]] = deque()
+        # Per stream the first message numbers cached, sorted (entries evicted since are skipped on
+        # lookup, and dropped when the list has twice as many as live ones).
+        self._numbers: dict[bytes, list[int]] = {}
+        self._live: dict[bytes, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def __contains__(self, message: MessageId) -> bool:
+        return message in self._frames
+
+    def get(self, message: MessageId) -> bytes | None:
+        entry = self._frames.get(message)
+        return entry[0] if entry is not None else None
+
+    def add(self, key: bytes, seq: int, count: int, frame: bytes, now: float) -> None:
+        """Keep `frame`, which holds messages `seq` .. `seq + count - 1` of stream `key` (once: a frame
+        already kept stays as it is)."""
+        message = (key, seq)
+        if message in self._frames:
+            return
+        self._frames[message] = (frame, count)
+        self._times.append((now, message))
+        self.bytes += len(frame)
+        numbers = self._numbers.get(key)
+        if numbers is None:
+            numbers = self._numbers[key] = []
+        if not numbers or seq > numbers[-1]:
+            numbers.append(seq)
+        else:
+            bisect.insort(numbers, seq)
+        self._live[key] = self._live.get(key, 0) + 1
+        while self._frames and (len(self._frames) > self.max_frames or self.bytes > self.max_bytes):
+            self._drop(*self._frames.popitem(last=False))
+
+    def expire(self, now: float) -> None:
+        """Drop the frames older than `max_age` (some may have gone for size already)."""
+        times, frames = self._times, self._frames
+        cutoff = now - self.max_age
+        while times and times[0][0] < cutoff:
+            message = times.popleft()[1]
+            entry = frames.pop(message, None)
+            if entry is not None:
+                self._drop(message, entry)
+        if not frames:
+            times.clear()
+
+    def _drop(self, message: MessageId, entry: tuple[bytes, int]) -> None:
+        self.bytes -= len(entry[0])
+        key = message[0]
+        live = self._live[key] - 1
+        if live == 0:
+            del self._live[key], self._numbers[key]
+            return
+        self._live[key] = live
+        numbers = self._numbers[key]
+        if len(numbers) > 2 * live + 16:
+            frames = self._frames
+            self._numbers[key] = [seq for seq in numbers if (key, seq) in frames]
+
+    def range(self, key: bytes, first: int, last: int, max_frames: int = ANSWER_FRAMES,
+              max_bytes: int = ANSWER_BYTES) -> tuple[list[bytes], int, list[tuple[int, int]]]:
+        """The cached frames holding messages `first` .. `last` of stream `key`, in order, within the
+        budget: (frames, the last message number looked at, the sub-ranges not cached)."""
+        numbers = self._numbers.get(key, [])
+        frames = self._frames
+        found: list[bytes] = []
+        missing: list[tuple[int, int]] = []
+        size = 0
+        expected = first  # the next message number not yet accounted for
+        # A frame that starts before `first` may hold it: start from the last number <= first.
+        index = max(bisect.bisect_right(numbers, first) - 1, 0)
+        while index < len(numbers) and expected <= last:
+            seq = numbers[index]
+            index += 1
+            entry = frames.get((key, seq))
+            if entry is None:
+                continue
+            frame, count = entry
+            if seq + count - 1 < expected:
+                continue  # wholly before the range
+            if seq > last:
+                break
+            if len(found) >= max_frames or (found and size + len(frame) > max_bytes):
+                return found, expected - 1, missing
+            if seq > expected:
+                missing.append((expected, seq - 1))
+            found.append(frame)
+            size += len(frame)
+            expected = seq + count
+        if expected <= last:
+            missing.append((expected, last))
+        return found, last, missing
+
+
+class _Want:
+    __slots__ = ("key", "first", "last", "peer", "deadline")
+
+    def __init__(self, key: bytes, first: int, last: int, peer: bytes, deadline: float) -> None:
+        self.key = key
+        self.first = first
+        self.last = last
+        self.peer = peer  # asked, answer pending
+        self.deadline = deadline
+
+
+class Pulls:
+    """The ranges asked of peers and not answered yet, and which peers each gap has been asked of."""
+
+    def __init__(self, timeout: float = PULL_TIMEOUT) -> None:
+        self.timeout = timeout
+        self._wants: list[_Want] = []
+        # (stream key, first missing number) -> peers asked for it, oldest first.
+        self._tried: OrderedDict[MessageId, list[bytes]] = OrderedDict()
+        self.wakeup = float("inf")
+
+    def __len__(self) -> int:
+        return len(self._wants)
+
+    def pending(self) -> list[tuple[bytes, int, int, bytes]]:
+        """(key, first, last, peer asked) of each pull waiting for its answer."""
+        return [(w.key, w.first, w.last, w.peer) for w in self._wants]
+
+    def repairing(self, key: bytes, seq: int) -> bool:
+        """Is message `seq` of stream `key` asked of a peer, answer pending?"""
+        return any(w.key == key and w.first <= seq <= w.last for w in self._wants)
+
+    def want(self, key: bytes, first: int, last: int, candidates: Sequence[bytes],
+             now: float) -> tuple[bytes, int, int] | None:
+        """Messages `first` .. `last` of stream `key` are missing: return the PULL to send, as (peer,
+        first, last), unless a pending pull covers them or every candidate was asked already."""
+        if last < first or any(w.key == key and w.first <= first and last <= w.last for w in self._wants):
+            return None
+        return self._ask(key, first, last, candidates, now)
+
+    def _ask(self, key: bytes, first: int, last: int, candidates: Sequence[bytes],
+             now: float) -> tuple[bytes, int, int] | None:
+        tried = self._tried.get((key, first))
+        peer = next((p for p in candidates if tried is None or p not in tried), None)
+        if peer is None:
+            return None
+        if tried is None:
+            tried = self._tried[(key, first)] = []
+            while len(self._tried) > TRIED_LIMIT:
+                self._tried.popitem(last=False)
+        tried.append(peer)
+        self._wants.append(_Want(key, first, last, peer, now + self.timeout))
+        self.wakeup = min(self.wakeup, now + self.timeout)
+        return peer, first, last
+
+    def answered(self, peer: bytes, key: bytes, first: int, looked_to: int,
+                 missing: Iterable[tuple[int, int]], candidates: Sequence[bytes],
+                 now: float) -> list[tuple[bytes, int, int]]:
+        """`peer` answered the pull of `key` from `first`: it sent what it had up to `looked_to` and
+        lacked `missing`. Return the pulls to send next: the rest of the range of the same peer, the
+        missing parts of the next peers."""
+        want = next((w for w in self._wants if w.peer == peer and w.key == key and w.first == first), None)
+        if want is None:
+            return []  # answered late, after it was passed on (or never asked)
+        self._wants.remove(want)
+        asks = []
+        if looked_to < want.last:  # more to come from this peer
+            self._tried.pop((key, looked_to + 1), None)
+            ask = self._ask(key, looked_to + 1, want.last, [peer], now)
+            if ask is not None:
+                asks.append(ask)
+        for low, high in missing:
+            low, high = max(low, want.first), min(high, looked_to)
+            if low > high:
+                continue
+            # The same history as the range it came from: a peer asked for it is not asked again.
+            history = self._tried.get((key, first), [peer])
+            self._tried[(key, low)] = list(history)
+            ask = self._ask(key, low, high, candidates, now)
+            if ask is not None:
+                asks.append(ask)
+        return asks
+
+    def due(self, now: float, candidates_of: dict[bytes, Sequence[bytes]] | None = None,
+            linked: Sequence[bytes] = ()) -> list[tuple[bytes, bytes, int, int]]:
+        """Pulls whose peer did not answer in time (or whose link went): each passed to the next peer.
+        Returns (peer, key, first, last) of the pulls to send."""
+        asks: list[tuple[bytes, bytes, int, int]] = []
+        late = [w for w in self._wants if w.deadline <= now or w.peer not in linked]
+        for want in late:
+            self._wants.remove(want)
+            candidates = (candidates_of or {}).get(want.key, linked)
+            ask = self._ask(want.key, want.first, want.last, candidates, now)
+            if ask is not None:
+                asks.append((ask[0], want.key, ask[1], ask[2]))
+        self.wakeup = min((w.deadline for w in self._wants), default=float("inf"))
+        return asks
+
+    def asked(self, key: bytes, first: int) -> list[bytes]:
+        """The peers asked so far for the gap of `key` that starts at `first`."""
+        return list(self._tried.get((key, first), ()))
