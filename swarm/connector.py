@@ -17,10 +17,10 @@ from collections.abc import Callable
 from typing import Any
 
 from . import __version__
-from .node import ASYNC_BACKLOG, EVENTS, Node, NodeError
+from .node import EVENTS, Node, NodeError
 from .protocol.actions import Deliver
 
-__all__ = ["ASYNC_BACKLOG", "EVENTS", "Connector", "NodeError"]
+__all__ = ["EVENTS", "Connector", "NodeError"]
 
 
 class Connector(Node):

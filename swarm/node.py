@@ -7,16 +7,25 @@ to it, and the queue of async callbacks. A face adds only its own spelling of pu
 direct messages, and says with which arguments a subscriber is called (`_arguments`).
 
 Callbacks run in the node's own task, in per-origin order, each with its own decoded copy of the
-message. A plain function is called inline; an async one is queued to a single delivery task, so its
-order is kept too and a slow one slows reading (TCP backpressure) rather than growing memory. A callback
-that raises is logged, counted and reported as an `error` event; the node goes on.
+message. **Relaying never waits for them**: the engine forwards a frame before it hands its messages
+over, and the messages go into the node's delivery queue, bounded in bytes (`deliveryQueueBytes`), which
+one delivery task empties in order, a slice of `DELIVERY_SLICE` at a time before it lets the readers
+and writers run again. An async callback is awaited there, so its order is kept too. A cheap plain
+callback is called at once while the queue is empty (no task switch on the latency path); one that took
+longer than `INLINE_LIMIT` sends the deliveries through the queue for `INLINE_COOLDOWN`. When the
+callbacks fall `deliveryQueueBytes` behind, further messages are dropped for the local subscribers only
+(never for the relaying), counted per origin (`slow_consumer_dropped`), and reported as an `error` event
+with code `slow_consumer`, at most once a second with the exact counts since the last report: NATS's
+slow-consumer rule, so that a slow *application* never turns into a slow *relay*. A callback that raises
+is logged, counted and reported as an `error` event; the node goes on.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-from collections import deque
+import time
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -30,13 +39,22 @@ from .protocol.wire import decode_message
 from .transport import tls
 from .transport.engine import Engine
 
-__all__ = ["ASYNC_BACKLOG", "EVENTS", "Node", "NodeError", "check_topic"]
+__all__ = ["DELIVERY_SLICE", "EVENTS", "Node", "NodeError", "check_topic"]
 
 log = logging.getLogger("swarm")
 
 EVENTS = ("ready", "error", "close")
-# Async callbacks queued beyond this make the reader wait: memory stays bounded.
-ASYNC_BACKLOG = 4096
+# The delivery task runs callbacks for this long at most before it yields to the readers and writers:
+# relaying waits this long at worst for a burst of cheap callbacks (or for one slow callback).
+DELIVERY_SLICE = 0.002
+# A plain callback that returns within this is called at once while the queue is empty; a slower one
+# sends the deliveries through the queue (and its task) for INLINE_COOLDOWN seconds.
+INLINE_LIMIT = 0.0005
+INLINE_COOLDOWN = 10.0
+# What a queued delivery costs besides its message's bytes (the objects that hold it).
+DELIVERY_OVERHEAD = 128
+# Slow-consumer drops are reported at most this often, with the exact counts since the last report.
+SLOW_REPORT_INTERVAL = 1.0
 
 
 class NodeError(SwarmError):
@@ -68,13 +86,20 @@ class Node:
         self._handlers: dict[str, list[Callable[..., Any]]] = {event: [] for event in EVENTS}
         self._callbacks: dict[str | int, list[Callable[..., Any]]] = {}
         self._engine = Engine(self.options, deliver=self._on_deliver, ready=self._on_ready,
-                              error=self._on_error, topics=self._callbacks,
-                              delivery_room=self._delivery_room)
+                              error=self._on_error, topics=self._callbacks, lost=self._slow_losses)
         self.counters = self._engine.counters  # the node's one set of counters
         self._ready_event = trio.Event()
-        self._async_queue: deque[tuple[Callable[..., Any], Any]] = deque()
-        self._async_wakeup = trio.Event()
-        self._async_room = trio.lowlevel.ParkingLot()
+        # Deliveries waiting for the callbacks (a Deliver, or a callback's awaitable still to await), and
+        # the bytes they hold (bounded by deliveryQueueBytes).
+        self._deliveries: deque[Deliver | tuple[Callable[..., Any], Any]] = deque()
+        self._delivery_bytes = 0
+        self._delivery_limit = self.options.deliveryQueueBytes
+        self._delivery_wakeup = trio.Event()
+        self._delivering = False  # the delivery task is inside a slice (the queue's order is its)
+        self._inline_until = 0.0  # inline calls stay off until then (a slow callback was seen)
+        self._slow_unreported: Counter[str] = Counter()
+        self._slow_total: Counter[str] = Counter()
+        self._next_slow_report = 0.0
         self._nursery_manager: Any = None
         self._scope = trio.CancelScope()
         self._closed = False
@@ -112,7 +137,7 @@ class Node:
         with self._scope:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self._engine.run)
-                nursery.start_soon(self._run_async_callbacks)
+                nursery.start_soon(self._run_deliveries)
                 await self._start_services(nursery)
                 task_status.started()
 
@@ -127,11 +152,11 @@ class Node:
         if self._nursery_manager is not None:
             await self._engine.close()
             self._scope.cancel()
-        for _, awaitable in self._async_queue:
-            close = getattr(awaitable, "close", None)
+        for item in self._deliveries:
+            close = getattr(item[1], "close", None) if isinstance(item, tuple) else None
             if close is not None:
                 close()  # a coroutine never to be awaited: close it rather than leak a warning
-        self._async_queue.clear()
+        self._deliveries.clear()
         self._emit("close")
 
     @property
@@ -145,8 +170,14 @@ class Node:
         await self._ready_event.wait()
 
     def _check_running(self) -> None:
+        """Before a publish or a direct message: the node runs, and the cluster does not refuse it."""
         if not self._engine.running or self._closed:
             raise RuntimeError(f"the {self._kind} is not running")
+        conflict = self._engine.name_conflict
+        if conflict is not None:
+            raise NodeError("name_conflict", f"not sent: serverName {self.server_name!r} is held by another "
+                            f"live process at {conflict['holder']}, and the cluster refuses this one "
+                            f"({conflict['reason']})")
 
     # ------------------------------------------------------------------ events
 
@@ -173,6 +204,10 @@ class Node:
 
     def _on_error(self, code: str, text: str) -> None:
         self.counters[C.error_counter(code)] += 1
+        if code == "name_conflict":  # the cluster refuses us: not ready until a peer links us again
+            self.is_ready = False
+            if self._ready_event.is_set():
+                self._ready_event = trio.Event()
         self._emit("error", NodeError(code, text))
 
     # ------------------------------------------------------------------ subscriptions
@@ -195,9 +230,10 @@ class Node:
     # ------------------------------------------------------------------ flow and operations
 
     async def drain(self) -> None:
-        """Wait until every peer's send queue has room again (asyncio's StreamWriter.drain)."""
+        """Wait until the node can send again (asyncio's StreamWriter.drain): until the send queue of
+        every link that keeps up is at most half full. A lagging link (a slow or stalled peer) does not
+        hold it back: that peer pulls what its queue dropped."""
         await self._engine.drain()
-        await self._delivery_room()
 
     async def flush(self) -> None:
         """Wait until every send queue is empty: all published so far is handed to the kernel."""
@@ -228,6 +264,48 @@ class Node:
         raise NotImplementedError
 
     def _on_deliver(self, delivery: Deliver) -> None:
+        """The engine hands over a message (after relaying its frame): call the callbacks now if they are
+        cheap and nothing waits before it, else queue it, or drop it if the queue is full."""
+        if not self._deliveries and not self._delivering and self._inline_until == 0.0:
+            start = time.perf_counter()
+            self._dispatch(delivery, None)
+            if time.perf_counter() - start > INLINE_LIMIT:
+                self._inline_until = trio.current_time() + INLINE_COOLDOWN
+            return
+        if self._inline_until and trio.current_time() >= self._inline_until and not self._deliveries:
+            self._inline_until = 0.0
+        size = delivery.end - delivery.offset + DELIVERY_OVERHEAD
+        if self._delivery_bytes + size > self._delivery_limit:
+            self._slow_consumer(delivery.origin)
+            return
+        self._delivery_bytes += size
+        self._deliveries.append(delivery)
+        if len(self._deliveries) == 1:
+            self._delivery_wakeup.set()
+
+    def _slow_consumer(self, origin: str) -> None:
+        """Drop a message for the local subscribers: their queue is full. Count it, report it."""
+        self.counters[C.SLOW_CONSUMER_DROPPED] += 1
+        self._slow_unreported[origin] += 1
+        self._slow_total[origin] += 1
+        now = trio.current_time()
+        if now >= self._next_slow_report:
+            self._next_slow_report = now + SLOW_REPORT_INTERVAL
+            parts = ", ".join(f"{count} of {name}" for name, count in self._slow_unreported.items())
+            total = sum(self._slow_unreported.values())
+            self._slow_unreported.clear()
+            self._on_error("slow_consumer", f"subscribers fell deliveryQueueBytes "
+                           f"({self._delivery_limit} bytes) behind: {total} messages dropped for them "
+                           f"since the last report ({parts}); relaying goes on")
+
+    def _slow_losses(self) -> dict[str, Any]:
+        """What `status` shows of the slow-consumer drops: per origin since start, and not yet reported."""
+        return {"slow_consumer_dropped": dict(self._slow_total), "delivery_queue": len(self._deliveries),
+                "delivery_queue_bytes": self._delivery_bytes}
+
+    def _dispatch(self, delivery: Deliver, awaitables: list[tuple[Callable[..., Any], Any]] | None) -> None:
+        """Call the callbacks of `delivery`'s topic. An async one's awaitable goes to `awaitables` (the
+        delivery task awaits it at once), or to the front of the queue when called inline."""
         callbacks = self._callbacks.get(delivery.topic)
         if not callbacks:
             self.counters[C.DROPPED_AFTER_UNSUBSCRIBE] += 1
@@ -239,17 +317,19 @@ class Node:
             except Exception as error:
                 self._on_error("malformed", f"message from {delivery.origin} does not decode: {error}")
                 return
-            self._call(callback, self._arguments(message, delivery))
-
-    def _call(self, callback: Callable[..., Any], arguments: tuple[Any, ...]) -> None:
-        try:
-            result = callback(*arguments)
-        except Exception as error:
-            self._callback_failed(callback, error)
-            return
-        if result is not None and inspect.isawaitable(result):
-            self._async_queue.append((callback, result))
-            self._async_wakeup.set()
+            try:
+                result = callback(*self._arguments(message, delivery))
+            except Exception as error:
+                self._callback_failed(callback, error)
+                continue
+            if result is not None and inspect.isawaitable(result):
+                if awaitables is not None:
+                    awaitables.append((callback, result))
+                else:
+                    self._deliveries.append((callback, result))
+                    self._delivery_bytes += DELIVERY_OVERHEAD
+                    if len(self._deliveries) == 1:
+                        self._delivery_wakeup.set()
 
     def _callback_failed(self, callback: Callable[..., Any], error: BaseException) -> None:
         log.error("%s: subscriber %r raised", self.server_name, callback, exc_info=error)
@@ -257,21 +337,36 @@ class Node:
         self._on_error("callback", f"subscriber {getattr(callback, '__qualname__', callback)!r} raised "
                                    f"{type(error).__name__}: {error}")
 
-    async def _delivery_room(self) -> None:
-        """Wait while more than ASYNC_BACKLOG async callbacks are queued."""
-        while len(self._async_queue) > ASYNC_BACKLOG:
-            await self._async_room.park()
-
-    async def _run_async_callbacks(self) -> None:
-        queue = self._async_queue
+    async def _run_deliveries(self) -> None:
+        """Empty the delivery queue in order, a slice at a time, awaiting async callbacks in turn."""
+        queue = self._deliveries
+        clock = time.perf_counter
         while True:
             while not queue:
-                self._async_wakeup = trio.Event()
-                await self._async_wakeup.wait()
-            callback, awaitable = queue.popleft()
-            if len(queue) <= ASYNC_BACKLOG // 2:
-                self._async_room.unpark_all()
+                self._delivery_wakeup = trio.Event()
+                await self._delivery_wakeup.wait()
+            self._delivering = True
             try:
-                await awaitable
-            except Exception as error:
-                self._callback_failed(callback, error)
+                start = clock()
+                while queue and clock() - start < DELIVERY_SLICE:
+                    item = queue.popleft()
+                    if isinstance(item, tuple):
+                        self._delivery_bytes -= DELIVERY_OVERHEAD
+                        await self._await_callback(*item)
+                        break  # it yielded: the slice is over
+                    self._delivery_bytes -= item.end - item.offset + DELIVERY_OVERHEAD
+                    awaitables: list[tuple[Callable[..., Any], Any]] = []
+                    self._dispatch(item, awaitables)
+                    for callback, awaitable in awaitables:
+                        await self._await_callback(callback, awaitable)
+                    if awaitables:
+                        break
+            finally:
+                self._delivering = False
+            await trio.lowlevel.checkpoint()  # the readers and writers run between two slices
+
+    async def _await_callback(self, callback: Callable[..., Any], awaitable: Any) -> None:
+        try:
+            await awaitable
+        except Exception as error:
+            self._callback_failed(callback, error)

@@ -25,9 +25,16 @@ core with the connection; without it, links are the plain `SocketStream`s and no
 path. A connection whose TLS handshake fails never reaches the core: it is counted, logged and
 reported here.
 
-Queues are bounded (`sendQueueSize` frames per link). A frame that finds its queue full is dropped and
-counted, never buffered without bound; producers that must not lose anything `await drain()`, which waits
-until every queue is at most half full.
+Queues are bounded per link, in frames (`sendQueueSize`) and bytes (`sendQueueBytes`). **A slow link
+costs only that link**: no reader ever pauses because a queue it forwards into is full (one stalled peer
+would stall every link of its neighbours, and their neighbours in turn). A frame that finds its queue
+full is dropped on that link only and counted by message; the peer recovers it by pull from a peer's frame
+cache (`swarm.protocol.recovery`), or gets it by another path. A link whose queue stays over half full
+for `LAG_GRACE` *lags*: `drain()`, which producers await, waits until every link that does not lag is at
+most half full, so a publisher is paced by the node's ability to send, never by its slowest peer. A link
+that lags for `SLOW_LINK_CUT` failure timeouts is cut loose, and told why in a REFUSE (code
+`slow_consumer`), as Redis's client-output-buffer-limit and NATS's slow-consumer disconnect cut theirs;
+the peer reconnects and pulls what it missed.
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ import socket
 import ssl
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 import trio
@@ -73,14 +80,13 @@ PEERS_FILE_INTERVAL = 5.0
 CLOSE_FLUSH_TIMEOUT = 2.0
 # How long a connection closed with `flush` (after a REFUSE) may take to write its last frames.
 LINK_FLUSH_TIMEOUT = 1.0
-# A reader pauses while a queue it forwards into is over half full, so a relay slows its upstream
-# (TCP backpressure) instead of dropping frames. The pause is bounded: on a cycle of full queues
-# (A waits for B, B for C, C for A) waiting for ever would deadlock; after this long the reader
-# goes on and a full queue drops (and counts) instead.
-CONGESTION_WAIT = 1.0
-# Frames handled between two checks: with up to maxPeers readers each adding this many before they
-# look, the other half of a queue is the headroom.
-CONGESTION_CHECK_EVERY = 128
+# A queue over half full for this long lags: `drain()` stops waiting for it. A burst that a healthy peer
+# reads in a few hundred ms still paces the publisher; a peer that cannot keep up no longer does.
+LAG_GRACE = 1.0
+# A link that lags for this many `failureTimeout`s is cut (a stalled peer is cut sooner by the failure
+# detector, which hears nothing from it; this one still talks, but reads too slowly). Redis's pub/sub
+# soft limit is 8 MiB for 60 s; here the queue bounds are the hard limit, and this the soft one.
+SLOW_LINK_CUT = 2
 # After refusing a connection (a TLS alert, or a REFUSE to a plaintext peer), how long its bytes are
 # read and thrown away so that closing does not reset the connection before the peer has read why.
 REFUSAL_LINGER = 1.0
@@ -92,21 +98,25 @@ TLS_REPORT_KEYS = 1024
 class SendQueue:
     """A bounded queue of frames for one link, with wake-ups for its writer and for `drain`."""
 
-    __slots__ = ("frames", "limit", "_nonempty", "closed", "_poked", "partial_head")
+    __slots__ = ("frames", "limit", "byte_limit", "bytes", "_nonempty", "closed", "_poked", "partial_head")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, byte_limit: int = 1 << 62) -> None:
         self.frames: deque[bytes] = deque()
         self.limit = limit
+        self.byte_limit = byte_limit
+        self.bytes = 0
         self._nonempty = trio.Event()
         self.closed = False
         self._poked = False
         self.partial_head = False  # frames[0] is the unwritten tail of a frame begun by a direct write
 
     def put(self, frame: bytes) -> bool:
-        """Queue `frame`; False (and nothing queued) if the queue is full or closed."""
-        if self.closed or len(self.frames) >= self.limit:
+        """Queue `frame`; False (and nothing queued) if the queue is full (in frames or bytes) or closed."""
+        if self.closed or len(self.frames) >= self.limit or (
+                self.bytes + len(frame) > self.byte_limit and self.frames):
             return False
         self.frames.append(frame)
+        self.bytes += len(frame)
         if len(self.frames) == 1:
             self._nonempty.set()
         return True
@@ -115,13 +125,21 @@ class SendQueue:
         """Queue the unwritten tail of a frame a direct write began: first in line, and bound to this
         connection (never moved to a successor: the peer has its beginning)."""
         self.frames.appendleft(rest)
+        self.bytes += len(rest)
         self.partial_head = True
         self._nonempty.set()
 
     def take(self) -> bytes:
         """All queued frames joined (up to MAX_WRITE_BYTES), removed from the queue."""
         self.partial_head = False
-        return join_frames(self.frames)
+        data = join_frames(self.frames)
+        self.bytes = self.bytes - len(data) if self.frames else 0
+        return data
+
+    @property
+    def over_half(self) -> bool:
+        """Is the queue more than half full, in frames or in bytes?"""
+        return len(self.frames) * 2 > self.limit or self.bytes * 2 > self.byte_limit
 
     def finish(self, final: bytes, *, keep_data: bool) -> list[bytes]:
         """Close the queue for new frames, with `final` as its last; return the DATA frames taken out.
@@ -142,6 +160,7 @@ class SendQueue:
         self.frames.clear()
         self.frames.extend(kept)
         self.frames.append(final)
+        self.bytes = sum(map(len, self.frames))
         self.closed = True
         self._nonempty.set()
         return unsent
@@ -163,15 +182,16 @@ class Link:
     """One TCP connection and what belongs to it."""
 
     __slots__ = ("id", "stream", "queue", "scope", "retiring", "final", "close_reason", "outbound",
-                 "identity", "peer_serial", "where", "fd", "writer_idle")
+                 "identity", "peer_serial", "where", "fd", "writer_idle", "over_half_since", "lagging")
 
-    def __init__(self, conn_id: int, stream: trio.abc.Stream, queue_limit: int, outbound: bool) -> None:
+    def __init__(self, conn_id: int, stream: trio.abc.Stream, queue_limit: int, outbound: bool,
+                 queue_bytes: int = 1 << 62) -> None:
         self.id = conn_id
         self.identity: str | None = None  # the name in the peer's TLS certificate
         self.peer_serial: int | None = None
         self.where = ""  # "the link to host:port" / "the connection from host:port", for TLS errors
         self.stream = stream
-        self.queue = SendQueue(queue_limit)
+        self.queue = SendQueue(queue_limit, queue_bytes)
         self.scope = trio.CancelScope()
         self.retiring = False
         self.final: bytes | None = None
@@ -181,6 +201,8 @@ class Link:
         # only the SSLStream may write.
         self.fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
         self.writer_idle = False  # the writer waits for frames (it is not inside send_all)
+        self.over_half_since: float | None = None  # since when its queue is over half full (ticker's view)
+        self.lagging = False  # over half full for LAG_GRACE: drain() does not wait for it
 
 
 class Engine:
@@ -189,16 +211,15 @@ class Engine:
     def __init__(self, options: Options, *, deliver: Callable[[act.Deliver], None],
                  ready: Callable[[], None], error: Callable[[str, str], None],
                  topics: Collection[str | int] = (),
-                 delivery_room: Callable[[], Awaitable[None]] | None = None,
+                 lost: Callable[[], dict[str, Any]] | None = None,
                  rng: random.Random | None = None) -> None:
+        """`lost`: what the node dropped for its own subscribers (shown in `status`)."""
         self.options = options
         self._deliver = deliver
         # The application's subscriptions (the node's callback registry): the core reads it on every
         # delivery, so they are kept in that one place.
         self._topics = topics
-        # Awaited after each read: lets the application's slow (async) callbacks hold the reader back,
-        # so TCP backpressure, not memory, absorbs a burst.
-        self._delivery_room = delivery_room
+        self._lost = lost
         self._ready = ready
         self._error = error
         self._rng = rng or random.Random()
@@ -279,6 +300,11 @@ class Engine:
     # ------------------------------------------------------------------ application side
 
     @property
+    def name_conflict(self) -> dict[str, Any] | None:
+        """Set while peers refuse this node because another live process holds its name."""
+        return self.core.links.name_conflict if self.core is not None else None
+
+    @property
     def running(self) -> bool:
         """Is the node serving (started and not closed)?"""
         return self.core is not None and not self._closed.is_set()
@@ -312,9 +338,9 @@ class Engine:
             await self._room.park()
 
     async def drain(self) -> None:
-        """Wait until every link's send queue is at most half full."""
+        """Wait until the send queue of every link that does not lag is at most half full."""
         while True:
-            if all(len(link.queue.frames) * 2 <= link.queue.limit for link in self._links.values()):
+            if all(link.lagging or not link.queue.over_half for link in self._links.values()):
                 return
             await self._room.park()
 
@@ -322,6 +348,10 @@ class Engine:
         assert self.core is not None
         status = self.core.status()  # its counters are ours too: one set per node
         status["queued"] = {link.id: len(link.queue.frames) for link in self._links.values()}
+        status["queued_bytes"] = {link.id: link.queue.bytes for link in self._links.values()}
+        status["lagging"] = sorted(link.id for link in self._links.values() if link.lagging)
+        if self._lost is not None:
+            status.update(self._lost())
         if self._tls is not None:
             # Our certificate, the CAs trusted, and the serial of the certificate each linked peer showed.
             status["tls"] = dict(self._tls.status(), peers={
@@ -408,11 +438,19 @@ class Engine:
                 self._write_directly(link, data)
                 continue
             if not link.queue.put(data):
-                self.counters[C.SEND_QUEUE_OVERFLOW] += 1
-                if self.counters[C.SEND_QUEUE_OVERFLOW] & (self.counters[C.SEND_QUEUE_OVERFLOW] - 1) == 0:
-                    # Report the 1st, 2nd, 4th, 8th... overflow: visible, but no error storm.
-                    self._error("overflow", f"send queue of link {conn_id} full: "
-                                f"{self.counters[C.SEND_QUEUE_OVERFLOW]} frames dropped so far")
+                self._overflowed(conn_id, data)
+
+    def _overflowed(self, conn_id: int, frame: bytes) -> None:
+        """`frame` found the queue of link `conn_id` full: dropped on that link only, counted by message."""
+        counters = self.counters
+        counters[C.SEND_QUEUE_OVERFLOW] += 1
+        counters[C.SEND_QUEUE_OVERFLOW_MESSAGES] += wire.messages_in(frame)
+        frames = counters[C.SEND_QUEUE_OVERFLOW]
+        if frames & (frames - 1) == 0:
+            # Report the 1st, 2nd, 4th, 8th... overflow: visible, but no error storm.
+            self._error("overflow", f"send queue of link {conn_id} full: {frames} frames "
+                        f"({counters[C.SEND_QUEUE_OVERFLOW_MESSAGES]} messages) dropped on slow links so "
+                        "far; their peers pull them from a cache or get them by another path")
 
     def _write_directly(self, link: Link, data: bytes) -> None:
         # The writer is parked waiting for frames, so nothing else writes this socket now (trio is one
@@ -593,7 +631,8 @@ class Engine:
                         peer: _TlsPeer | None = None) -> None:
         core = self.core
         assert core is not None
-        link = Link(next(self._ids), stream, self.options.sendQueueSize, outbound)
+        link = Link(next(self._ids), stream, self.options.sendQueueSize, outbound,
+                    self.options.sendQueueBytes)
         if peer is not None:
             link.where, link.identity, link.peer_serial = peer.where, peer.name, peer.serial
         self._links[link.id] = link
@@ -613,6 +652,7 @@ class Engine:
             dropped = len(link.queue.frames)
             if dropped and not link.retiring:
                 self.counters[C.DROPPED_ON_CLOSE] += dropped
+                self.counters[C.DROPPED_ON_CLOSE_MESSAGES] += sum(map(wire.messages_in, link.queue.frames))
             self._room.unpark_all()
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(stream)
@@ -626,7 +666,6 @@ class Engine:
         apply = self._apply
         on_frame = core.on_frame
         conn_id = link.id
-        delivery_room = self._delivery_room
         while True:
             data = await receive(RECEIVE_SIZE)
             if not data:
@@ -642,31 +681,12 @@ class Engine:
                 apply(core.on_stream_error(conn_id, reason, trio.current_time()))
                 return
             now = trio.current_time()
-            for index, body in enumerate(frames, 1):
+            # Nothing here waits for room: a slow link costs only that link (the module docstring). The
+            # next receive is a schedule point, where the writers and the delivery task run.
+            for body in frames:
                 actions = on_frame(conn_id, body, now)
                 if actions:
                     apply(actions)
-                if index % CONGESTION_CHECK_EVERY == 0 and self._congested(link):
-                    await self._wait_for_room(link)
-            if self._congested(link):
-                await self._wait_for_room(link)
-            if delivery_room is not None:
-                await delivery_room()
-
-    def _congested(self, reading: Link) -> bool:
-        """Is a queue that frames read from `reading` are forwarded into over half full?"""
-        for link in self._links.values():
-            queue = link.queue
-            if link is not reading and len(queue.frames) * 2 > queue.limit and not queue.closed:
-                return True
-        return False
-
-    async def _wait_for_room(self, reading: Link) -> None:
-        with trio.move_on_after(CONGESTION_WAIT) as scope:
-            while self._congested(reading):
-                await self._room.park()
-        if scope.cancelled_caught:
-            self.counters[C.CONGESTION_TIMEOUTS] += 1
 
     async def _writer(self, link: Link) -> None:
         try:
@@ -727,6 +747,42 @@ class Engine:
                 await trio.sleep_forever()
             self._wake_at = float("inf")  # the core asks again for what is still ahead
             self._apply(core.on_tick(trio.current_time()))
+            self._watch_queues(trio.current_time())
+
+    def _watch_queues(self, now: float) -> None:
+        """Mark the links whose queue stayed over half full for LAG_GRACE as lagging (drain() no longer
+        waits for them), and cut the ones that lagged for SLOW_LINK_CUT failure timeouts."""
+        changed = False
+        cut_after = SLOW_LINK_CUT * self.options.failureTimeout
+        for link in list(self._links.values()):
+            queue = link.queue
+            if queue.closed or not queue.over_half:
+                if link.over_half_since is not None:
+                    link.over_half_since, changed = None, changed or link.lagging
+                    link.lagging = False
+                continue
+            if link.over_half_since is None:
+                link.over_half_since = now
+            elif not link.lagging and now - link.over_half_since >= LAG_GRACE:
+                link.lagging = changed = True
+            elif link.lagging and now - link.over_half_since >= cut_after:
+                self._cut_slow(link, now - link.over_half_since)
+        if changed:
+            self._room.unpark_all()  # drain() re-checks
+
+    def _cut_slow(self, link: Link, lagged: float) -> None:
+        """Close a link whose peer reads too slowly, telling it why (after what it was already sent of
+        control frames; its queued DATA is dropped, and pulled by the peer when it reconnects)."""
+        reason = (f"slow consumer: {self.options.serverName}'s send queue to this node stayed over half full "
+                  f"for {lagged:.1f}s ({len(link.queue.frames)} frames, {link.queue.bytes} bytes)")
+        self.counters[C.SLOW_LINKS_CUT] += 1
+        log.warning("%s: cutting link %d: %s", self.options.serverName, link.id, reason)
+        refusal = wire.encode_control(wire.KIND_REFUSE, {"reason": reason, "code": "slow_consumer"})
+        dropped = link.queue.finish(refusal, keep_data=False)
+        self.counters[C.DROPPED_ON_CLOSE] += len(dropped)
+        self.counters[C.DROPPED_ON_CLOSE_MESSAGES] += sum(map(wire.messages_in, dropped))
+        link.close_reason = reason
+        link.scope.deadline = trio.current_time() + LINK_FLUSH_TIMEOUT
 
 
 class _HandshakeFailed(Exception):
