@@ -150,8 +150,8 @@ DROPPED_ON_CLOSE = _declare(TRANSPORT, "dropped_on_close", "frames still queued 
 DROPPED_ON_CLOSE_MESSAGES = _declare(TRANSPORT, "dropped_on_close_messages",
                                      "messages in the frames of `dropped_on_close`")
 SLOW_LINKS_CUT = _declare(TRANSPORT, "slow_links_cut",
-                          "links closed because the peer read nothing for `failureTimeout` while its queue "
-                          "was over half full (told why in a REFUSE)")
+                          "links cut because their queue stayed over half full for 2 x `failureTimeout` "
+                          "(a peer that reads too slowly; told why in a REFUSE with code `slow_consumer`)")
 DROPPED_ON_RETIRE = _declare(TRANSPORT, "dropped_on_retire",
                              "frames of a retired duplicate connection that its successor had no room for")
 DIRECT_WRITES = _declare(TRANSPORT, "direct_writes",

@@ -143,6 +143,11 @@ class Links:
         if conn.state != HANDSHAKE:
             raise ProtocolError("second HELLO on one connection")
         version = fields.get("version")
+        if not _integer(version):
+            # Not another version: not a swarm HELLO at all (say so, rather than "version '3' is not 3").
+            self.refuse(conn, f"HELLO version must be an integer, got {type(version).__name__} {version!r}",
+                        C.VERSION_MISMATCH)
+            return None
         if version != wire.PROTOCOL_VERSION:
             self.refuse(conn, f"protocol version {version!r} is not supported (this node speaks "
                               f"{wire.PROTOCOL_VERSION})", C.VERSION_MISMATCH)
