@@ -109,7 +109,8 @@ async def test_a_direct_write_cut_short_is_finished_by_the_writer_intact() -> No
         await stream.aclose()
     assert cut == 1
     # Messages numbered 1, 2, 3... across the frames: each frame starts where the one before it ended.
-    assert seqs[0][0] == 1 and all(seq + count == after for (seq, count), (after, _) in zip(seqs, seqs[1:], strict=False))
+    assert seqs[0][0] == 1
+    assert all(seq + count == after for (seq, count), (after, _) in zip(seqs, seqs[1:], strict=False))
     assert sum(count for _, count in seqs) == 6
     assert [m[0] for m in messages] == list(range(6))
     assert messages[0][1] == huge
