@@ -360,10 +360,10 @@ def test_a_pull_is_answered_from_the_cache_one_hop_further_with_what_was_missing
     frames = {seq: data("e", seq, *[f"m{seq}.{i}" for i in range(3)]) for seq in (1, 4, 10)}  # 3 each
     for seq in (1, 4, 10):
         feed(rig, "c", frames[seq])
-    actions = tell(rig, "b", wire.KIND_PULL, {"key": key("e"), "first": 2, "last": 12})
+    actions = tell(rig, "b", wire.KIND_PULL, {"key": key("e"), "first": 1, "last": 12})
     assert actions == [Send((11,), wire.relayed(frames[1], 1)), Send((11,), wire.relayed(frames[4], 1)),
                        Send((11,), wire.relayed(frames[10], 1)),
-                       Send((11,), control(wire.KIND_PULLED, {"key": key("e"), "first": 2, "last": 12,
+                       Send((11,), control(wire.KIND_PULLED, {"key": key("e"), "first": 1, "last": 12,
                                                               "missing": [[7, 9]]}))]
     assert rig.counters[C.PULLS_ANSWERED] == 1 and rig.counters[C.PULLED_FRAMES_SENT] == 3
 

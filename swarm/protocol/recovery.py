@@ -29,8 +29,7 @@ it. Pure code: time comes in as `now`.
 
 from __future__ import annotations
 
-import bisect
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
 __all__ = ["ANSWER_BYTES", "ANSWER_FRAMES", "PULL_AFTER", "PULL_TIMEOUT", "FrameCache", "Pulls"]
@@ -53,25 +52,29 @@ PULL_ROUNDS = 8
 # after a 10 s stall at 1,000 frames/s is 40 such rounds, each a round trip.
 ANSWER_FRAMES = 256
 ANSWER_BYTES = 4 << 20
+# Numbers an answer steps over one at a time (frames it does not have) at most: a hostile PULL of a
+# range of 2^60 costs ~10 ms, and the asker asks again from where the answer stopped.
+MAX_PROBES = 1 << 18
 # (stream, first missing) whose asked peers are remembered, so that a gap that stays open after every
 # peer was asked is not asked again without end.
 TRIED_LIMIT = 4096
 
 
 class FrameCache:
-    """Recent DATA frames by (stream key, first message number), oldest first, bounded three ways."""
+    """Recent DATA frames by (stream key, first message number), oldest first, bounded three ways.
+
+    `add` runs for every new frame, so it is one dict insert: no per-stream index. `range` walks a
+    stream by message number instead, frame to frame (`seq + count`), which is exact because frames are
+    never re-batched and a PULL starts where the asker's stream stopped, at a frame's first message;
+    over a frame it does not have it steps one number at a time, at most `MAX_PROBES` per answer."""
 
     def __init__(self, max_bytes: int, max_age: float, max_frames: int = MAX_FRAMES) -> None:
         self.max_bytes = max_bytes
         self.max_age = max_age
         self.max_frames = max_frames
         self.bytes = 0
-        self._frames: OrderedDict[MessageId, tuple[bytes, int]] = OrderedDict()  # (frame, count)
-        self._times: deque[tuple[float, MessageId]] = deque()
-        # Per stream the first message numbers cached, sorted (entries evicted since are skipped on
-        # lookup, and dropped when the list has twice as many as live ones).
-        self._numbers: dict[bytes, list[int]] = {}
-        self._live: dict[bytes, int] = {}
+        # (frame, count, arrival time), in arrival order.
+        self._frames: OrderedDict[MessageId, tuple[bytes, int, float]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._frames)
@@ -86,81 +89,61 @@ class FrameCache:
     def add(self, key: bytes, seq: int, count: int, frame: bytes, now: float) -> None:
         """Keep `frame`, which holds messages `seq` .. `seq + count - 1` of stream `key` (once: a frame
         already kept stays as it is)."""
+        frames = self._frames
         message = (key, seq)
-        if message in self._frames:
+        if message in frames:
             return
-        self._frames[message] = (frame, count)
-        self._times.append((now, message))
+        frames[message] = (frame, count, now)
         self.bytes += len(frame)
-        numbers = self._numbers.get(key)
-        if numbers is None:
-            numbers = self._numbers[key] = []
-        if not numbers or seq > numbers[-1]:
-            numbers.append(seq)
-        else:
-            bisect.insort(numbers, seq)
-        self._live[key] = self._live.get(key, 0) + 1
-        while self._frames and (len(self._frames) > self.max_frames or self.bytes > self.max_bytes):
-            self._drop(*self._frames.popitem(last=False))
+        if self.bytes > self.max_bytes or len(frames) > self.max_frames:
+            while frames and (len(frames) > self.max_frames or self.bytes > self.max_bytes):
+                self.bytes -= len(frames.popitem(last=False)[1][0])
 
     def expire(self, now: float) -> None:
         """Drop the frames older than `max_age` (some may have gone for size already)."""
-        times, frames = self._times, self._frames
+        frames = self._frames
         cutoff = now - self.max_age
-        while times and times[0][0] < cutoff:
-            message = times.popleft()[1]
-            entry = frames.pop(message, None)
-            if entry is not None:
-                self._drop(message, entry)
-        if not frames:
-            times.clear()
-
-    def _drop(self, message: MessageId, entry: tuple[bytes, int]) -> None:
-        self.bytes -= len(entry[0])
-        key = message[0]
-        live = self._live[key] - 1
-        if live == 0:
-            del self._live[key], self._numbers[key]
-            return
-        self._live[key] = live
-        numbers = self._numbers[key]
-        if len(numbers) > 2 * live + 16:
-            frames = self._frames
-            self._numbers[key] = [seq for seq in numbers if (key, seq) in frames]
+        while frames:
+            message, entry = next(iter(frames.items()))
+            if entry[2] >= cutoff:
+                break
+            del frames[message]
+            self.bytes -= len(entry[0])
 
     def range(self, key: bytes, first: int, last: int, max_frames: int = ANSWER_FRAMES,
               max_bytes: int = ANSWER_BYTES) -> tuple[list[bytes], int, list[tuple[int, int]]]:
-        """The cached frames holding messages `first` .. `last` of stream `key`, in order, within the
-        budget: (frames, the last message number looked at, the sub-ranges not cached)."""
-        numbers = self._numbers.get(key, [])
+        """The cached frames holding messages `first` .. `last` of stream `key` (the first of them
+        starting at `first`), in order, within the budget: (frames, the last message number looked at,
+        the sub-ranges not cached)."""
         frames = self._frames
         found: list[bytes] = []
         missing: list[tuple[int, int]] = []
         size = 0
-        expected = first  # the next message number not yet accounted for
-        # A frame that starts before `first` may hold it: start from the last number <= first.
-        index = max(bisect.bisect_right(numbers, first) - 1, 0)
-        while index < len(numbers) and expected <= last:
-            seq = numbers[index]
-            index += 1
+        seq = first
+        gap_from = 0  # the first number of a run not found, or 0
+        probes = 0
+        while seq <= last:
             entry = frames.get((key, seq))
             if entry is None:
+                probes += 1
+                if probes > MAX_PROBES:
+                    break
+                if not gap_from:
+                    gap_from = seq
+                seq += 1
                 continue
-            frame, count = entry
-            if seq + count - 1 < expected:
-                continue  # wholly before the range
-            if seq > last:
-                break
+            frame, count, _ = entry
             if len(found) >= max_frames or (found and size + len(frame) > max_bytes):
-                return found, expected - 1, missing
-            if seq > expected:
-                missing.append((expected, seq - 1))
+                break
+            if gap_from:
+                missing.append((gap_from, seq - 1))
+                gap_from = 0
             found.append(frame)
             size += len(frame)
-            expected = seq + count
-        if expected <= last:
-            missing.append((expected, last))
-        return found, last, missing
+            seq += count
+        if gap_from:
+            missing.append((gap_from, seq - 1))
+        return found, min(seq - 1, last), missing
 
 
 class _Want:
