@@ -47,10 +47,12 @@ EVENTS = ("ready", "error", "close")
 # The delivery task runs callbacks for this long at most before it yields to the readers and writers:
 # relaying waits this long at worst for a burst of cheap callbacks (or for one slow callback).
 DELIVERY_SLICE = 0.002
-# A plain callback that returns within this is called at once while the queue is empty; a slower one
-# sends the deliveries through the queue (and its task) for INLINE_COOLDOWN seconds.
+# A plain callback is called at once while the queue is empty, as long as its calls take INLINE_LIMIT on
+# average (a moving average over ~8 calls, so one preempted call does not count); a slower one sends the
+# deliveries through the queue (and its task) for INLINE_COOLDOWN seconds.
 INLINE_LIMIT = 0.0005
 INLINE_COOLDOWN = 10.0
+INLINE_WEIGHT = 1 / 8
 # What a queued delivery costs besides its message's bytes (the objects that hold it).
 DELIVERY_OVERHEAD = 128
 # Slow-consumer drops are reported at most this often, with the exact counts since the last report.
@@ -97,6 +99,7 @@ class Node:
         self._delivery_wakeup = trio.Event()
         self._delivering = False  # the delivery task is inside a slice (the queue's order is its)
         self._inline_until = 0.0  # inline calls stay off until then (a slow callback was seen)
+        self._inline_cost = 0.0  # moving average of an inline call's duration
         self._slow_unreported: Counter[str] = Counter()
         self._slow_total: Counter[str] = Counter()
         self._next_slow_report = 0.0
@@ -269,8 +272,11 @@ class Node:
         if not self._deliveries and not self._delivering and self._inline_until == 0.0:
             start = time.perf_counter()
             self._dispatch(delivery, None)
-            if time.perf_counter() - start > INLINE_LIMIT:
+            cost = self._inline_cost = (self._inline_cost * (1 - INLINE_WEIGHT)
+                                        + (time.perf_counter() - start) * INLINE_WEIGHT)
+            if cost > INLINE_LIMIT:
                 self._inline_until = trio.current_time() + INLINE_COOLDOWN
+                self._inline_cost = 0.0
             return
         if self._inline_until and trio.current_time() >= self._inline_until and not self._deliveries:
             self._inline_until = 0.0

@@ -11,6 +11,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from memnet import MemNet
 
 from swarm import counters as C
 from swarm.errors import ProtocolError
@@ -159,10 +160,12 @@ def test_a_hello_of_another_protocol_version_is_refused() -> None:
                    f"(this node speaks {wire.PROTOCOL_VERSION})")
 
 
-def test_a_hello_without_a_version_is_refused_as_another_version() -> None:
+@pytest.mark.parametrize(("version", "said"), [(None, "NoneType None"), ("3", "str '3'"), (3.0, "float 3.0"),
+                                               (True, "bool True")])
+def test_a_hello_whose_version_is_not_an_integer_is_refused_saying_so(version: Any, said: str) -> None:
     links = make_links()
-    assert greeted(links, 1, version=None) is None
-    assert_refused(links, 1, C.VERSION_MISMATCH, "protocol version None is not supported")
+    assert greeted(links, 1, version=version) is None
+    assert_refused(links, 1, C.VERSION_MISMATCH, f"HELLO version must be an integer, got {said}")
 
 
 def test_a_hello_of_another_cluster_is_refused() -> None:
@@ -703,3 +706,120 @@ def test_no_ping_goes_out_on_a_fresh_link_nor_on_a_retiring_one() -> None:
     linked(links, 3, now=1.0, name="c")  # fresh
     links.tick(1.5)
     assert single(take(links), Send).conns == (1,)
+
+
+# ---------------------------------------------------------------------- a name held by another process
+
+
+def conflict_refusal(holder: Any = ("10.0.0.8", 7008)) -> dict[str, Any]:
+    """The fields of the REFUSE a peer sends the older of two processes of one name (`supersede`)."""
+    newer = make_links("c")
+    linked(newer, 1, name="b", epoch=1)
+    newer.supersede(greeted(newer, 2, outbound=False, name="b", epoch=2, address=list(holder)))
+    refuse = next(a for a in take(newer) if isinstance(a, Send) and wire.kind(a.data) == wire.KIND_REFUSE)
+    return wire.control_fields(refuse.data)
+
+
+def test_supersede_tells_the_older_process_who_holds_its_name_with_code_name_conflict() -> None:
+    fields = conflict_refusal(("10.0.0.8", 7008))
+    assert fields["code"] == "name_conflict" and fields["holder"] == ["10.0.0.8", 7008]
+    assert "10.0.0.8:7008" in fields["reason"]
+
+
+def test_a_name_conflict_refusal_sets_name_conflict_and_reports_it_once_for_several_refusals() -> None:
+    fields = conflict_refusal(("10.0.0.8", 7008))
+    links = make_links("b")  # the older process of b, linked to a and c
+    linked(links, 1, name="a")
+    linked(links, 2, name="c")
+    events = links.on_refuse(links.conns[1], fields)
+    assert events[0] == ev.Refused("a", ADDRESSES["a"], fields["reason"], False, [], True, ("10.0.0.8", 7008))
+    assert [type(event) for event in events[1:]] == [ev.LinkDown]
+    assert links.name_conflict == {"holder": ["10.0.0.8", 7008], "peer": "a", "reason": fields["reason"]}
+    report, close = take(links)
+    assert isinstance(report, ReportError) and report.code == "name_conflict"
+    assert "'b'" in report.text and "10.0.0.8:7008" in report.text
+    assert isinstance(close, CloseConnection) and close.conn == 1
+    # The other peer refuses too (and a redial is refused again): counted, not reported again.
+    links.on_refuse(links.conns[2], fields)
+    links.on_refuse(opened(links, 3, peer="a"), fields)
+    actions = take(links)
+    assert not any(isinstance(a, ReportError) for a in actions), actions
+    assert links.counters[C.NAME_CONFLICTS] == 3
+    # It stands, as the latest refusal gave it (the redial's, in the handshake: no peer name yet).
+    assert links.name_conflict == {"holder": ["10.0.0.8", 7008], "peer": None, "reason": fields["reason"]}
+
+
+def test_a_name_conflict_without_a_usable_holder_still_counts_and_reports() -> None:
+    links = make_links("b")
+    conn = linked(links, 1, name="a")
+    refused = links.on_refuse(conn, {"code": "name_conflict", "reason": "held", "holder": ["x"]})[0]
+    assert refused.conflict and refused.holder is None
+    assert links.name_conflict == {"holder": None, "peer": "a", "reason": "held"}
+    report = take(links)[0]
+    assert report.code == "name_conflict" and "an address the peer did not give" in report.text
+
+
+def test_a_refusal_of_another_code_is_no_name_conflict() -> None:
+    links = make_links("b")
+    refused = links.on_refuse(linked(links, 1, name="a"), {"code": "stale", "reason": "old",
+                                                           "holder": ["10.0.0.8", 7008]})[0]
+    assert not refused.conflict
+    assert links.name_conflict is None and links.counters[C.NAME_CONFLICTS] == 0
+    assert not any(isinstance(a, ReportError) for a in take(links))
+
+
+def test_a_link_made_does_not_clear_the_name_conflict_and_a_later_conflict_is_not_reported_again() -> None:
+    # The conflict stands until a peer confirms a link with us (its PEERS: state.py clears it then); a
+    # link made on a redial is the refused node admitting the peer's HELLO, before the peer refuses it.
+    fields = conflict_refusal()
+    links = make_links("b")
+    links.on_refuse(linked(links, 1, name="a"), fields)
+    take(links)
+    greeted(links, 2, name="c")
+    links.establish(2)
+    assert links.name_conflict is not None
+    take(links)
+    links.on_refuse(links.conns[2], fields)
+    assert [a for a in take(links) if isinstance(a, ReportError)] == []
+    assert links.name_conflict is not None and links.counters[C.NAME_CONFLICTS] == 2
+    links.name_conflict = None  # what state.py does when a peer confirms a link
+    links.on_refuse(linked(links, 3, name="d"), fields)
+    assert [a.code for a in take(links) if isinstance(a, ReportError)] == ["name_conflict"]
+
+
+def test_a_node_refused_for_a_name_conflict_is_not_ready_and_says_so_in_its_status() -> None:
+    net = MemNet(seed=7)
+    net.add_node("a")
+    net.add_node("b", seeds=["a"])
+    assert net.run_until_true(lambda: net.state("b").ready and "b" in net.state("a").linked_peers, 5.0)
+    assert net.state("b").status()["name_conflict"] is None
+    # A second process called b (a newer epoch, at another address) says HELLO to a: a takes it, and
+    # tells the old b why it loses its link.
+    twin = net.raw_dial("a")
+    twin.send(wire.encode_control(wire.KIND_HELLO, {
+        "version": wire.PROTOCOL_VERSION, "cluster": "swarm", "name": "b", "epoch": 2,
+        "address": ["10.9.9.9", 7000], "nonce": 99}))
+    net.run_for(0.5)
+    b = net.state("b")
+    assert not b.ready and b.status()["ready"] is False
+    conflict = b.status()["name_conflict"]
+    assert conflict is not None and conflict["holder"] == ["10.9.9.9", 7000] and conflict["peer"] == "a"
+    reports = net.errors_of("b", "name_conflict")
+    assert reports and "10.9.9.9:7000" in reports[0]
+    net.run_for(2.0)  # b redials a, which refuses it again (a stale epoch): b stays not ready
+    assert not net.state("b").ready and net.state("b").status()["name_conflict"] is not None
+    assert net.state("b").status()["counters"][C.NAME_CONFLICTS] >= 2
+
+
+def test_a_name_conflict_is_reported_once_while_redials_are_refused() -> None:
+    net = MemNet(seed=7)
+    net.add_node("a")
+    net.add_node("b", seeds=["a"])
+    assert net.run_until_true(lambda: net.state("b").ready and "b" in net.state("a").linked_peers, 5.0)
+    twin = net.raw_dial("a")
+    twin.send(wire.encode_control(wire.KIND_HELLO, {
+        "version": wire.PROTOCOL_VERSION, "cluster": "swarm", "name": "b", "epoch": 2,
+        "address": ["10.9.9.9", 7000], "nonce": 99}))
+    net.run_for(5.0)
+    assert net.state("b").status()["counters"][C.NAME_CONFLICTS] >= 3  # refused on every redial
+    assert len(net.errors_of("b", "name_conflict")) == 1

@@ -293,3 +293,153 @@ def test_a_gap_under_repair_waits_for_the_repair_timeout_then_is_given_up() -> N
     assert seen.gaps_given_up == 1
     assert seen.observe("a", 7, 6.0, "m7") == []
     assert seen.expire(7.0, lambda origin, seq: False) == ["m7"]  # not under repair: as before
+
+
+# ------------------------------------------------------------------ frames numbered by message (count > 1)
+
+def test_frames_of_several_messages_advance_the_stream_by_their_count() -> None:
+    seen = record()
+    assert seen.observe(A, 1, 0.0, "f1", count=3) == ["f1"]  # messages 1-3
+    assert seen.next_expected(A) == 4
+    assert seen.observe(A, 4, 0.0, "f4", count=2) == ["f4"]  # 4-5
+    assert seen.observe(A, 6, 0.0, "f6") == ["f6"]
+    assert seen.next_expected(A) == 7
+    assert seen.observe(A, 1, 0.0, "f1", count=3) is None  # a copy of a frame delivered
+    assert seen.observe(A, 4, 0.0, "f4", count=2) is None
+    assert seen.duplicates == 2 and seen.gaps_given_up == 0
+    assert seen.has(A, 5) and not seen.has(A, 7)
+    assert seen.progress(A) == (6, 0.0)
+
+
+def test_held_frames_of_several_messages_are_released_in_order_when_the_gap_fills() -> None:
+    seen = record()
+    assert seen.observe(A, 1, 0.0, "f1", count=2) == ["f1"]  # 1-2
+    assert seen.observe(A, 8, 0.1, "f8", count=2) == []  # 8-9, behind a gap of 3-7
+    assert seen.observe(A, 6, 0.2, "f6", count=2) == []  # 6-7
+    assert seen.observe(A, 8, 0.2, "f8", count=2) is None  # a held frame's copy
+    assert seen.held_count == 2
+    assert seen.gaps(1.0) == [(A, 3, 5)]  # the numbers between delivered and the first held
+    assert seen.observe(A, 3, 0.3, "f3", count=3) == ["f3", "f6", "f8"]  # 3-5 fills it
+    assert seen.held_count == 0 and seen.next_expected(A) == 10
+    assert seen.observe(A, 10, 0.4, "f10", count=4) == ["f10"]
+    assert seen.next_expected(A) == 14
+    assert seen.gaps_given_up == 0 and seen.take_losses() == {}
+
+
+def test_a_partly_filled_gap_keeps_the_rest_held_and_opens_a_new_gap() -> None:
+    seen = record(reorder_timeout=1.0)
+    seen.observe(A, 1, 0.0, "f1")
+    assert seen.observe(A, 5, 0.0, "f5", count=5) == []  # 5-9; 2-4 missing
+    assert seen.observe(A, 12, 0.0, "f12", count=2) == []  # 12-13; 10-11 missing
+    assert seen.observe(A, 2, 0.5, "f2", count=3) == ["f2", "f5"]  # 2-4 fills the first gap
+    assert seen.next_expected(A) == 10
+    assert seen.gaps(0.5) == [(A, 10, 11)] and seen.gaps(0.4) == []  # the new gap opened at 0.5
+    assert seen.expire(1.4) == []
+    assert seen.expire(1.5) == ["f12"]
+    assert seen.gaps_given_up == 2 and seen.next_expected(A) == 14
+
+
+def test_gaps_given_up_counts_messages_not_frames() -> None:
+    seen = record(reorder_timeout=1.0)
+    assert seen.observe(A, 1, 0.0, "f1", count=2) == ["f1"]
+    # Frames 3-5 (3 messages) and 6 (1) never come; 7-9 does: one frame, but 4 messages skipped.
+    assert seen.observe(A, 7, 0.0, "f7", count=3) == []
+    assert seen.expire(1.0) == ["f7"]
+    assert seen.gaps_given_up == 4
+    assert seen.next_expected(A) == 10
+    # Late copies of what was given up, or of a message inside it, are old now.
+    assert seen.observe(A, 3, 1.1, "f3", count=3) is None
+    assert seen.observe(A, 6, 1.1, "f6") is None
+    assert seen.observe(A, 10, 1.2, "f10", count=2) == ["f10"]
+    # A gap given up for room (max_entries) is counted in messages too.
+    tight = record(max_entries=3, reorder_timeout=100.0)
+    tight.observe(A, 1, 0.0, "f1", count=4)
+    assert tight.observe(A, 9, 0.0, "f9", count=2) == []  # 5-8 missing
+    assert tight.observe(A, 11, 0.0, "f11", count=3) == []
+    assert tight.observe(A, 20, 0.0, "f20") == ["f9", "f11"]  # over the bound: the gap goes
+    assert tight.gaps_given_up == 4 and tight.next_expected(A) == 14
+    assert tight.take_losses() == {A: 4}
+
+
+def test_take_losses_returns_the_messages_given_up_per_origin_since_the_last_call() -> None:
+    seen = record(reorder_timeout=1.0)
+    assert seen.take_losses() == {}
+    seen.observe(A, 1, 0.0, "a1")
+    seen.observe(B, 1, 0.0, "b1", count=2)
+    seen.observe(A, 4, 0.0, "a4", count=2)  # A: 2-3 missing
+    seen.observe(B, 10, 0.0, "b10")  # B: 3-9 missing
+    seen.observe(A, 9, 0.0, "a9")  # A: 6-8 missing, behind the first gap
+    assert seen.expire(1.0) == ["a4", "b10"]
+    assert seen.take_losses() == {A: 2, B: 7}
+    assert seen.take_losses() == {}  # taken: not counted twice
+    assert seen.expire(2.0) == ["a9"]
+    assert seen.take_losses() == {A: 3}
+    assert seen.gaps_given_up == 12  # the total stays
+
+
+def test_gaps_lists_only_the_gaps_open_since_before_older_than() -> None:
+    seen = record(reorder_timeout=10.0, settle=0.5)
+    seen.observe(A, 1, 0.0, "a1")
+    seen.observe(A, 5, 1.0, "a5", count=2)  # A: 2-4 missing since 1.0
+    seen.observe(B, 1, 0.0, "b1", count=3)
+    seen.observe(B, 7, 2.0, "b7")  # B: 4-6 missing since 2.0
+    seen.observe((b"c", 1), 9, 2.0, "c9")  # a new origin mid-stream: settling, not a gap
+    assert seen.gaps(0.9) == []
+    assert seen.gaps(1.0) == [(A, 2, 4)]
+    assert seen.gaps(5.0) == [(A, 2, 4), (B, 4, 6)]
+    seen.observe(A, 7, 3.0, "a7")  # held behind the same gap: it does not move
+    assert seen.gaps(5.0) == [(A, 2, 4), (B, 4, 6)]
+    seen.observe(A, 2, 3.0, "a2", count=3)  # filled: 2-7 delivered, no gap
+    assert seen.gaps(5.0) == [(B, 4, 6)]
+
+
+def test_next_expected_is_none_for_an_origin_unknown_or_still_settling() -> None:
+    seen = record(settle=0.1)
+    assert seen.next_expected(A) is None
+    seen.observe(A, 5, 0.0, "a5", count=3)  # mid-stream: the starting point is not fixed yet
+    assert seen.next_expected(A) is None
+    assert seen.observe(A, 2, 0.05, "a2", count=3) == []  # 2-4: an earlier frame, in the window
+    assert seen.expire(0.1) == ["a2", "a5"]
+    assert seen.next_expected(A) == 8
+    seen.adopt(B, 41, 0.2)  # a peer's position: B starts after 41
+    assert seen.next_expected(B) == 42
+    assert seen.observe(B, 42, 0.3, "b42", count=5) == ["b42"]
+    assert seen.next_expected(B) == 47
+
+
+def test_progress_and_snapshot_report_the_last_message_of_a_held_batch() -> None:
+    seen = record()
+    seen.observe(A, 1, 0.0, "a1", count=2)
+    assert seen.progress(A) == (2, 0.0)
+    seen.observe(A, 10, 0.5, "a10", count=5)  # 10-14, held behind 3-9
+    seen.observe(A, 6, 0.6, "a6", count=2)  # 6-7, held too: not the highest
+    assert seen.progress(A) == (14, 0.6)
+    assert seen.snapshot(10) == [(A, 14)]
+    seen.observe(A, 3, 0.7, "a3", count=3)  # 3-5: releases 3-7, 10-14 still held behind 8-9
+    assert seen.progress(A) == (14, 0.7)
+    assert seen.next_expected(A) == 8
+    seen.observe(A, 8, 0.8, "a8", count=2)
+    assert seen.progress(A) == (14, 0.8) and seen.next_expected(A) == 15 and seen.held_count == 0
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(counts=st.lists(st.integers(1, 5), min_size=1, max_size=25), data=st.data())
+def test_frames_of_any_sizes_in_any_order_release_every_message_once_in_order(counts: list[int],
+                                                                              data: st.DataObject) -> None:
+    """A stream cut into frames of 1..5 messages, arriving in any order with copies: every frame comes
+    out once, in order, and next_expected ends past the last message."""
+    frames, seq = [], 1
+    for count in counts:
+        frames.append((seq, count))
+        seq += count
+    order = [frames[0]] + data.draw(st.permutations(frames[1:] + data.draw(st.lists(st.sampled_from(frames),
+                                                                                      max_size=10))))
+    seen = record(max_entries=1000, reorder_timeout=1000.0)
+    released: list[int] = []
+    for first, count in order:
+        out = seen.observe(A, first, 0.0, first, count=count)
+        if out is not None:
+            released += out
+    assert released == [first for first, _ in frames]
+    assert seen.next_expected(A) == seq and seen.held_count == 0
+    assert seen.gaps_given_up == 0 and seen.duplicates == len(order) - len(frames)

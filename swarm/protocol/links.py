@@ -99,7 +99,8 @@ class Links:
         self.conns: dict[int, Connection] = {}
         self.active: dict[str, int] = {}  # peer name -> the connection that carries its link
         # Set while peers refuse us because another live process holds our name (NAME_CONFLICT):
-        # {"holder": [host, port], "peer", "reason"}; cleared when a peer links us again.
+        # {"holder": [host, port], "peer", "reason"}; cleared (by state.py) once a peer confirms a link
+        # with us (its PEERS), which a peer that refuses us never sends.
         self.name_conflict: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ connections
@@ -199,7 +200,6 @@ class Links:
         conn = self.conns[conn_id]
         assert conn.peer is not None
         current_id = self.active.get(conn.peer)
-        self.name_conflict = None  # a peer takes us: whoever held our name is gone
         if current_id is None:
             self.active[conn.peer] = conn.id
             return [self._up(conn, fresh=True)]

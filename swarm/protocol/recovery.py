@@ -217,12 +217,13 @@ class Pulls:
             ask = self._ask(key, looked_to + 1, want.last, [peer], now)
             if ask is not None:
                 asks.append(ask)
+        # Each missing part has the history of the range it came from: a peer asked for it is not asked
+        # again (taken before the loop: asking for a part that starts at `first` adds to that history).
+        history = list(self._tried.get((key, first), [peer]))
         for low, high in missing:
             low, high = max(low, want.first), min(high, looked_to)
             if low > high:
                 continue
-            # The same history as the range it came from: a peer asked for it is not asked again.
-            history = self._tried.get((key, first), [peer])
             self._tried[(key, low)] = list(history)
             ask = self._ask(key, low, high, candidates, now)
             if ask is not None:

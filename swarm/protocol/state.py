@@ -386,8 +386,9 @@ class NodeState:
     def _check_ready(self) -> None:
         """Ready once `minimumPeers` links are confirmed (until the peer has linked us it forwards us
         nothing): checked where that changes, at start and on a PEERS frame, since it walks the view."""
-        if not self.ready and self.links.name_conflict is None and \
-                self.membership.confirmed_links >= self.config.minimum_peers:
+        confirmed = self.membership.confirmed_links
+        self.links.name_conflict = self.links.name_conflict if not confirmed else None  # a peer takes us
+        if not self.ready and self.links.name_conflict is None and confirmed >= self.config.minimum_peers:
             self.ready = True
             self._out.append(Ready())
 
@@ -395,6 +396,5 @@ class NodeState:
         out = self._out
         if not out:
             return []
-        actions = out.copy()
-        out.clear()
+        actions, out[:] = out.copy(), ()
         return actions
