@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from memnet import MemNet
