@@ -82,3 +82,28 @@ def test_node_cost_benchmark_runs(tmp_path: Path) -> None:
         # CI once saw 2,521 of 3,000 relayed by B.
         assert 0 < run["relay_counters"]["forwarded_messages"] <= 3000
         assert run["relay_messages_per_frame"] >= 1
+
+
+def test_slow_member_benchmark_runs(tmp_path: Path) -> None:
+    report = run_benchmark("slow_member.py", "--nodes", "4", "--duration", "2", "--rate", "200",
+                           "--slow", "sync", "--warmup", "10", tmp_path=tmp_path)
+    assert [(run["phase"], run["slow"]) for run in report["rounds"]] == [
+        ("baseline", "none"), ("slow", "sync")]
+    assert set(report["phases"]) == {"baseline", "slow"}
+    for name, phase in report["phases"].items():
+        published = phase["published"]
+        assert published == 400, (name, phase)
+        others = phase["others"]
+        assert set(others["per_node"]) == {"node-2", "node-3"}, (name, others)
+        assert (others["lost"], others["duplicates"]) == (0, 0), (name, others)
+        assert all(entry["delivered"] == published for entry in others["per_node"].values()), (name, others)
+        assert others["latency"]["samples"] == 2 * (published - 10)  # all but the warm-up are timed
+        # Each message reached the slow member's callback once or was dropped as a slow consumer (its
+        # node's own counter); the summary's figures are the round's own counts.
+        member = phase["slow_member"]
+        node = next(run for run in report["rounds"] if run["phase"] == name)["nodes"]["node-1"]
+        assert (member["delivered"], member["dropped"]) == (node["delivered"], node["dropped"]), name
+        assert member["delivered"] + member["dropped"] + member["lost"] == published, (name, member)
+        assert (member["lost"], member["duplicates"]) == (0, 0), (name, member)
+    assert [target["target"] for target in report["targets"]] == [
+        "others' p99 <= 2x baseline", "publisher lag <= 0.5 s", "0 lost at healthy nodes"]

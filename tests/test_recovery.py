@@ -531,3 +531,13 @@ def test_frames_no_peer_has_any_more_are_given_up_exactly_in_messages_and_report
     assert len(reports) == 1 and reports[0].startswith("9 messages lost") and "9 of a" in reports[0]
     assert net.state("c").status()["pulls_pending"] == 0
 
+
+
+def test_a_range_partly_pending_is_asked_only_from_where_the_pending_pulls_end() -> None:
+    # A node back from a stall links one peer after another, each showing the stream a little further:
+    # each new link asks only for the new tail (the whole range each time resent it many times over).
+    pulls = Pulls()
+    assert pulls.want(b"k", 5, 100, [b"p"], 0.0) == (b"p", 5, 100)
+    assert pulls.want(b"k", 5, 130, [b"q"], 0.1) == (b"q", 101, 130)
+    assert pulls.want(b"k", 5, 120, [b"r"], 0.2) is None
+    assert pulls.want(b"k", 5, 131, [b"r"], 0.3) == (b"r", 131, 131)

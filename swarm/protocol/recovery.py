@@ -181,8 +181,14 @@ class Pulls:
     def want(self, key: bytes, first: int, last: int, candidates: Sequence[bytes],
              now: float) -> tuple[bytes, int, int] | None:
         """Messages `first` .. `last` of stream `key` are missing: return the PULL to send, as (peer,
-        first, last), unless a pending pull covers them or every candidate was asked already."""
-        if last < first or any(w.key == key and w.first <= first and last <= w.last for w in self._wants):
+        first, last), for the part no pending pull covers from `first` on (each new link of a node that
+        was stalled shows the stream a little further: only the new tail is asked), or None when it is
+        all covered or every candidate was asked already."""
+        pending = sorted((w.first, w.last) for w in self._wants if w.key == key)
+        for low, high in pending:
+            if low <= first <= high:
+                first = high + 1
+        if last < first:
             return None
         return self._ask(key, first, last, candidates, now)
 
