@@ -707,6 +707,9 @@ class Engine:
             if not queue.frames:
                 continue  # poked for a batch that went to other links only, or after a direct write
             data = queue.take()
+            # The queue has room again: drain() re-checks now, not after a send_all that a stalled peer
+            # may block (it would then wait until the link is cut, never seeing the queue lag).
+            self._room.unpark_all()
             if data:
                 await send_all(data)
             self._room.unpark_all()  # drain(), flush() and congested readers re-check
