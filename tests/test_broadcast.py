@@ -15,6 +15,7 @@ from swarm import counters as C
 from swarm.errors import ProtocolError
 from swarm.protocol import broadcast, wire
 from swarm.protocol.actions import ReportError, ScheduleTimer, Send
+from swarm.protocol.broadcast import TAIL_AFTER
 from swarm.protocol.config import CoreConfig
 from swarm.protocol.events import FAILED, LinkDown, LinkUp
 from swarm.protocol.recovery import PULL_AFTER
@@ -383,6 +384,9 @@ def test_a_stream_that_went_further_at_a_new_peer_is_pulled_from_it() -> None:
     feed(rig, "b", data("e", 1, "m1", "m2"))
     rig.take()
     rig.part.peer_positions(12, b"c", [[key("e"), 9]], 5.0, adopt=False)
+    rig.part.tick(5.0 + TAIL_AFTER / 2)  # the frames it counts may still be on their way behind it
+    assert [a for a in rig.take() if type(a) is Send] == []
+    rig.part.tick(5.0 + TAIL_AFTER)
     assert rig.take()[0] == Send((12,), control(wire.KIND_PULL, {"key": key("e"), "first": 3, "last": 9}))
     assert rig.part.repairing(key("e"), 3)
 
@@ -749,3 +753,14 @@ def test_malformed_tree_control_fields_raise(kind: int, fields: dict[str, Any]) 
     with pytest.raises(ProtocolError):
         rig.part.on_control(11, b"b", kind, fields, 0.0)
     assert rig.take() == []
+
+
+def test_the_gossip_rounds_positions_are_our_stream_and_the_streams_active_of_late() -> None:
+    # Every PEERS carries them: a peer that lost the last frames of a stream (no later frame comes to show
+    # the gap) sees that it is behind, and pulls the tail (TAIL_AFTER later, if still behind).
+    rig = make("flood", "b")
+    assert rig.part.recent_positions(0.0, 0.5) == []
+    rig.part.publish(entry("m1"), 0.0, True)
+    feed(rig, "b", data("old", 1), now=0.0)
+    feed(rig, "b", data("new", 1, "x", "y"), now=10.0)
+    assert rig.part.recent_positions(10.2, 0.5) == [[OWN, 1], [key("new"), 2]]

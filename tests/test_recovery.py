@@ -541,3 +541,24 @@ def test_a_range_partly_pending_is_asked_only_from_where_the_pending_pulls_end()
     assert pulls.want(b"k", 5, 130, [b"q"], 0.1) == (b"q", 101, 130)
     assert pulls.want(b"k", 5, 120, [b"r"], 0.2) is None
     assert pulls.want(b"k", 5, 131, [b"r"], 0.3) == (b"r", 131, 131)
+
+
+def test_an_answer_cut_on_the_way_is_asked_again_of_the_same_peer_for_half_as_many_frames() -> None:
+    # The frames of an answer come before its PULLED on the same link: if the stream still stops short of
+    # what the peer said it had, the peer's queue to us dropped part of it.
+    pulls = Pulls()
+    assert pulls.want(b"k", 1, 500, [b"p", b"q"], 0.0) == (b"p", 1, 500)
+    assert pulls.answered(b"p", b"k", 1, 500, [], [b"p", b"q"], 0.1, arrived_to=40) == [(b"p", 41, 500)]
+    assert pulls.budget[b"p"] == ANSWER_FRAMES // 2
+    assert pulls.answered(b"p", b"k", 41, 500, [], [b"p", b"q"], 0.2, arrived_to=60) == [(b"p", 61, 500)]
+    assert pulls.budget[b"p"] == ANSWER_FRAMES // 4
+    # A whole answer: done with it, and the budget grows back.
+    assert pulls.answered(b"p", b"k", 61, 500, [], [b"p", b"q"], 0.3, arrived_to=500) == []
+    assert pulls.budget[b"p"] == ANSWER_FRAMES // 2 and not pulls.repairing(b"k", 100)
+
+
+def test_what_the_peer_said_it_lacks_is_not_taken_for_an_answer_cut_on_the_way() -> None:
+    pulls = Pulls()
+    pulls.want(b"k", 1, 10, [b"p", b"q"], 0.0)
+    assert pulls.answered(b"p", b"k", 1, 10, [(1, 4)], [b"p", b"q"], 0.1, arrived_to=0) == [(b"q", 1, 4)]
+    assert b"p" not in pulls.budget

@@ -34,7 +34,7 @@ from ..errors import ProtocolError
 from . import wire
 from .actions import Action, Alarm, ReportError, Send
 from .events import LinkDown, LinkUp
-from .recovery import PULL_AFTER, PULL_ROUNDS, PULL_TIMEOUT, FrameCache, Pulls
+from .recovery import ANSWER_FRAMES, PULL_AFTER, PULL_ROUNDS, PULL_TIMEOUT, FrameCache, Pulls
 from .seen import SeenRecord
 from .tree import MAX_GRAFT, REPAIR_ROUNDS, MessageId, TreeBroadcast, per_frame
 
@@ -54,6 +54,13 @@ LOSS_REPORT_INTERVAL = 1.0
 LOSSES_KEPT = 16
 # Streams whose last bringer is remembered (the first peer a gap is pulled from).
 SOURCES_KEPT = 4096
+# Streams whose position a node gossips in every PEERS (those active since the previous round, ours
+# first): how a receiver learns of frames it lost at the very end of a stream, when no later frame
+# comes to show the gap (GossipSub's heartbeat gossip of recent ids is the precedent). ~40 bytes each.
+RECENT_POSITIONS = 64
+# A peer's position ahead of ours is pulled only this long after it came, if we are still behind: the
+# frames it counts are usually on their way to us, behind it in the same queue.
+TAIL_AFTER = 1.0
 
 Deliver = Callable[[bytes, "list[tuple[str | int, int, int]] | None"], None]
 
@@ -88,6 +95,7 @@ class Broadcast:
         self.cache = FrameCache(config.cache_bytes, config.cache_seconds)
         self.pulls = Pulls()
         self._sources: dict[bytes, bytes] = {}
+        self._tails: dict[bytes, tuple[int, bytes, float]] = {}  # key -> (highest, peer, when) at a peer
         self.losses: list[dict[str, Any]] = []
         self._unreported: Counter[bytes] = Counter()
         self._next_loss_report = 0.0
@@ -181,7 +189,17 @@ class Broadcast:
                 continue
             expected = self.seen.next_expected(key)
             if expected is not None and expected <= highest:
-                self._pull(key, expected, highest, [peer], now)
+                known = self._tails.get(key)
+                if known is None or known[0] < highest:
+                    if len(self._tails) >= SOURCES_KEPT:
+                        self._tails.clear()
+                    self._tails[key] = (highest, peer, now)
+
+    def recent_positions(self, now: float, window: float) -> list[list[Any]]:
+        """Our own stream's position and those of the streams active in the last `window` seconds."""
+        positions: list[list[Any]] = [[self.own_key, self.seq]] if self.seq else []
+        positions.extend([key, seq] for key, seq in self.seen.snapshot(RECENT_POSITIONS, now - window))
+        return positions
 
     # ------------------------------------------------------------------ links
 
@@ -282,17 +300,21 @@ class Broadcast:
         if conn is None:
             return
         self.counters[C.PULLS_SENT] += 1
-        self.out.append(Send((conn,), wire.encode_control(wire.KIND_PULL,
-                                                          {"key": key, "first": first, "last": last})))
+        fields = {"key": key, "first": first, "last": last}
+        budget = self.pulls.budget.get(peer)
+        if budget is not None and budget < ANSWER_FRAMES:
+            fields["frames"] = budget
+        self.out.append(Send((conn,), wire.encode_control(wire.KIND_PULL, fields)))
         self.alarm.ask(self.pulls.wakeup)
 
     def _answer_pull(self, conn: int, fields: dict[str, Any]) -> None:
         key, first, last = fields.get("key"), fields.get("first"), fields.get("last")
+        budget = fields.get("frames", ANSWER_FRAMES)
         if not (isinstance(key, bytes) and isinstance(first, int) and isinstance(last, int)
-                and 0 < first <= last):
+                and 0 < first <= last and isinstance(budget, int) and budget > 0):
             raise ProtocolError("PULL without a stream key and a range of message numbers")
         self.counters[C.PULLS_ANSWERED] += 1
-        frames, looked_to, missing = self.cache.range(key, first, last)
+        frames, looked_to, missing = self.cache.range(key, first, last, min(budget, ANSWER_FRAMES))
         for frame in frames:
             self.out.append(Send((conn,), wire.relayed(frame, wire.hops(frame) + 1)))
         self.counters[C.PULLED_FRAMES_SENT] += len(frames)
@@ -307,8 +329,9 @@ class Broadcast:
                     isinstance(r, list) and len(r) == 2 and all(isinstance(n, int) for n in r)
                     for r in missing)):
             raise ProtocolError("PULLED without a stream key, a range and a list of missing ranges")
+        expected = self.seen.next_expected(key)
         asks = self.pulls.answered(peer, key, first, last, [(a, b) for a, b in missing[:TREE_IDS_READ]],
-                                   self._candidates(key), now)
+                                   self._candidates(key), now, None if expected is None else expected - 1)
         for ask_peer, ask_first, ask_last in asks:
             self._send_pull(ask_peer, key, ask_first, ask_last)
 
@@ -319,6 +342,13 @@ class Broadcast:
         for key, first, last in self.seen.gaps(now - PULL_AFTER):
             if not self.pulls.repairing(key, first):
                 self._pull(key, first, last, [], now)
+        for key, (highest, peer, when) in list(self._tails.items()):
+            if now - when < TAIL_AFTER:
+                continue
+            del self._tails[key]
+            expected = self.seen.next_expected(key)
+            if expected is not None and expected <= highest:  # still behind the peer: pull the tail
+                self._pull(key, expected, highest, [peer], now)
         self.cache.expire(now)
         lost = self.seen.take_losses()
         if lost:

@@ -294,11 +294,12 @@ class Membership:
             fields["seen"] = positions
         return wire.encode_control(wire.KIND_PEERS, fields)
 
-    def send_peers(self, now: float) -> None:
-        """The gossip round's PEERS, one to each linked peer."""
+    def send_peers(self, now: float, positions: list[list[Any]] | None = None) -> None:
+        """The gossip round's PEERS, one to each linked peer, with `positions` (the streams active of
+        late, where they stand here) if given."""
         for member in self.members.values():
             if member.conn is not None:
-                self.out.append(Send((member.conn,), self.peers_frame_for(member, now)))
+                self.out.append(Send((member.conn,), self.peers_frame_for(member, now, positions)))
 
     def on_peers(self, conn: int, peer: str | None, fields: dict[str, Any],
                  now: float) -> tuple[list[Request], bool]:

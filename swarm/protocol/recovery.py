@@ -55,6 +55,9 @@ ANSWER_BYTES = 4 << 20
 # Numbers an answer steps over one at a time (frames it does not have) at most: a hostile PULL of a
 # range of 2^60 costs ~10 ms, and the asker asks again from where the answer stopped.
 MAX_PROBES = 1 << 18
+# Answers cut on the way (frames dropped from the peer's full queue to us) asked again of the same peer,
+# each for half as many frames, before the pull goes on as if that peer had answered.
+MAX_CUT_ROUNDS = 64
 # (stream, first missing) whose asked peers are remembered, so that a gap that stays open after every
 # peer was asked is not asked again without end.
 TRIED_LIMIT = 4096
@@ -147,14 +150,16 @@ class FrameCache:
 
 
 class _Want:
-    __slots__ = ("key", "first", "last", "peer", "deadline")
+    __slots__ = ("key", "first", "last", "peer", "deadline", "rounds")
 
-    def __init__(self, key: bytes, first: int, last: int, peer: bytes, deadline: float) -> None:
+    def __init__(self, key: bytes, first: int, last: int, peer: bytes, deadline: float,
+                 rounds: int = 0) -> None:
         self.key = key
         self.first = first
         self.last = last
         self.peer = peer  # asked, answer pending
         self.deadline = deadline
+        self.rounds = rounds  # answers cut on the way, before this ask
 
 
 class Pulls:
@@ -166,6 +171,9 @@ class Pulls:
         # (stream key, first missing number) -> peers asked for it, oldest first.
         self._tried: OrderedDict[MessageId, list[bytes]] = OrderedDict()
         self.wakeup = float("inf")
+        # Frames to ask of each peer's answer at most: halved when an answer was cut on the way, doubled
+        # back after one that came whole (the PULL's "frames").
+        self.budget: dict[bytes, int] = {}
 
     def __len__(self) -> int:
         return len(self._wants)
@@ -193,7 +201,7 @@ class Pulls:
         return self._ask(key, first, last, candidates, now)
 
     def _ask(self, key: bytes, first: int, last: int, candidates: Sequence[bytes],
-             now: float) -> tuple[bytes, int, int] | None:
+             now: float, rounds: int = 0) -> tuple[bytes, int, int] | None:
         tried = self._tried.get((key, first))
         peer = next((p for p in candidates if tried is None or p not in tried), None)
         if peer is None:
@@ -203,20 +211,36 @@ class Pulls:
             while len(self._tried) > TRIED_LIMIT:
                 self._tried.popitem(last=False)
         tried.append(peer)
-        self._wants.append(_Want(key, first, last, peer, now + self.timeout))
+        self._wants.append(_Want(key, first, last, peer, now + self.timeout, rounds))
         self.wakeup = min(self.wakeup, now + self.timeout)
         return peer, first, last
 
     def answered(self, peer: bytes, key: bytes, first: int, looked_to: int,
                  missing: Iterable[tuple[int, int]], candidates: Sequence[bytes],
-                 now: float) -> list[tuple[bytes, int, int]]:
+                 now: float, arrived_to: int | None = None) -> list[tuple[bytes, int, int]]:
         """`peer` answered the pull of `key` from `first`: it sent what it had up to `looked_to` and
         lacked `missing`. Return the pulls to send next: the rest of the range of the same peer, the
-        missing parts of the next peers."""
+        missing parts of the next peers.
+
+        `arrived_to`: the asker's stream is delivered up to there now. The answer's frames came before
+        PULLED on the same link, so if it still stops short of `looked_to` at a number the peer said it
+        had, part of the answer was dropped on the way (the peer's queue to us was full): the same peer
+        is asked again from there, for half as many frames (`budget`), at most MAX_CUT_ROUNDS times."""
         want = next((w for w in self._wants if w.peer == peer and w.key == key and w.first == first), None)
         if want is None:
             return []  # answered late, after it was passed on (or never asked)
         self._wants.remove(want)
+        missing = list(missing)
+        budget = self.budget.get(peer, ANSWER_FRAMES)
+        if (arrived_to is not None and first - 1 <= arrived_to < looked_to
+                and want.rounds < MAX_CUT_ROUNDS
+                and not any(low <= arrived_to + 1 <= high for low, high in missing)):
+            self.budget[peer] = max(1, budget // 2)
+            self._tried.pop((key, arrived_to + 1), None)
+            ask = self._ask(key, arrived_to + 1, want.last, [peer], now, want.rounds + 1)
+            return [ask] if ask is not None else []
+        if arrived_to is not None and budget < ANSWER_FRAMES:
+            self.budget[peer] = min(ANSWER_FRAMES, budget * 2)
         asks = []
         if looked_to < want.last:  # more to come from this peer
             self._tried.pop((key, looked_to + 1), None)

@@ -187,14 +187,16 @@ class SeenRecord:
         losses, self.losses = self.losses, {}
         return losses
 
-    def snapshot(self, limit: int) -> list[tuple[Hashable, int]]:
-        """(origin, highest seq seen) of up to `limit` most recently active origins.
+    def snapshot(self, limit: int, since: float = float("-inf")) -> list[tuple[Hashable, int]]:
+        """(origin, highest seq seen) of up to `limit` most recently active origins (active at `since` or
+        later).
 
         A peer that has just linked a newcomer sends this: every message up to those numbers reached the
         peer before the link existed, so it was published before the newcomer could be ready, and the
         newcomer can start each origin right after it (`adopt`) instead of guessing from arrivals.
         """
-        recent = sorted(self._logs.items(), key=lambda item: item[1].last_active, reverse=True)[:limit]
+        live = [item for item in self._logs.items() if item[1].last_active >= since]
+        recent = sorted(live, key=lambda item: item[1].last_active, reverse=True)[:limit]
         return [(origin, _highest(log)) for origin, log in recent]
 
     def adopt(self, origin: Hashable, highest_seen: int, now: float) -> None:

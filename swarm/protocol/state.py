@@ -264,7 +264,7 @@ class NodeState:
             membership.trim_view(now)
             self._dial_due(now)
             self._serve(membership.prune(now))
-            membership.send_peers(now)
+            membership.send_peers(now, self.broadcast.recent_positions(now, self.config.gossip_interval))
         if now >= self._next_probe:
             self._next_probe = now + self.config.probe_interval * (0.5 + self.rng.random())
             self.dialer.probe(now, membership.failed_addresses())
