@@ -1,7 +1,7 @@
 """Node processes for the multi-process overlay tests: a child program and the parent's side of it.
 
-Run as a script (`python tests/procs.py --name NAME [--seed HOST:PORT] [--options JSON]`), this module is
-one swarm node, driven over stdin and reporting on stdout, one line each:
+Run as a script (`python tests/procs.py --name NAME [--seed HOST:PORT] [--options JSON] [--slow-sync S |
+--slow-async S]`), this module is one swarm node, driven over stdin and reporting on stdout, one line each:
 
     child  -> parent   listening <name> <host>:<port>        bound
     child  -> parent   ready <name> <time_ns>                 joined (wait_ready returned at time_ns)
@@ -10,13 +10,20 @@ one swarm node, driven over stdin and reporting on stdout, one line each:
     child  -> parent   error <code> <text>                    the connector's `error` event
     child  -> parent   pub <src> <seq> <time_ns>              this node published message seq (TOPIC)
     child  -> parent   halted <src> <count>                   this node stopped publishing
-    parent -> child    publish {"rate": R, "count": N|null}   publish steadily until N, or until `halt`
+    child  -> parent   status <json>                          this node's `status()` (asked by `status`)
+    parent -> child    publish {"rate": R, "count": N|null, "pad": B}
+                                                              publish steadily until N, or until `halt`
+                                                              (`pad`, optional: B bytes of padding each)
     parent -> child    halt                                   stop publishing
     parent -> child    direct {"target": ..., "message": ...} conn.send_direct(target, DIRECT_TOPIC, message)
+    parent -> child    status                                 print `status <json>`
     parent -> child    stop                                   leave the cluster and exit 0
 
-A broadcast message is `{"src": "<name>@<pid>", "seq": n, "ts": time_ns}`: `src` names one publishing
-process, so a restarted publisher is a new stream. The child also leaves on SIGTERM and when its stdin
+A broadcast message is `{"src": "<name>@<pid>", "seq": n, "ts": time_ns}` (plus `"pad"` when asked for):
+`src` names one publishing process, so a restarted publisher is a new stream. A slow subscriber for the
+fault tests: with `--slow-sync S` the TOPIC callback `time.sleep`s S seconds after printing its `m` line
+(it blocks the node's whole trio loop meanwhile, as a careless application would), with `--slow-async S`
+it is an async callback that `await trio.sleep(S)`s. The child also leaves on SIGTERM and when its stdin
 closes (the parent died). Wall-clock times (`time.time_ns()`) are comparable: one machine, one clock.
 
 Imported, it gives the parent's side: `NodeCluster` starts such processes (ephemeral ports on
@@ -62,8 +69,10 @@ BATCH = 32
 
 
 
-async def _publish(conn: Connector, src: str, rate: float, count: int | None, halt: trio.Event) -> None:
+async def _publish(conn: Connector, src: str, rate: float, count: int | None, halt: trio.Event,
+                   pad: int = 0) -> None:
     start = trio.current_time()
+    padding = {"pad": "x" * pad} if pad else {}
     seq = 0
     while not halt.is_set() and (count is None or seq < count):
         seq += 1
@@ -74,7 +83,7 @@ async def _publish(conn: Connector, src: str, rate: float, count: int | None, ha
             seq -= 1
             break
         now = time.time_ns()
-        conn.publish(TOPIC, {"src": src, "seq": seq, "ts": now})
+        conn.publish(TOPIC, {"src": src, "seq": seq, "ts": now, **padding})
         say(f"pub {src} {seq} {now}")
         if seq % BATCH == 0:
             await conn.drain()
@@ -82,7 +91,8 @@ async def _publish(conn: Connector, src: str, rate: float, count: int | None, ha
     say(f"halted {src} {seq}")
 
 
-async def child_main(name: str, seeds: list[str], options: dict[str, Any]) -> int:
+async def child_main(name: str, seeds: list[str], options: dict[str, Any], slow_sync: float = 0.0,
+                     slow_async: float = 0.0) -> int:
     mapping: dict[str, Any] = {"serverName": name, "host": HOST, "port": 0, **options}
     if seeds:
         mapping["seedNodes"] = seeds
@@ -91,6 +101,12 @@ async def child_main(name: str, seeds: list[str], options: dict[str, Any]) -> in
 
     def on_message(message: Any) -> None:
         say(f"m {message['src']} {message['seq']}")
+        if slow_sync:
+            time.sleep(slow_sync)
+
+    async def on_message_slowly(message: Any) -> None:
+        say(f"m {message['src']} {message['seq']}")
+        await trio.sleep(slow_async)
 
     def on_direct(message: Any) -> None:
         say(f"d {json.dumps(message)}")
@@ -98,7 +114,7 @@ async def child_main(name: str, seeds: list[str], options: dict[str, Any]) -> in
     def on_error(error: Any) -> None:
         say(f"error {getattr(error, 'code', '?')} {' '.join(str(error).split())}")
 
-    conn.subscribe(TOPIC, on_message)
+    conn.subscribe(TOPIC, on_message_slowly if slow_async else on_message)
     conn.subscribe(DIRECT_TOPIC, on_direct)
     conn.on("error", on_error)
     async with child_node(conn) as (nursery, commands):
@@ -113,7 +129,8 @@ async def child_main(name: str, seeds: list[str], options: dict[str, Any]) -> in
             if verb == "publish":
                 command = json.loads(rest)
                 halt = trio.Event()
-                nursery.start_soon(_publish, conn, src, command["rate"], command.get("count"), halt)
+                nursery.start_soon(_publish, conn, src, command["rate"], command.get("count"), halt,
+                                   command.get("pad", 0))
             elif verb == "halt":
                 halt.set()
             elif verb == "direct":
@@ -122,6 +139,8 @@ async def child_main(name: str, seeds: list[str], options: dict[str, Any]) -> in
                     conn.send_direct(command["target"], DIRECT_TOPIC, command["message"])
                 except Exception as error:  # reported, not fatal: the parent checks for it
                     say(f"error local {type(error).__name__}: {error}")
+            elif verb == "status":
+                say(f"status {json.dumps(conn.status(), default=str)}")
             elif verb == "stop":
                 break
     return 0
@@ -135,8 +154,14 @@ def _child_entry() -> int:
     parser.add_argument("--name", required=True)
     parser.add_argument("--seed", action="append", default=[])
     parser.add_argument("--options", default="{}", help="more connector options, as a JSON object")
+    slow = parser.add_mutually_exclusive_group()
+    slow.add_argument("--slow-sync", type=float, default=0.0, metavar="SECONDS",
+                      help="the TOPIC callback blocks (time.sleep) this long per message")
+    slow.add_argument("--slow-async", type=float, default=0.0, metavar="SECONDS",
+                      help="the TOPIC callback is async and awaits trio.sleep this long per message")
     args = parser.parse_args()
-    return trio.run(child_main, args.name, args.seed, json.loads(args.options))
+    return trio.run(child_main, args.name, args.seed, json.loads(args.options), args.slow_sync,
+                    args.slow_async)
 
 
 # ---------------------------------------------------------------------- the parent
@@ -248,11 +273,14 @@ class Node:
     errors: list[tuple[str, str]] = field(default_factory=list)
     published: list[Published] = field(default_factory=list)
     halted: bool = False
+    halted_count: int | None = None  # the count of the last `halted` line
     src: str | None = None
     # time.time_ns() when the parent signalled it to stop (SIGTERM or SIGKILL); None while meant to run.
     stopped_ns: int | None = None
     eof: bool = False
     changed: trio.Event = field(default_factory=trio.Event)
+    # Answers to `status` commands, in order.
+    status_answers: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -290,6 +318,9 @@ class Node:
             self.ready_ns = int(rest.split()[1])
         elif verb == "halted":
             self.halted = True
+            self.halted_count = int(rest.split()[1])
+        elif verb == "status":
+            self.status_answers.append(json.loads(rest))
 
     async def read_stdout(self) -> None:
         assert self.process.stdout is not None
@@ -325,6 +356,13 @@ class Node:
     async def send(self, line: str) -> None:
         assert self.process.stdin is not None
         await self.process.stdin.send_all((line + "\n").encode())
+
+    async def status(self, timeout: float = WAIT) -> dict[str, Any]:
+        """The child's own `status()`, asked over stdin (no connection of the node's is used)."""
+        count = len(self.status_answers)
+        await self.send("status")
+        await self.wait_for(lambda: len(self.status_answers) > count, "status", timeout)
+        return self.status_answers[count]
 
     def kill(self) -> None:
         """SIGKILL, at once."""
@@ -367,10 +405,12 @@ class NodeCluster:
             latest[node.name] = node
         return {name: node for name, node in latest.items() if node.alive}
 
-    async def start(self, name: str, seeds: Iterable[str] = (), **options: Any) -> Node:
-        """Start one node process; returns without waiting for it to listen."""
+    async def start(self, name: str, seeds: Iterable[str] = (), *, child_args: Iterable[str] = (),
+                    **options: Any) -> Node:
+        """Start one node process (`child_args`: more flags of the child, e.g. `--slow-sync 0.005`);
+        returns without waiting for it to listen."""
         command = [sys.executable, str(Path(__file__).resolve()), "--name", name,
-                   "--options", json.dumps({**self.options, **options})]
+                   "--options", json.dumps({**self.options, **options}), *child_args]
         for seed in seeds:
             command += ["--seed", seed]
         stderr_path = self._tmp_path / f"{name}-{len(self.instances)}.stderr"
