@@ -322,20 +322,23 @@ def script(name: str) -> list[str]:
 async def start_bench_cluster(
         children: list[harness.Child], count: int, options: dict[str, Any] | None = None,
         unsubscribed: Sequence[str] = (), timeout: float = 60.0,
+        child: Sequence[str] | None = None, options_of: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[dict[str, harness.Child], dict[str, tuple[str, int]], dict[str, Any]]:
     """Start `count` `bench_node.py` processes named node-0, node-1, ... (into `children`): node-0 without
     seeds, the others seeded with it, all on 127.0.0.1 with ephemeral ports and a cluster name of their
     own; wait until every node's ring links are its true ring neighbours (`harness.wait_converged`).
-    Returns the children and the addresses by name, and each node's status at that moment."""
+    Returns the children and the addresses by name, and each node's status at that moment. `child`: the
+    command of another child program taking the same `--options` and `--no-subscribe` (default:
+    bench_node.py); `options_of`: options of single nodes, by name."""
     cluster = f"swarm-bench-{os.getpid()}"
     names = [f"node-{index}" for index in range(count)]
 
     def command(name: str, seeds: list[str]) -> list[str]:
         node_options = {"serverName": name, "port": 0, "host": HOST, "clusterName": cluster,
-                        **(options or {})}
+                        **(options or {}), **(options_of or {}).get(name, {})}
         if seeds:
             node_options["seedNodes"] = seeds
-        return [*script("bench_node.py"), "--options", json.dumps(node_options),
+        return [*(child or script("bench_node.py")), "--options", json.dumps(node_options),
                 *(["--no-subscribe"] if name in unsubscribed else [])]
 
     nodes: dict[str, harness.Child] = {}

@@ -60,7 +60,6 @@ import common
 import trio
 
 from swarm import harness
-from swarm.config import parse_address
 from swarm.connector import Connector
 
 TOPIC = "swarm-slow-member"
@@ -212,30 +211,11 @@ async def start_cluster(children: list[harness.Child], count: int, timeout: floa
     seeds, the others seeded with it; returns once every node's ring links are its true ring neighbours
     and the links made while joining have been pruned. `queue_bytes`: the slow member's
     deliveryQueueBytes (None: swarm's default)."""
-    cluster = f"swarm-slow-member-{os.getpid()}"
-    names = [f"node-{index}" for index in range(count)]
-
-    def command(name: str, seeds: list[str]) -> list[str]:
-        options: dict[str, Any] = {"serverName": name, "port": 0, "host": common.HOST, "clusterName": cluster}
-        if seeds:
-            options["seedNodes"] = seeds
-        if name == SLOW and queue_bytes is not None:
-            options["deliveryQueueBytes"] = queue_bytes
-        return [*common.script("slow_member.py"), "--child", "--options", json.dumps(options),
-                *(["--no-subscribe"] if name == PUBLISHER else [])]
-
-    nodes: dict[str, harness.Child] = {}
-    addresses: dict[str, tuple[str, int]] = {}
+    slow = {SLOW: {"deliveryQueueBytes": queue_bytes}} if queue_bytes is not None else None
+    nodes, addresses, _ = await common.start_bench_cluster(
+        children, count, unsubscribed=[PUBLISHER], timeout=timeout,
+        child=[*common.script("slow_member.py"), "--child"], options_of=slow)
     with trio.fail_after(timeout):
-        nodes[names[0]] = await harness.start_process(children, names[0], command(names[0], []))
-        seed = (await nodes[names[0]].expect("listening")).split()[1]
-        addresses[names[0]] = parse_address(seed)
-        for name in names[1:]:
-            nodes[name] = await harness.start_process(children, name, command(name, [seed]))
-        for name, answer in (await harness.await_all([nodes[n] for n in names[1:]], "listening")).items():
-            addresses[name] = parse_address(answer.split()[1])
-        await harness.await_all(list(nodes.values()), "ready")
-        await harness.wait_converged(addresses)
         await common.wait_settled(addresses, quiet=2.0, limit=20.0)
     return nodes, addresses
 

@@ -464,16 +464,22 @@ def own_key(net: Lossy, name: str) -> bytes:
     return net.state(name).broadcast.own_key
 
 
+def batcher(net: Any, sent: list[Any]) -> Any:
+    """A function that publishes a batch of `size` new numbers on "a" (noted in `sent`) and returns the
+    number of the batch's first message."""
+    def batch(size: int) -> int:
+        messages = [len(sent) + i for i in range(size)]
+        sent.extend(messages)
+        return publish_batch(net, "a", messages)
+    return batch
+
+
 def test_a_node_that_misses_frames_pulls_them_and_delivers_every_message_once_in_order() -> None:
     net = Lossy("c", seed=3)
     mesh(net)
     key = own_key(net, "a")
     sent: list[Any] = []
-
-    def batch(size: int) -> int:
-        messages = [len(sent) + i for i in range(size)]
-        sent.extend(messages)
-        return publish_batch(net, "a", messages)
+    batch = batcher(net, sent)
 
     batch(2)
     net.run_for(0.2)
@@ -503,11 +509,7 @@ def test_frames_no_peer_has_any_more_are_given_up_exactly_in_messages_and_report
     mesh(net, cache_seconds=1.0)
     key = own_key(net, "a")
     sent: list[Any] = []
-
-    def batch(size: int) -> int:
-        messages = [len(sent) + i for i in range(size)]
-        sent.extend(messages)
-        return publish_batch(net, "a", messages)
+    batch = batcher(net, sent)
 
     batch(3)
     net.run_for(0.2)
