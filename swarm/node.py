@@ -11,8 +11,9 @@ message. **Relaying never waits for them**: the engine forwards a frame before i
 over, and the messages go into the node's delivery queue, bounded in bytes (`deliveryQueueBytes`), which
 one delivery task empties in order, a slice of `DELIVERY_SLICE` at a time before it lets the readers
 and writers run again. An async callback is awaited there, so its order is kept too. A cheap plain
-callback is called at once while the queue is empty (no task switch on the latency path); one that took
-longer than `INLINE_LIMIT` sends the deliveries through the queue for `INLINE_COOLDOWN`. When the
+callback is called at once while the queue is empty (no task switch on the latency path); callbacks
+that take longer than `INLINE_LIMIT` on average send the deliveries through the queue for
+`INLINE_COOLDOWN`. When the
 callbacks fall `deliveryQueueBytes` behind, further messages are dropped for the local subscribers only
 (never for the relaying), counted per origin (`slow_consumer_dropped`), and reported as an `error` event
 with code `slow_consumer`, at most once a second with the exact counts since the last report: NATS's
