@@ -360,10 +360,11 @@ async def test_duplicate_server_name_ends_the_older_process(tmp_path: Path) -> N
             assert newer.address is not None and newer.address != older_address
             lines = older.stderr().splitlines()
             assert status == 3, (status, lines)
-            # One line says why it ended, and names the address that holds the name. (At the default log
-            # level the engine's WARNING log line says the same before it: a log line, not the verdict.)
+            # One line says why it ended, and names the address that holds the name (the engine logs the
+            # conflict below the default level, so that it is said once).
             conflict = [line for line in lines if line.startswith("swarm: error:")]
             assert len(conflict) == 1, lines
+            assert [line for line in lines if "held by" in line] == conflict, lines
             assert "name_conflict" in conflict[0] or "held by" in conflict[0], lines
             assert newer.address in conflict[0], (newer.address, lines)
             assert not any("Traceback" in line for line in lines), lines

@@ -413,7 +413,9 @@ class Engine:
             elif kind is act.Ready:
                 self._ready()
             elif kind is act.ReportError:
-                log.warning("%s: %s", self.options.serverName, action.text)
+                # A name conflict ends `python -m swarm node` with one line of its own: not logged twice.
+                level = logging.INFO if action.code == "name_conflict" else logging.WARNING
+                log.log(level, "%s: %s", self.options.serverName, action.text)
                 self._error(action.code, action.text)
             elif kind is act.ScheduleTimer:
                 if action.at < self._wake_at:
