@@ -275,7 +275,9 @@ OPTIONS: tuple[Option, ...] = (
            minimum=0, maximum=65535),
     Option("seedNodes", "addresses", (),
            "Addresses ('host:port') dialled at start. Further peers are learned from them. Listing the "
-           "node's own address is harmless.", core=True),
+           "node's own address is harmless. A host may be a DNS name: it is resolved again at every dial, "
+           "and every address it resolves to is tried in turn, so a Kubernetes headless service whose pod "
+           "IPs change works as a seed, as Consul's retry-join does.", core=True),
     Option("minimumPeers", "int", None,
            "Peers to be linked to before the node is ready. Default 1 when `seedNodes` is set, else 0 (a "
            "first node alone is ready at once).", minimum=0,
