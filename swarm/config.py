@@ -30,7 +30,8 @@ import yaml
 from .errors import ConfigError
 
 __all__ = ["OPTIONS", "Option", "Options", "TlsFiles", "format_bridge", "is_unix_socket_path",
-           "load_config_file", "parse_address", "parse_bridge", "parse_option_text", "render_markdown"]
+           "load_config_file", "parse_address", "parse_bridge", "parse_listen_address", "parse_option_text",
+           "render_markdown"]
 
 
 def parse_address(value: str, key: str = "address") -> tuple[str, int]:
@@ -150,7 +151,7 @@ class Option:
     """One configuration key: its type, default, allowed range and meaning."""
 
     key: str
-    kind: str  # "str" | "int" | "float" | "bool" | "addresses" | "choice" | "tls" | "bridge"
+    kind: str  # "str" | "int" | "float" | "bool" | "address" | "addresses" | "choice" | "tls" | "bridge"
     default: Any
     doc: str
     minimum: float | None = None
@@ -169,6 +170,7 @@ class Option:
         if self.kind == "bridge":
             return "'127.0.0.1:PORT' (loopback) or a unix socket path"
         names = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
+                 "address": "'host:port' (port 0: any free port)",
                  "addresses": "a list of 'host:port' strings"}
         return names[self.kind] + self._bounds()
 
@@ -190,6 +192,8 @@ class Option:
             return value
         if self.kind == "bridge":
             return format_bridge(*parse_bridge(value, key))
+        if self.kind == "address":
+            return format_bridge("tcp", *parse_listen_address(value, key))
         if self.kind == "str":
             if not isinstance(value, str) or not value:
                 raise ConfigError(f"{key}: expected {self.expected()}, got {value!r}")
@@ -222,13 +226,25 @@ class Option:
         raise AssertionError(self.kind)
 
 
+def parse_listen_address(value: Any, key: str = "address") -> tuple[str, int]:
+    """(host, port) of an address to listen on: as `parse_address`, and `host:0` picks a free port."""
+    if not isinstance(value, str) or not value.endswith(":0"):
+        return parse_address(value, key)
+    host = value[:-2]
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host:
+        raise ConfigError(f"{key}: expected 'host:port' with a host, got {value!r}")
+    return host, 0
+
+
 def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def parse_option_text(option: Option, text: str) -> Any:
     """Turn a command-line string into the option's type, with YAML's rules (so `true`, `3`, `[a, b]`)."""
-    if option.kind in ("str", "choice", "bridge"):
+    if option.kind in ("str", "choice", "bridge", "address"):
         return text
     if option.kind == "addresses":
         return [part.strip() for part in text.split(",") if part.strip()]
@@ -381,6 +397,10 @@ OPTIONS: tuple[Option, ...] = (
            "the server name it claims; there is no plaintext fallback. `serverName` defaults to the "
            "certificate's name. Files are re-read on SIGHUP and by `Connector.reload_tls()`. Default: "
            "none, plaintext (warned about when `host` is not loopback). See docs/security.md."),
+    Option("metrics", "address", None,
+           "Where to serve Prometheus metrics (`/metrics`) and health checks (`/healthz`: 200 while the node "
+           "runs; `/readyz`: 200 while it is ready and holds its name), as `host:port` (port 0 picks a free "
+           "one). Default: none (no HTTP server). docs/operations.md lists the metrics."),
     Option("bridge", "bridge", None,
            "Where `python -m swarm node` (or a `ClusterNode`) accepts local clients of the sidecar bridge, "
            "for servers not written in Python (docs/bridge.md): `127.0.0.1:PORT` (a loopback address only; "

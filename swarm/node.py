@@ -33,12 +33,13 @@ from typing import Any
 import trio
 
 from . import counters as C
-from .config import Options, TlsFiles
+from .config import Options, TlsFiles, parse_listen_address
 from .errors import SwarmError
 from .protocol.actions import Deliver
 from .protocol.wire import decode_message
 from .transport import tls
 from .transport.engine import Engine
+from .transport.metrics import MetricsServer
 
 __all__ = ["DELIVERY_SLICE", "EVENTS", "Node", "NodeError", "check_topic"]
 
@@ -104,6 +105,7 @@ class Node:
         self._slow_unreported: Counter[str] = Counter()
         self._slow_total: Counter[str] = Counter()
         self._next_slow_report = 0.0
+        self.metrics: MetricsServer | None = None  # with the `metrics` option, once started
         self._nursery_manager: Any = None
         self._scope = trio.CancelScope()
         self._closed = False
@@ -142,6 +144,10 @@ class Node:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self._engine.run)
                 nursery.start_soon(self._run_deliveries)
+                if self.options.metrics is not None:
+                    host, port = parse_listen_address(self.options.metrics, "metrics")
+                    self.metrics = MetricsServer(host, port, self.status)
+                    await nursery.start(self.metrics.run)
                 await self._start_services(nursery)
                 task_status.started()
 
@@ -244,8 +250,12 @@ class Node:
         await self._engine.flush()
 
     def status(self) -> dict[str, Any]:
-        """The node's links, view and counters (see `python -m swarm status`)."""
-        return self._engine.status()
+        """The node's links, view and counters (see `python -m swarm status`), and with the `metrics`
+        option where they are served (`"metrics"`: "host:port")."""
+        status = self._engine.status()
+        if self.metrics is not None and self.metrics.address is not None:
+            status["metrics"] = "{}:{}".format(*self.metrics.address)
+        return status
 
     def reload_tls(self, tls: Mapping[str, Any] | TlsFiles | None = None) -> dict[str, Any]:
         """Re-read the `tls` files (CA bundle, certificate, key), or switch to the files of `tls`.

@@ -107,3 +107,12 @@ def test_slow_member_benchmark_runs(tmp_path: Path) -> None:
         assert (member["lost"], member["duplicates"]) == (0, 0), (name, member)
     assert [target["target"] for target in report["targets"]] == [
         "others' p99 <= 2x baseline", "publisher lag <= 0.5 s", "0 lost at healthy nodes"]
+
+
+def test_metrics_scrape_benchmark_runs(tmp_path: Path) -> None:
+    report = run_benchmark("metrics_scrape.py", "--nodes", "3", "--messages", "3000", "--rate", "1000",
+                           "--interval", "0.1", "--rounds", "1", tmp_path=tmp_path)
+    summary = report["summary"]
+    assert summary["without"]["lost"] == summary["with"]["lost"] == 0
+    assert summary["without"]["scrapes"] == 0 and summary["with"]["scrapes"] > 0  # it did scrape, every one
+    assert summary["with"]["failed_scrapes"] == 0  # answered 200 and parsed
