@@ -49,7 +49,7 @@ from typing import Any, TextIO, TypeVar
 
 import trio
 
-from . import __version__, certs, jsontext
+from . import __version__, certs, jsontext, logs
 from .bridge import BridgeListenError
 from .cluster_node import ClusterNode
 from .config import OPTIONS_BY_KEY, Options, load_config_file, parse_address, parse_option_text
@@ -150,8 +150,14 @@ def to_json_line(message: Any) -> str:
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(stream=sys.stderr, level=getattr(logging, level),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(stream=sys.stderr, level=getattr(logging, level), format=logs.TEXT_FORMAT)
+
+
+def _node_options(config: str | None, flags: Sequence[str], **more: Any) -> Options:
+    """The options of a command that runs a node, its log lines formatted as its `logFormat` says."""
+    options = load_options(config, flags, **more)
+    logs.use_format(options.logFormat, options.serverName)
+    return options
 
 
 def _log_errors(conn: Node) -> None:
@@ -529,9 +535,9 @@ def _dispatch(args: argparse.Namespace) -> int:
                         args.timeout, args.log_level, args.tls)
     if command == "_demo-node":
         from .harness import run_demo_node
-        return trio.run(run_demo_node, load_options(args.config, args.option), args.peers)
+        return trio.run(run_demo_node, _node_options(args.config, args.option), args.peers)
     if command == "node":
-        return trio.run(run_node, load_options(args.config, args.option))
+        return trio.run(run_node, _node_options(args.config, args.option))
     if command == "status":
         address = parse_address(args.address, "HOST:PORT")
         tls_context = None
@@ -545,7 +551,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(line)
         return EXIT_OK
     # pub and sub are clients: an ephemeral port unless told otherwise.
-    options = load_options(args.config, args.option, defaults={"port": 0})
+    options = _node_options(args.config, args.option, defaults={"port": 0})
     topic = parse_topic(args.topic)
     if command == "sub":
         return trio.run(run_sub, options, topic)

@@ -397,6 +397,10 @@ OPTIONS: tuple[Option, ...] = (
            "the server name it claims; there is no plaintext fallback. `serverName` defaults to the "
            "certificate's name. Files are re-read on SIGHUP and by `Connector.reload_tls()`. Default: "
            "none, plaintext (warned about when `host` is not loopback). See docs/security.md."),
+    Option("logFormat", "choice", "text",
+           "How `python -m swarm` writes its log lines on stderr: `text`, or `json`: one JSON object a line "
+           "(time, level, logger, node, message), with the node's name in each, for log collectors.",
+           choices=("text", "json")),
     Option("metrics", "address", None,
            "Where to serve Prometheus metrics (`/metrics`) and health checks (`/healthz`: 200 while the node "
            "runs; `/readyz`: 200 while it is ready and holds its name), as `host:port` (port 0 picks a free "
