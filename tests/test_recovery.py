@@ -564,3 +564,14 @@ def test_what_the_peer_said_it_lacks_is_not_taken_for_an_answer_cut_on_the_way()
     pulls.want(b"k", 1, 10, [b"p", b"q"], 0.0)
     assert pulls.answered(b"p", b"k", 1, 10, [(1, 4)], [b"p", b"q"], 0.1, arrived_to=0) == [(b"q", 1, 4)]
     assert b"p" not in pulls.budget
+
+
+def test_a_nodes_cache_counts_what_each_frame_costs_besides_its_bytes() -> None:
+    # Small frames cost more in bookkeeping than in bytes: a node counts ENTRY_OVERHEAD per frame, so that
+    # cacheBytes bounds the memory the cache takes.
+    from swarm.protocol.recovery import ENTRY_OVERHEAD
+
+    cache = FrameCache(10 * (10 + ENTRY_OVERHEAD), float("inf"), entry_overhead=ENTRY_OVERHEAD)
+    for seq in range(1, 31):
+        cache.add(b"k", seq, 1, bytes(10), 0.0)
+    assert len(cache) == 10 and cache.bytes == 10 * (10 + ENTRY_OVERHEAD)

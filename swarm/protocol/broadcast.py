@@ -34,7 +34,7 @@ from ..errors import ProtocolError
 from . import wire
 from .actions import Action, Alarm, ReportError, Send
 from .events import LinkDown, LinkUp
-from .recovery import ANSWER_FRAMES, PULL_AFTER, PULL_ROUNDS, PULL_TIMEOUT, FrameCache, Pulls
+from .recovery import ANSWER_FRAMES, ENTRY_OVERHEAD, PULL_AFTER, PULL_ROUNDS, PULL_TIMEOUT, FrameCache, Pulls
 from .seen import SeenRecord
 from .tree import MAX_GRAFT, REPAIR_ROUNDS, MessageId, TreeBroadcast, per_frame
 
@@ -92,7 +92,7 @@ class Broadcast:
         self.last_frame_seq = 0  # the number of the first message of our last DATA frame
         # Recent frames for peers that pull (and tree grafts), the pulls of ours pending, the peer that
         # last brought each stream (asked first), and the losses reported and to report.
-        self.cache = FrameCache(config.cache_bytes, config.cache_seconds)
+        self.cache = FrameCache(config.cache_bytes, config.cache_seconds, entry_overhead=ENTRY_OVERHEAD)
         self.pulls = Pulls()
         self._sources: dict[bytes, bytes] = {}
         self._tails: dict[bytes, tuple[int, bytes, float]] = {}  # key -> (highest, peer, when) at a peer

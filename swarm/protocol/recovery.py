@@ -36,6 +36,9 @@ __all__ = ["ANSWER_BYTES", "ANSWER_FRAMES", "PULL_AFTER", "PULL_TIMEOUT", "Frame
 
 MessageId = tuple[bytes, int]  # (stream key, number of a frame's first message)
 
+# What keeping a frame costs besides its bytes (its key tuple, its entry, the dict slot), counted into
+# the cache's bytes so that `cacheBytes` bounds the memory it takes, even for small frames.
+ENTRY_OVERHEAD = 160
 # Frames a cache holds at most, whatever their size: ~200 bytes of bookkeeping each, so 50 MiB at most.
 MAX_FRAMES = 1 << 18
 # A gap this old is pulled. Under flooding a copy that overtook another is followed by the other within
@@ -71,8 +74,11 @@ class FrameCache:
     never re-batched and a PULL starts where the asker's stream stopped, at a frame's first message;
     over a frame it does not have it steps one number at a time, at most `MAX_PROBES` per answer."""
 
-    def __init__(self, max_bytes: int, max_age: float, max_frames: int = MAX_FRAMES) -> None:
+    def __init__(self, max_bytes: int, max_age: float, max_frames: int = MAX_FRAMES,
+                 entry_overhead: int = 0) -> None:
+        """`entry_overhead`: bytes counted per frame besides its own (`ENTRY_OVERHEAD` for a node)."""
         self.max_bytes = max_bytes
+        self.entry_overhead = entry_overhead
         self.max_age = max_age
         self.max_frames = max_frames
         self.bytes = 0
@@ -97,10 +103,10 @@ class FrameCache:
         if message in frames:
             return
         frames[message] = (frame, count, now)
-        self.bytes += len(frame)
+        self.bytes += len(frame) + self.entry_overhead
         if self.bytes > self.max_bytes or len(frames) > self.max_frames:
             while frames and (len(frames) > self.max_frames or self.bytes > self.max_bytes):
-                self.bytes -= len(frames.popitem(last=False)[1][0])
+                self.bytes -= len(frames.popitem(last=False)[1][0]) + self.entry_overhead
 
     def expire(self, now: float) -> None:
         """Drop the frames older than `max_age` (some may have gone for size already)."""
@@ -111,7 +117,7 @@ class FrameCache:
             if entry[2] >= cutoff:
                 break
             del frames[message]
-            self.bytes -= len(entry[0])
+            self.bytes -= len(entry[0]) + self.entry_overhead
 
     def range(self, key: bytes, first: int, last: int, max_frames: int = ANSWER_FRAMES,
               max_bytes: int = ANSWER_BYTES) -> tuple[list[bytes], int, list[tuple[int, int]]]:
