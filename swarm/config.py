@@ -30,12 +30,12 @@ import yaml
 from .errors import ConfigError
 
 __all__ = ["OPTIONS", "Option", "Options", "TlsFiles", "format_bridge", "is_unix_socket_path",
-           "load_config_file", "parse_address", "parse_bridge", "parse_listen_address", "parse_option_text",
-           "render_markdown"]
+           "load_config_file", "parse_address", "parse_bridge", "parse_option_text", "render_markdown"]
 
 
-def parse_address(value: str, key: str = "address") -> tuple[str, int]:
-    """Parse "host:port" (or "[v6]:port") into (host, port); raise ConfigError naming `key`."""
+def parse_address(value: str, key: str = "address", *, any_port: bool = False) -> tuple[str, int]:
+    """Parse "host:port" (or "[v6]:port") into (host, port); raise ConfigError naming `key`. With
+    `any_port`, port 0 (an address to listen on, any free port) is allowed."""
     if not isinstance(value, str) or ":" not in value:
         raise ConfigError(f"{key}: expected 'host:port', got {value!r}")
     host, _, port_text = value.rpartition(":")
@@ -43,12 +43,13 @@ def parse_address(value: str, key: str = "address") -> tuple[str, int]:
         host = host[1:-1]
     if not host:
         raise ConfigError(f"{key}: expected 'host:port' with a host, got {value!r}")
+    lowest = 0 if any_port else 1
     try:
         port = int(port_text)
     except ValueError:
-        raise ConfigError(f"{key}: port must be an integer in 1..65535, got {value!r}") from None
-    if not 1 <= port <= 65535:
-        raise ConfigError(f"{key}: port must be an integer in 1..65535, got {value!r}")
+        port = -1
+    if not lowest <= port <= 65535:
+        raise ConfigError(f"{key}: port must be an integer in {lowest}..65535, got {value!r}")
     return host, port
 
 
@@ -193,7 +194,7 @@ class Option:
         if self.kind == "bridge":
             return format_bridge(*parse_bridge(value, key))
         if self.kind == "address":
-            return format_bridge("tcp", *parse_listen_address(value, key))
+            return format_bridge("tcp", *parse_address(value, key, any_port=True))
         if self.kind == "str":
             if not isinstance(value, str) or not value:
                 raise ConfigError(f"{key}: expected {self.expected()}, got {value!r}")
@@ -224,18 +225,6 @@ class Option:
         if self.kind == "tls":
             return TlsFiles.from_value(value, key)
         raise AssertionError(self.kind)
-
-
-def parse_listen_address(value: Any, key: str = "address") -> tuple[str, int]:
-    """(host, port) of an address to listen on: as `parse_address`, and `host:0` picks a free port."""
-    if not isinstance(value, str) or not value.endswith(":0"):
-        return parse_address(value, key)
-    host = value[:-2]
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not host:
-        raise ConfigError(f"{key}: expected 'host:port' with a host, got {value!r}")
-    return host, 0
 
 
 def _number(value: float) -> str:

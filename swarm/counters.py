@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["COUNTERS", "ERROR_CODES", "CounterDoc", "error_counter", "render_markdown"]
+__all__ = ["COUNTERS", "ERROR_CODES", "CounterDoc", "PerOrigin", "error_counter", "render_markdown"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +203,28 @@ ERROR_CODES = {
                      "second)",
     "name_conflict": "another live process holds this node's serverName, and the cluster refuses this one",
 }
+
+
+class PerOrigin:
+    """Losses per origin waiting to be reported, at most once per `interval` seconds and with the exact
+    counts since the last report (the core's `messages_lost`, the node's `slow_consumer`): visible at
+    once, but no error storm. Pure: time comes in as `now`."""
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self.pending: dict[str, int] = {}
+        self._next = 0.0
+
+    def add(self, origin: str, count: int = 1) -> None:
+        self.pending[origin] = self.pending.get(origin, 0) + count
+
+    def due(self, now: float) -> tuple[int, str] | None:
+        """(total, "3 of a, 2 of b") if something waits and a report may go now (then it is cleared)."""
+        if not self.pending or now < self._next:
+            return None
+        self._next = now + self.interval
+        pending, self.pending = self.pending, {}
+        return sum(pending.values()), ", ".join(f"{count} of {origin}" for origin, count in pending.items())
 
 
 def error_counter(code: str) -> str:

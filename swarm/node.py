@@ -33,7 +33,7 @@ from typing import Any
 import trio
 
 from . import counters as C
-from .config import Options, TlsFiles, parse_listen_address
+from .config import Options, TlsFiles, parse_address
 from .errors import SwarmError
 from .protocol.actions import Deliver
 from .protocol.wire import decode_message
@@ -102,9 +102,8 @@ class Node:
         self._delivering = False  # the delivery task is inside a slice (the queue's order is its)
         self._inline_until = 0.0  # inline calls stay off until then (a slow callback was seen)
         self._inline_cost = 0.0  # moving average of an inline call's duration
-        self._slow_unreported: Counter[str] = Counter()
+        self._slow_unreported = C.PerOrigin(SLOW_REPORT_INTERVAL)
         self._slow_total: Counter[str] = Counter()
-        self._next_slow_report = 0.0
         self.metrics: MetricsServer | None = None  # with the `metrics` option, once started
         self._nursery_manager: Any = None
         self._scope = trio.CancelScope()
@@ -145,7 +144,7 @@ class Node:
                 await nursery.start(self._engine.run)
                 nursery.start_soon(self._run_deliveries)
                 if self.options.metrics is not None:
-                    host, port = parse_listen_address(self.options.metrics, "metrics")
+                    host, port = parse_address(self.options.metrics, "metrics", any_port=True)
                     self.metrics = MetricsServer(host, port, self.status)
                     await nursery.start(self.metrics.run)
                 await self._start_services(nursery)
@@ -303,17 +302,18 @@ class Node:
     def _slow_consumer(self, origin: str) -> None:
         """Drop a message for the local subscribers: their queue is full. Count it, report it."""
         self.counters[C.SLOW_CONSUMER_DROPPED] += 1
-        self._slow_unreported[origin] += 1
+        self._slow_unreported.add(origin)
         self._slow_total[origin] += 1
-        now = trio.current_time()
-        if now >= self._next_slow_report:
-            self._next_slow_report = now + SLOW_REPORT_INTERVAL
-            parts = ", ".join(f"{count} of {name}" for name, count in self._slow_unreported.items())
-            total = sum(self._slow_unreported.values())
-            self._slow_unreported.clear()
+        self._report_slow()
+
+    def _report_slow(self) -> None:
+        """Report the drops since the last report, if one may go now. Called on each drop and after each
+        delivery slice: drops of the last second before the drops stop are reported too."""
+        report = self._slow_unreported.due(trio.current_time())
+        if report is not None:
             self._on_error("slow_consumer", f"subscribers fell deliveryQueueBytes "
-                           f"({self._delivery_limit} bytes) behind: {total} messages dropped for them "
-                           f"since the last report ({parts}); relaying goes on")
+                           f"({self._delivery_limit} bytes) behind: {report[0]} messages dropped for them "
+                           f"since the last report ({report[1]}); relaying goes on")
 
     def _slow_losses(self) -> dict[str, Any]:
         """What `status` shows of the slow-consumer drops: per origin since start, and not yet reported."""
@@ -380,6 +380,7 @@ class Node:
                         break
             finally:
                 self._delivering = False
+            self._report_slow()
             await trio.lowlevel.checkpoint()  # the readers and writers run between two slices
 
     async def _await_callback(self, callback: Callable[..., Any], awaitable: Any) -> None:

@@ -79,3 +79,15 @@ def test_the_operations_guide_lists_every_counter() -> None:
     assert table == counters.render_markdown(), (
         "docs/operations.md's counter table differs from swarm.counters.render_markdown(); paste its "
         "output between the counters markers")
+
+
+def test_per_origin_losses_are_reported_at_most_once_an_interval_with_exact_counts() -> None:
+    tally = counters.PerOrigin(1.0)
+    assert tally.due(0.0) is None  # nothing to report
+    tally.add("a", 3)
+    assert tally.due(0.0) == (3, "3 of a")
+    tally.add("a")
+    tally.add("b", 2)
+    assert tally.due(0.5) is None  # within the interval: kept, not lost
+    assert tally.due(1.0) == (3, "1 of a, 2 of b")
+    assert tally.due(5.0) is None

@@ -97,8 +97,7 @@ class Broadcast:
         self._sources: dict[bytes, bytes] = {}
         self._tails: dict[bytes, tuple[int, bytes, float]] = {}  # key -> (highest, peer, when) at a peer
         self.losses: list[dict[str, Any]] = []
-        self._unreported: Counter[bytes] = Counter()
-        self._next_loss_report = 0.0
+        self._unreported = C.PerOrigin(LOSS_REPORT_INTERVAL)
         # Messages published and not yet sealed into a DATA frame (encoded entries), and their size.
         self._batch: list[bytes] = []
         self._batch_bytes = 0
@@ -353,18 +352,14 @@ class Broadcast:
         lost = self.seen.take_losses()
         if lost:
             for key, count in lost.items():
-                self._unreported[key] += count
-                self.losses.append({"origin": wire.key_origin(key).decode("utf-8", "replace"),
-                                    "messages": count, "cause": "gap given up", "at": now})
+                origin = wire.key_origin(key).decode("utf-8", "replace")
+                self._unreported.add(origin, count)
+                self.losses.append({"origin": origin, "messages": count, "cause": "gap given up", "at": now})
             del self.losses[:-LOSSES_KEPT]
-        if self._unreported and now >= self._next_loss_report:
-            self._next_loss_report = now + LOSS_REPORT_INTERVAL
-            parts = ", ".join(f"{count} of {wire.key_origin(key).decode('utf-8', 'replace')}"
-                              for key, count in self._unreported.items())
-            total = sum(self._unreported.values())
-            self._unreported.clear()
-            self.out.append(ReportError("messages_lost", f"{total} messages lost (no peer had them when "
-                                                         f"their gap was given up): {parts}"))
+        report = self._unreported.due(now)
+        if report is not None:
+            self.out.append(ReportError("messages_lost", f"{report[0]} messages lost (no peer had them when "
+                                                         f"their gap was given up): {report[1]}"))
 
     def repairing(self, key: bytes, seq: int) -> bool:
         """Is message `seq` of stream `key` on its way (a pull of it pending)?"""
