@@ -438,7 +438,10 @@ async def test_overflow_towards_a_stalled_peer_is_pulled_back(tmp_path: Path, si
             assert counter(status, "slow_links_cut") == 0, (name, status["counters"])
         assert sorted(after["node-1"]["links"]) == sorted(before["node-1"]["links"])
         for node in others:
-            assert_complete(node, src, count, "node that ran throughout")
+            mine = after[node.name]
+            assert_complete(node, src, count, f"node that ran throughout (losses {mine['losses']}, "
+                            f"pulls_sent {counter(mine, 'pulls_sent')}, gaps_given_up "
+                            f"{counter(mine, 'gaps_given_up')}; {figures})")
         # The stalled peer pulled what its queues dropped, and has every message, once, in order.
         assert pulls > 0, after["node-1"]["counters"]
         assert_complete(stalled, src, count, f"stalled node ({figures})")

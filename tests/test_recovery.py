@@ -13,7 +13,7 @@ from memnet import MemNet
 
 from swarm import counters as C
 from swarm.protocol import wire
-from swarm.protocol.recovery import ANSWER_BYTES, ANSWER_FRAMES, MAX_PROBES, FrameCache, Pulls
+from swarm.protocol.recovery import ANSWER_BYTES, ANSWER_FRAMES, MAX_PROBES, PULL_ROUNDS, FrameCache, Pulls
 from swarm.simulate.network import End, split_frames
 
 K = b"\x01a" + bytes(8)  # a stream key (as wire.stream_key makes them)
@@ -396,10 +396,22 @@ def test_due_passes_a_timed_out_pull_to_the_next_peer_then_gives_up() -> None:
     assert pulls.pending() == [(K, 1, 10, Q)]
     assert pulls.due(2.0, linked=PEERS) == [(R, K, 1, 10)]
     assert pulls.repairing(K, 1)
-    assert pulls.due(3.0, linked=PEERS) == []  # every candidate was asked: nothing more is sent
+    # Every candidate was asked: the last silent one is asked again (silence is no "I lack it": its PULL
+    # or PULLED may have been dropped from a full queue), until PULL_ROUNDS asks went unanswered.
+    for second in range(3, PULL_ROUNDS):
+        assert pulls.due(float(second), linked=PEERS) == [(R, K, 1, 10)]
+    assert pulls.due(float(PULL_ROUNDS), linked=PEERS) == []
     assert len(pulls) == 0 and not pulls.repairing(K, 1) and pulls.wakeup == float("inf")
-    assert pulls.want(K, 1, 10, PEERS, 3.1) is None
-    assert pulls.asked(K, 1) == [P, Q, R]
+    assert pulls.want(K, 1, 10, PEERS, PULL_ROUNDS + 0.1) is None
+    assert pulls.asked(K, 1) == [P, Q] + [R] * (PULL_ROUNDS - 2)
+
+
+def test_a_silent_peer_is_not_asked_again_once_its_link_is_gone() -> None:
+    pulls = Pulls(timeout=1.0)
+    pulls.want(K, 1, 10, [P], 0.0)
+    assert pulls.due(1.0, linked=[P]) == [(P, K, 1, 10)]  # the only peer, silent: asked again
+    assert pulls.due(1.5, linked=[]) == []  # its link went: nobody left to ask
+    assert len(pulls) == 0
 
 
 def test_due_passes_the_pull_of_an_unlinked_peer_on_at_once() -> None:

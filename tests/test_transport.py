@@ -127,3 +127,21 @@ async def test_a_retired_link_keeps_the_rest_of_a_cut_frame_and_hands_on_whole_f
     moved = queue.finish(bye, keep_data=False)
     assert moved == [whole]  # a whole DATA frame may go on the connection that replaces this one
     assert list(queue.frames) == [b"\x01rest of frame 1", control, bye]
+
+
+async def test_a_full_queue_still_takes_control_frames_up_to_a_bounded_reserve() -> None:
+    # A PULL or PULLED dropped behind the payload that filled a queue would make its gap look
+    # unrecoverable; a peer that asks and never reads must still not grow the queue without bound.
+    from swarm.transport.engine import CONTROL_RESERVE_FRAMES
+
+    queue = SendQueue(4, byte_limit=1 << 20)
+    data = wire.encode_data(wire.encode_origin("o"), 1, 2, wire.encode_topic("t"), b"\x01", 1)
+    pull = wire.encode_control(wire.KIND_PULL, {"key": b"k", "first": 1, "last": 2})
+    assert all(queue.put(data) for _ in range(4))
+    assert not queue.put(data)  # payload: full
+    taken = sum(queue.put(pull) for _ in range(CONTROL_RESERVE_FRAMES + 10))
+    assert taken == CONTROL_RESERVE_FRAMES
+    assert not queue.put(data)
+    assert len(queue.frames) == 4 + CONTROL_RESERVE_FRAMES
+    queue.closed = True
+    assert not queue.put(pull)

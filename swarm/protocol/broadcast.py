@@ -280,12 +280,13 @@ class Broadcast:
     # ------------------------------------------------------------------ gap recovery (recovery.py)
 
     def _candidates(self, key: bytes, first: Any = ()) -> list[bytes]:
-        """The peers to pull stream `key` from, in order: `first`, the peer that last brought it, the
-        others."""
+        """The peers to pull stream `key` from, in order: `first`, the peer that last brought it, its
+        origin (which keeps every frame it sent for the cache window, even those its own full queues
+        dropped towards every peer), the others."""
         order = list(first)
-        source = self._sources.get(key)
-        if source is not None and source not in order:
-            order.append(source)
+        for peer in (self._sources.get(key), wire.key_origin(key)):
+            if peer is not None and peer not in order:
+                order.append(peer)
         order.extend(peer for peer in self._links if peer not in order)
         return [peer for peer in order if peer in self._links]
 

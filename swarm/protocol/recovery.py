@@ -11,8 +11,8 @@ for the rest, before giving up, the node asks its peers:
   answered for IWANT) and of Plumtree's payload store for GRAFT (the tree's grafts read this same
   cache);
 * a node that sees a gap older than `PULL_AFTER` sends PULL `{key, first, last}` (a range of message
-  numbers of one stream) to one peer: first the peer that last brought that stream, then each other
-  linked peer in turn (`Pulls`);
+  numbers of one stream) to one peer: first the peer that last brought that stream, then its origin,
+  then each other linked peer in turn, and again a peer that stayed silent (`Pulls`);
 * the peer answers with the cached frames that hold messages of the range, in order and one hop further,
   at most `ANSWER_FRAMES` frames or `ANSWER_BYTES` bytes, then PULLED `{key, first, last, missing}`:
   how far it looked (`last`) and the sub-ranges it did not have;
@@ -156,16 +156,17 @@ class FrameCache:
 
 
 class _Want:
-    __slots__ = ("key", "first", "last", "peer", "deadline", "rounds")
+    __slots__ = ("key", "first", "last", "peer", "deadline", "rounds", "silences")
 
     def __init__(self, key: bytes, first: int, last: int, peer: bytes, deadline: float,
-                 rounds: int = 0) -> None:
+                 rounds: int = 0, silences: int = 0) -> None:
         self.key = key
         self.first = first
         self.last = last
         self.peer = peer  # asked, answer pending
         self.deadline = deadline
         self.rounds = rounds  # answers cut on the way, before this ask
+        self.silences = silences  # asks of this range that went unanswered, before this one
 
 
 class Pulls:
@@ -207,9 +208,10 @@ class Pulls:
         return self._ask(key, first, last, candidates, now)
 
     def _ask(self, key: bytes, first: int, last: int, candidates: Sequence[bytes],
-             now: float, rounds: int = 0) -> tuple[bytes, int, int] | None:
+             now: float, rounds: int = 0, silences: int = 0,
+             again: bool = False) -> tuple[bytes, int, int] | None:
         tried = self._tried.get((key, first))
-        peer = next((p for p in candidates if tried is None or p not in tried), None)
+        peer = next((p for p in candidates if again or tried is None or p not in tried), None)
         if peer is None:
             return None
         if tried is None:
@@ -217,7 +219,7 @@ class Pulls:
             while len(self._tried) > TRIED_LIMIT:
                 self._tried.popitem(last=False)
         tried.append(peer)
-        self._wants.append(_Want(key, first, last, peer, now + self.timeout, rounds))
+        self._wants.append(_Want(key, first, last, peer, now + self.timeout, rounds, silences))
         self.wakeup = min(self.wakeup, now + self.timeout)
         return peer, first, last
 
@@ -269,13 +271,21 @@ class Pulls:
     def due(self, now: float, candidates_of: dict[bytes, Sequence[bytes]] | None = None,
             linked: Sequence[bytes] = ()) -> list[tuple[bytes, bytes, int, int]]:
         """Pulls whose peer did not answer in time (or whose link went): each passed to the next peer.
+        Once every peer was asked, a peer that stayed silent (still linked) is asked again, up to
+        PULL_ROUNDS silences in all: silence is not an answer that it lacks the frames (its PULL or its
+        PULLED may have been dropped from a full queue), and it may be the only one that has them (the
+        origin of a frame its own full queues dropped towards every peer).
         Returns (peer, key, first, last) of the pulls to send."""
         asks: list[tuple[bytes, bytes, int, int]] = []
         late = [w for w in self._wants if w.deadline <= now or w.peer not in linked]
         for want in late:
             self._wants.remove(want)
             candidates = (candidates_of or {}).get(want.key, linked)
-            ask = self._ask(want.key, want.first, want.last, candidates, now)
+            silences = want.silences + 1
+            ask = self._ask(want.key, want.first, want.last, candidates, now, silences=silences)
+            if ask is None and silences < PULL_ROUNDS and want.peer in linked:
+                ask = self._ask(want.key, want.first, want.last, [want.peer], now, silences=silences,
+                                again=True)
             if ask is not None:
                 asks.append((ask[0], want.key, ask[1], ask[2]))
         self.wakeup = min((w.deadline for w in self._wants), default=float("inf"))

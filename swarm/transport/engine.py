@@ -74,6 +74,14 @@ log = logging.getLogger("swarm.transport")
 DROP_COUNTERS = (C.SEND_QUEUE_OVERFLOW, C.DROPPED_ON_CLOSE, C.DROPPED_ON_RETIRE)
 # trio's default receive size; big enough that one read usually carries many small frames.
 RECEIVE_SIZE = 65536
+# Room a full send queue still has for control frames (keepalives, PEERS, PULL and PULLED, the tree's
+# IHAVE, GRAFT, PRUNE): they are small, and dropping them behind the payload that filled the queue costs
+# more than it saves: a lost PULL or PULLED makes a gap wait a pull timeout and then look unrecoverable
+# (what a peer's full queue dropped is exactly what it must be asked for again). Bounded all the same,
+# so that a peer that asks and never reads cannot grow the queue. NATS and Redis write control replies
+# (PONG, +OK) ahead of the payload limits for the same reason.
+CONTROL_RESERVE_FRAMES = 256
+CONTROL_RESERVE_BYTES = 1 << 20
 # How often the peers file is rewritten (when `peersFile` is set).
 PEERS_FILE_INTERVAL = 5.0
 # How long a closing node waits for its queues to empty before it cuts the links.
@@ -111,10 +119,14 @@ class SendQueue:
         self.partial_head = False  # frames[0] is the unwritten tail of a frame begun by a direct write
 
     def put(self, frame: bytes) -> bool:
-        """Queue `frame`; False (and nothing queued) if the queue is full (in frames or bytes) or closed."""
-        if self.closed or len(self.frames) >= self.limit or (
-                self.bytes + len(frame) > self.byte_limit and self.frames):
+        """Queue `frame`; False (and nothing queued) if the queue is full (in frames or bytes) or closed.
+        A control frame has CONTROL_RESERVE_* more room than payload."""
+        if self.closed:
             return False
+        if len(self.frames) >= self.limit or (self.bytes + len(frame) > self.byte_limit and self.frames):
+            if wire.is_payload(frame) or len(self.frames) >= self.limit + CONTROL_RESERVE_FRAMES or (
+                    self.bytes + len(frame) > self.byte_limit + CONTROL_RESERVE_BYTES):
+                return False
         self.frames.append(frame)
         self.bytes += len(frame)
         if len(self.frames) == 1:
