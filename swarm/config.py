@@ -371,6 +371,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("graftTimeout", "float", 0.1,
            "With `broadcast: tree`: seconds to wait for a payload announced by an id before asking the "
            "announcer for it (and making that link part of the tree).", minimum=0.001, core=True),
+    Option("treeParents", "int", 2,
+           "With `broadcast: tree`: peers each node takes every stream from at once (its parents, those "
+           "whose copies crossed the fewest links). 1 is Plumtree's spanning tree: one copy per node, but "
+           "a retransmitted segment or a parent that leaves delays its whole branch; 2 (the default) "
+           "reads two copies per message and a late or lost parent is covered by the other "
+           "(docs/performance.md has the figures).", minimum=1, maximum=4, core=True),
     Option("peersFile", "str", None,
            "File in which the node keeps the addresses of the nodes it knows (rewritten every few seconds "
            "and at exit). On start they are dialled like seeds, so a restarted node rejoins through any "

@@ -17,21 +17,23 @@ N = 100
 
 
 @functools.cache
-def converged_net(mode: str, seed: int = 3, n: int = N) -> tuple[MemNet, list[str]]:
-    """A converged overlay of `n` nodes (built once per arguments: later tests run on from its state)."""
+def converged_net(mode: str, seed: int = 3, n: int = N, parents: int = 2) -> tuple[MemNet, list[str]]:
+    """A converged overlay of `n` nodes (built once per arguments: later tests run on from its state);
+    `parents`: treeParents."""
     net = MemNet(seed=seed, latency=0.005, trace=False)
     names = [f"n{i:03d}" for i in range(n)]
-    net.add_node(names[0], broadcast=mode)
+    net.add_node(names[0], broadcast=mode, tree_parents=parents)
     for name in names[1:]:
-        net.add_node(name, seeds=[names[0]], broadcast=mode)
+        net.add_node(name, seeds=[names[0]], broadcast=mode, tree_parents=parents)
     net.run_for(6.0)  # the ring forms in well under a second here; pruning settles in a few rounds
     return net, names
 
 
-def tree_node_with_raw_peers(*names: str) -> tuple[MemNet, dict[str, RawEnd]]:
-    """A tree-mode node "x" linked to test-driven peers of these names (each sends its HELLO)."""
+def tree_node_with_raw_peers(*names: str, parents: int = 1) -> tuple[MemNet, dict[str, RawEnd]]:
+    """A tree-mode node "x" (`parents`: its treeParents) linked to test-driven peers of these names
+    (each sends its HELLO)."""
     net = MemNet(seed=9, trace=False)
-    net.add_node("x", broadcast="tree")
+    net.add_node("x", broadcast="tree", tree_parents=parents)
     raws = {}
     for number, name in enumerate(names, start=1):
         raw = raws[name] = net.raw_dial("x")
@@ -47,6 +49,7 @@ def broadcast_rounds(net: MemNet, names: list[str], senders: list[str], rounds: 
                      live: list[str] | None = None) -> tuple[int, int, float]:
     """(deliveries made, deliveries expected, RMR) of `rounds` messages from each sender."""
     live = live or names
+    net.events = 0  # the storm guard (MemNet's event_limit) counts per call: the net is shared
     before = {name: net.state(name).counters["data_frames_received"] for name in live}
     delivered_before = len(net.deliveries)
     for i in range(rounds):
@@ -71,16 +74,19 @@ def publish_timed(net: MemNet, origin: str, count: int, interval: float) -> tupl
     return start, sent
 
 
-@pytest.mark.parametrize("senders,rounds,bound", [(1, 50, 0.2), (10, 50, 1.0), (N, 3, 3.0)])
-def test_tree_rmr_with_zero_missed_deliveries(senders: int, rounds: int, bound: float) -> None:
-    net, names = converged_net("tree")
+# iroh-gossip's bounds for its one-parent tree (1 sender: 0.2; 10: 1.0; 100: 3.0); two parents, the
+# default, read one more copy per delivery.
+@pytest.mark.parametrize("parents,senders,rounds,bound", [
+    (1, 1, 50, 0.2), (2, 1, 50, 1.2), (2, 10, 50, 1.2), (2, N, 3, 3.0)])
+def test_tree_rmr_with_zero_missed_deliveries(parents: int, senders: int, rounds: int, bound: float) -> None:
+    net, names = converged_net("tree", parents=parents)
     delivered, expected, rmr = broadcast_rounds(net, names, names[:senders], rounds)
     assert delivered == expected
     assert rmr < bound, rmr
     # ... where flooding the same overlay costs several copies per delivery.
     flood, flood_names = converged_net("flood")
     _, _, flood_rmr = broadcast_rounds(flood, flood_names, flood_names[:senders], rounds)
-    assert flood_rmr > 3 * rmr
+    assert flood_rmr > (3 if parents == 1 else 2) * rmr
 
 
 def test_tree_repairs_itself_when_tree_links_die() -> None:
@@ -159,7 +165,8 @@ def test_a_stream_is_taken_from_its_shortest_path_and_the_others_are_pruned_once
     assert tree.copy_from(b"x", key, 3, 3, True) is None  # the parent is never pruned, whatever comes first
     assert tree.copy_from(b"w", key, 2, 3, False) == b"w"  # ties go to the parent in place: no flapping
     assert tree.copy_from(b"y", b"\x01b" + bytes(8), 5, 1, True) is None  # per stream: y leads this one
-    assert tree.link_lost(b"z") == [key]  # the parent's link went: the stream is to be asked of the others
+    # The parent's link went: the stream is to be asked of the others.
+    assert tree.link_lost(b"z") == ([key], [])
     assert tree.copy_from(b"x", key, 4, 4, True) is None  # x, pruned before, brings it next: the parent
     assert tree.copy_from(b"v", key, 4, 4, False) == b"v"
 
@@ -222,7 +229,8 @@ def test_the_tree_settles_when_delays_vary(tick: float, wakeup: bool) -> None:
     # by arrival order (the paper) chased that noise: nodes pruned each other's links, whole branches
     # were cut off their source and fed by graft, and in-order delivery held everything behind a
     # grafted message (p50 8-90 ms, p99 ~170 ms, ~5,000 grafts). Choosing parents by hop count settles
-    # at once: about one copy per delivery, no graft, latency that of the paths (simulated time).
+    # at once: about one copy per delivery and parent, no graft, latency that of the paths (simulated
+    # time).
     net = MemNet(seed=3, latency=0.0003, jitter=0.005, trace=False, tick=tick, honour_wakeup=wakeup)
     names = [f"node-{i}" for i in range(16)]
     net.add_node(names[0], broadcast="tree")
@@ -241,7 +249,7 @@ def test_the_tree_settles_when_delays_vary(tick: float, wakeup: bool) -> None:
         (name, i) for name in names[1:] for i in range(2000))
     assert sum(net.state(name).counters["grafts"] for name in names) < 0.05 * len(deliveries)
     received = sum(net.state(name).counters["data_frames_received"] for name in names) - received
-    assert received < 1.1 * len(deliveries)
+    assert received < 2.1 * len(deliveries)  # treeParents 2
     everything = sorted(d.time - sent[d.message] for d in deliveries)
     assert everything[int(len(everything) * 0.99)] < 0.06  # the first messages, which prune, too
     steady = sorted(d.time - sent[d.message] for d in deliveries if d.message >= 1000)
@@ -400,7 +408,7 @@ def test_a_lost_parent_s_streams_are_asked_at_once_of_the_other_peers() -> None:
     assert tree.copy_from(b"q", b, 2, 1, False) == b"q"
     # p's link goes: a and b are to be asked of the other peers; p's own stream is not (only p had its
     # next message).
-    assert tree.link_lost(b"p") == [a, b]
+    assert tree.link_lost(b"p") == ([a, b], [])
     assert tree.copy_from(b"q", a, 3, 2, True) is None  # q's next copy: the new parent, not a pruned leftover
     assert tree.copy_from(b"s", a, 4, 2, False) == b"s"  # the others are pruned again by hops
     assert tree.copy_from(b"s", own, 1, 2, True) is None  # p's stream: whoever brings it next
@@ -484,3 +492,80 @@ def test_a_keyed_graft_from_the_parent_is_passed_on_and_one_from_another_peer_is
     raws["q"].send(_data("o", 2, 5))  # a duplicate over a path no shorter: pruned
     net.run_for(0.1)
     assert wire.KIND_PRUNE in raws["q"].kinds()
+
+
+# ---------------------------------------------------------------------- two parents (treeParents: 2)
+
+
+def test_with_two_parents_a_stream_is_taken_from_the_two_shortest_paths() -> None:
+    key = b"\x01a" + bytes(8)
+    tree = TreeBroadcast(graft_timeout=0.1, parents=2)
+    assert tree.copy_from(b"x", key, 3, 1, True) is None  # the first two to bring it: the parents
+    assert tree.copy_from(b"y", key, 4, 1, False) is None  # a duplicate, but the second parent
+    assert tree.copy_from(b"z", key, 4, 1, False) == b"z"  # a third, no shorter: pruned
+    assert tree.copy_from(b"y", key, 4, 2, True) is None  # either parent may come first: never pruned
+    assert tree.copy_from(b"x", key, 3, 2, False) is None
+    assert tree.copy_from(b"w", key, 2, 3, True) == b"y"  # shorter than the worse parent: y goes, x stays
+    assert tree.copy_from(b"x", key, 3, 3, False) is None
+    assert tree.copy_from(b"v", key, 3, 4, False) == b"v"  # ties go to the parents in place
+    assert tree.link_lost(b"w") == ([], [key])  # one parent left: spares asked, nobody told of a loss
+    assert tree.copy_from(b"z", key, 5, 5, False) is None  # z, pruned before, brings it: a parent again
+    assert tree.link_lost(b"x") == ([], [key])
+    assert tree.link_lost(b"z") == ([key], [])  # the last one: orphaned
+
+
+def test_with_two_parents_losing_one_asks_for_spares_and_tells_nobody_of_a_loss() -> None:
+    net, raws = tree_node_with_raw_peers("p", "q", "r", parents=2)
+    for name, hops in (("p", 1), ("q", 2), ("r", 3)):  # stream o: p and q are the parents, r is pruned
+        raws[name].send(_data("o", 1, hops))
+        net.run_for(0.01)
+    net.run_for(0.1)
+    assert [name for name in raws if wire.KIND_PRUNE in raws[name].kinds()] == ["r"]
+    for raw in raws.values():
+        raw.received.clear()
+    raws["p"].close()
+    net.run_for(0.05)
+    key_o = b"\x01o" + (1).to_bytes(8, "big")
+    for name in ("q", "r"):
+        grafts = [wire.decode_control(body) for body in raws[name].received if body[0] == wire.KIND_GRAFT]
+        assert grafts == [{"ids": [], "more": [key_o]}], name
+    assert net.state("x").counters["streams_orphaned"] == 0
+    raws["r"].send(_data("o", 2, 3))  # r, pruned before, is a parent again
+    net.run_for(0.01)
+    raws["q"].send(_data("o", 2, 2))
+    net.run_for(0.1)
+    assert not any(wire.KIND_PRUNE in raw.kinds() for raw in (raws["q"], raws["r"]))
+    # A keyed GRAFT from one parent of two (it lost its source): x still has one, and asks for spares
+    # only, so the news goes no further than x.
+    for raw in raws.values():
+        raw.received.clear()
+    raws["q"].send(wire.encode_control(wire.KIND_GRAFT, {"ids": [], "keys": [key_o]}))
+    net.run_for(0.05)
+    grafts = [wire.decode_control(body) for body in raws["r"].received if body[0] == wire.KIND_GRAFT]
+    assert grafts == [{"ids": [], "more": [key_o]}]
+    assert net.state("x").counters["streams_orphaned"] == 0
+
+
+def test_a_graft_for_spares_makes_the_stream_eager_and_orphans_nothing() -> None:
+    net, raws = tree_node_with_raw_peers("p", "q", parents=2)
+    raws["q"].send(_data("o", 1, 1))  # q is x's parent of o
+    net.run_for(0.1)
+    key_o = b"\x01o" + (1).to_bytes(8, "big")
+    raws["p"].send(wire.encode_control(wire.KIND_PRUNE, {"key": key_o}))  # p wants o no more...
+    net.run_for(0.05)
+    raws["p"].received.clear()
+    raws["q"].send(_data("o", 2, 1))
+    net.run_for(0.2)
+    assert wire.KIND_DATA not in raws["p"].kinds() and wire.KIND_IHAVE in raws["p"].kinds()
+    for raw in raws.values():
+        raw.received.clear()
+    raws["p"].send(wire.encode_control(wire.KIND_GRAFT, {"ids": [], "more": [key_o]}))  # ...now it does
+    net.run_for(0.05)
+    assert not any(wire.KIND_GRAFT in raw.kinds() for raw in raws.values())  # nothing passed on
+    assert net.state("x").counters["streams_orphaned"] == 0
+    raws["q"].send(_data("o", 3, 1))
+    net.run_for(0.05)
+    assert wire.KIND_DATA in raws["p"].kinds()
+    raws["p"].send(wire.encode_control(wire.KIND_GRAFT, {"ids": [], "more": ["not bytes"]}))
+    net.run_for(0.2)
+    assert raws["p"].closed or raws["p"].eof

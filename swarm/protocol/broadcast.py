@@ -405,7 +405,7 @@ class Tree(Broadcast):
         # A gap is repaired by GRAFT, which under load may take longer than reorder_timeout.
         repair_window = config.reorder_timeout + REPAIR_ROUNDS * config.graft_timeout
         super().__init__(config, repair_timeout=repair_window, **options)
-        self.tree = TreeBroadcast(config.graft_timeout, cache=self.cache)
+        self.tree = TreeBroadcast(config.graft_timeout, cache=self.cache, parents=config.tree_parents)
 
     def _wake(self) -> None:
         self.alarm.ask(min(self.seen.wakeup, self.tree.wakeup))
@@ -479,32 +479,33 @@ class Tree(Broadcast):
             tree.ihave_from(peer, messages, now, lambda m: self.seen.has(m[0], m[1]))
             self._wake()
             return
-        keys = fields.get("keys", [])  # streams to push again, nothing resent (a lost parent's)
-        if not isinstance(keys, list) or not all(isinstance(key, bytes) for key in keys):
+        # Streams to push again, nothing resent: `keys`, those the peer lost its source of; `more`,
+        # those it asks spare parents for (it still has one).
+        keys, more = fields.get("keys", []), fields.get("more", [])
+        if not all(isinstance(k, list) and all(isinstance(key, bytes) for key in k) for k in (keys, more)):
             raise ProtocolError("GRAFT with keys that are not a list of bytes")
-        keys = keys[:TREE_IDS_READ]
-        for frame in tree.grafted_by(peer, messages, keys):  # GRAFT: resend, one hop further
+        keys, more = keys[:TREE_IDS_READ], more[:TREE_IDS_READ]
+        for frame in tree.grafted_by(peer, messages, keys + more):  # GRAFT: resend, one hop further
             self.out.append(Send((conn,), wire.relayed(frame, wire.hops(frame) + 1)))
             self.counters[C.GRAFTED_PAYLOADS] += 1
         if keys:  # the peer lost its source of these streams: if it was ours too, we lost ours
-            self._orphaned(tree.orphaned(peer, keys), conn)
+            self._orphaned(*tree.orphaned(peer, keys), conn)
 
-    def _orphaned(self, keys: list[bytes], asker: int | None) -> None:
-        """The streams `keys` lost their parent. Ask every linked peer (but `asker`, which asked us for
-        them) to push them, at once rather than after a graft timeout per orphaned node: tree.py's
-        `orphaned` says what each peer does with it."""
-        if not keys:
-            return
-        self.counters[C.STREAMS_ORPHANED] += len(keys)
+    def _orphaned(self, orphans: list[bytes], short: list[bytes], asker: int | None) -> None:
+        """The streams `orphans` lost their last parent, `short` one of theirs. Ask every linked peer
+        (but `asker`, which asked us for them) to push them, at once rather than after a graft timeout
+        per orphaned node: tree.py's `orphaned` says what each peer does with it."""
+        self.counters[C.STREAMS_ORPHANED] += len(orphans)
         targets = tuple(c for c in self._active if c != asker)
-        if targets:
+        if not targets:
+            return
+        for field, keys in (("keys", orphans), ("more", short)):
             for part in per_frame(keys, MAX_GRAFT):
-                frame = wire.encode_control(wire.KIND_GRAFT, {"ids": [], "keys": part})
-                self.out.append(Send(targets, frame))
+                self.out.append(Send(targets, wire.encode_control(wire.KIND_GRAFT, {"ids": [], field: part})))
 
     def link_down(self, event: LinkDown) -> None:
         super().link_down(event)
-        self._orphaned(self.tree.link_lost(event.name.encode("utf-8")), None)
+        self._orphaned(*self.tree.link_lost(event.name.encode("utf-8")), None)
 
     def tick(self, now: float) -> None:
         """Send the batched IHAVEs, GRAFT what was announced but has not come; then the seen-record's

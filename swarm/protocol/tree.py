@@ -41,6 +41,19 @@ when the parent brings that message, the shorter path of the two stays; when the
 CHALLENGES messages first and the parent none of them, it replaces the parent. With both, the crash runs
 above give p99 30/35/70 ms, flooding's figures.
 
+**Two parents** (`treeParents`, 2 by default). A single tree path is as late as its slowest link: a
+retransmitted segment (TCP waits ~200 ms) delays every message behind it on that link, for the whole
+branch below it, where flooding's other copies route around it (1,000 simulated nodes, 1% of segments
+retransmitted: p99 210 ms against flooding's 25), and a parent that leaves holds its children until
+they re-attach. So a node takes each stream from the `parents` peers with the shortest paths at once,
+and prunes the rest: it reads two copies of each message instead of one (flooding reads its degree's
+worth, 6-8), and one late or lost parent is covered by the other (p99 30 ms in the same run). The rules
+above hold with "the parents" for "the parent": a shorter path replaces the worse parent, a challenger
+is judged against the worse one, and a node that loses one parent of two is not orphaned: it asks its
+other peers for spares (GRAFT `more`, passed on to nobody), and learns its new second parent from the
+copies that follow. It is the "eager push to two tree parents per stream" the broadcast issue named; one
+parent (`treeParents: 1`) is the paper's tree.
+
 Pure code, no I/O and no clock: `broadcast.Tree` calls it with `now`. iroh-gossip's `plumtree.rs` has the
 same shape.
 """
@@ -121,38 +134,45 @@ class _Pending:
 class _Stream:
     """One stream's eager and lazy peers, as this node sees them."""
 
-    __slots__ = ("parent", "hops", "pruned", "lazy", "challenger", "challenger_hops", "challenged_seq",
+    __slots__ = ("parents", "pruned", "lazy", "challenger", "challenger_hops", "challenged_seq",
                  "challenges")
 
     def __init__(self) -> None:
-        self.parent: bytes | None = None  # the peer we take the stream from
-        self.hops = UNKNOWN_HOPS  # links its last copy from the parent had crossed
+        # The peers we take the stream from, and the links their last copies had crossed (at most the
+        # tree's `parents` of them).
+        self.parents: dict[bytes, int] = {}
         self.pruned: set[bytes] = set()  # peers we told PRUNE: their copies are leftovers in flight
         self.lazy: set[bytes] = set()  # peers that told us PRUNE: they get only IHAVE from us
-        # A peer that brought a message first, not pruned yet: kept until the parent brings that
+        # A peer that brought a message first, not pruned yet: kept until a parent brings that
         # message too (then the shorter path stays) or misses CHALLENGES of them (then it is replaced).
         self.challenger: bytes | None = None
         self.challenger_hops = UNKNOWN_HOPS
-        self.challenged_seq = 0  # the first message the challenger brought before the parent
+        self.challenged_seq = 0  # the first message the challenger brought before the parents
         self.challenges = 0  # messages it has brought first since
 
-    def adopt(self, peer: bytes, hops: int) -> bytes | None:
-        """Take the stream from `peer` now; return the old parent, to be pruned (None if there was none)."""
-        old = self.parent
-        self.parent, self.hops = peer, hops
+    def worst(self) -> bytes:
+        """The parent over the longest path (of equals, the newest: the one in place stays)."""
+        parents = self.parents
+        return max(reversed(parents), key=parents.__getitem__)
+
+    def replace(self, old: bytes, peer: bytes, hops: int) -> bytes:
+        """Take the stream from `peer` instead of parent `old`; return `old`, to be pruned."""
+        del self.parents[old]
+        self.parents[peer] = hops
         self.challenger = None
-        if old is not None:
-            self.pruned.add(old)
+        self.pruned.add(old)
         return old
 
 
 class TreeBroadcast:
     """Which links carry payloads (eager) and which only ids (lazy), and the grafts to repair."""
 
-    def __init__(self, graft_timeout: float, cache: FrameCache | None = None) -> None:
-        """`cache`: the node's frame cache (a cache of the default size and no age bound if None)."""
+    def __init__(self, graft_timeout: float, cache: FrameCache | None = None, parents: int = 1) -> None:
+        """`cache`: the node's frame cache (a cache of the default size and no age bound if None);
+        `parents`: peers each stream is taken from at once (`treeParents`)."""
         self.graft_timeout = graft_timeout
         self.cache = cache if cache is not None else FrameCache(128 << 20, float("inf"))
+        self.parents = parents
         # Peers that sent a PRUNE without a stream key (swarm always sends one; the frame allows it):
         # nothing is pushed to them until they graft.
         self.lazy: set[bytes] = set()
@@ -209,29 +229,33 @@ class TreeBroadcast:
         parent.
         """
         stream = self._stream(key)
-        parent = stream.parent
-        if peer == parent:
-            stream.hops = hops
+        parents = stream.parents
+        if peer in parents:
+            parents[peer] = hops
             challenger = stream.challenger
             if challenger is None or seq < stream.challenged_seq:
                 return None
-            stream.challenger = None  # the parent brought the challenged message after all
-            if stream.challenger_hops < hops:
-                return stream.adopt(challenger, stream.challenger_hops)
+            stream.challenger = None  # a parent brought the challenged message after all
+            worst = stream.worst()
+            if stream.challenger_hops < parents[worst]:
+                return stream.replace(worst, challenger, stream.challenger_hops)
             stream.pruned.add(challenger)
             return challenger
         if peer in stream.pruned:
             return None
-        if parent is None:
-            stream.adopt(peer, hops)
+        if len(parents) < self.parents:
+            parents[peer] = hops
+            if stream.challenger == peer:
+                stream.challenger = None
             return None
-        if hops < stream.hops:
-            return stream.adopt(peer, hops)
+        worst = stream.worst()
+        if hops < parents[worst]:
+            return stream.replace(worst, peer, hops)
         if peer == stream.challenger:
             if first:
                 stream.challenges += 1
                 if stream.challenges >= CHALLENGES:
-                    return stream.adopt(peer, hops)
+                    return stream.replace(worst, peer, hops)
             return None
         if first and stream.challenger is None:
             stream.challenger, stream.challenger_hops = peer, hops
@@ -264,10 +288,11 @@ class TreeBroadcast:
 
     def grafted_by(self, peer: bytes, messages: Sequence[MessageId],
                    keys: Sequence[bytes] = ()) -> list[bytes]:
-        """`peer` asks for these payloads: their streams, and the streams `keys`, are pushed to it
-        again; return the cached bodies, at most MAX_GRAFT of them (what one well-behaved GRAFT asks
-        for; the answer goes into one send queue at once, and a peer asking for more gets the rest by
-        asking again). A GRAFT with neither ids nor keys makes every stream eager towards it."""
+        """`peer` asks for these payloads: their streams, and the streams `keys` (a keyed GRAFT's
+        `keys` or `more`), are pushed to it again; return the cached bodies, at most MAX_GRAFT of them
+        (what one well-behaved GRAFT asks for; the answer goes into one send queue at once, and a peer
+        asking for more gets the rest by asking again). A GRAFT with neither ids nor keys makes every
+        stream eager towards it."""
         self.lazy.discard(peer)
         if not messages and not keys:
             for stream in self._streams.values():
@@ -349,8 +374,11 @@ class TreeBroadcast:
             # The graft makes `peer` push the stream to us again: take it from `peer` until a shorter
             # path shows (the parent failed, or is so late that it might as well have).
             stream = self._stream(message[0])
-            if stream.parent != peer:
-                stream.parent, stream.hops, stream.challenger = peer, UNKNOWN_HOPS, None
+            if peer not in stream.parents:
+                if len(stream.parents) >= self.parents:
+                    del stream.parents[stream.worst()]  # not pruned: it may be only late
+                stream.parents[peer] = UNKNOWN_HOPS
+                stream.challenger = None
             stream.pruned.discard(peer)
             pending.deadline = now + self.graft_timeout
             self.wakeup = min(self.wakeup, pending.deadline)
@@ -368,10 +396,10 @@ class TreeBroadcast:
         self._ihave = {}
         return batches
 
-    def link_lost(self, peer: bytes) -> list[bytes]:
+    def link_lost(self, peer: bytes) -> tuple[list[bytes], list[bytes]]:
         """A new link to `peer` later starts eager again; nothing more is queued for this one. Return
-        the streams it was the parent of (`orphaned`), but those it was the source of: nobody else has
-        their next message."""
+        the streams it was a parent of (`orphaned`: those left with none, and those left with fewer than
+        `parents`), but those it was the source of: nobody else has their next message."""
         self.lazy.discard(peer)
         self._ihave.pop(peer, None)
         for stream in self._streams.values():
@@ -379,23 +407,29 @@ class TreeBroadcast:
             stream.lazy.discard(peer)
             if stream.challenger == peer:
                 stream.challenger = None
-        lost = self.orphaned(peer, [key for key, stream in self._streams.items() if stream.parent == peer])
-        return [key for key in lost if key_origin(key) != peer]
+        orphans, short = self.orphaned(peer, [key for key, stream in self._streams.items()
+                                              if peer in stream.parents])
+        return ([key for key in orphans if key_origin(key) != peer],
+                [key for key in short if key_origin(key) != peer])
 
-    def orphaned(self, peer: bytes, keys: Iterable[bytes]) -> list[bytes]:
+    def orphaned(self, peer: bytes, keys: Iterable[bytes]) -> tuple[list[bytes], list[bytes]]:
         """`peer` no longer brings streams `keys`: its link was lost, or it asked us for them with a
-        keyed GRAFT (so it lost its own source). Those it was our parent of have none now, and every
-        peer we had pruned for them may bring them again. Return these keys: the caller asks every
-        other linked peer for them with a keyed GRAFT, in frames of MAX_GRAFT keys. A peer we had
-        pruned pushes them again; a child of ours learns that its parent lost them and does the same,
-        so a whole orphaned subtree is told at once and re-attaches with the next message."""
-        lost = []
+        keyed GRAFT (so it lost its own source). Return (orphans, short): those it was our only parent of
+        have none now, those it was one of our parents of have fewer than `parents`; for both, every
+        peer we had pruned may bring them again.
+
+        The caller asks every other linked peer for the orphans with a keyed GRAFT (`keys`), in frames
+        of MAX_GRAFT keys: a peer we had pruned pushes them again; a child of ours learns that its parent
+        lost them and does the same, so a whole orphaned subtree is told at once and re-attaches with
+        the next message. For the short ones it asks for spares (GRAFT `more`): the peers push them
+        again, but nobody is told that we lost them (we did not), so it goes no further than us."""
+        orphans, short = [], []
         for key in keys:
             stream = self._streams.get(key)
-            if stream is None or stream.parent != peer:
+            if stream is None or peer not in stream.parents:
                 continue
-            stream.parent, stream.hops, stream.challenger = None, UNKNOWN_HOPS, None
+            del stream.parents[peer]
+            stream.challenger = None
             stream.pruned.clear()  # leftovers of a pruned peer would be taken as a new parent: fine
-            lost.append(key)
-        return lost
-
+            (short if stream.parents else orphans).append(key)
+        return orphans, short
