@@ -137,3 +137,45 @@ def test_zero_length_frame_refused() -> None:
     assert reader.feed(frame(b"\x12")) == [b"\x12"]
     with pytest.raises(swarm.ProtocolError):
         reader.feed(b"\x00\x00\x00\x00\x12")
+
+
+def test_a_huge_frame_over_many_reads_is_joined_once_and_is_bytes() -> None:
+    body = b"\x01" + bytes(range(256)) * 8192  # 2 MiB, over 33 reads of 64 KiB
+    stream = frame(body) + frame(b"\x12")
+    reader = FrameReader(len(body))
+    got: list[bytes] = []
+    for start in range(0, len(stream), 65536):
+        got += reader.feed(stream[start:start + 65536])
+        if not got:
+            assert reader.pending == min(start + 65536, len(stream))
+    assert got == [body, b"\x12"] and all(type(f) is bytes for f in got)
+    assert reader.pending == 0
+
+
+def test_a_read_that_is_one_whole_frame_is_returned_without_a_copy() -> None:
+    whole = frame(b"\x01" + bytes(20000))
+    reader = FrameReader(1 << 20, whole=True)
+    assert reader.feed(whole)[0] is whole
+    assert reader.feed(whole[:7]) == [] and reader.feed(whole[7:]) == [whole]
+
+
+def test_a_reused_receive_buffer_does_not_corrupt_the_unfinished_frame() -> None:
+    # The reader keeps views of what it was fed until the frame is whole: only of immutable bytes.
+    body = b"\x01" + bytes(range(100))
+    stream = frame(body)
+    buffer = bytearray(stream[:50])
+    reader = FrameReader(LIMIT)
+    assert reader.feed(buffer) == []
+    buffer[:] = b"\xee" * 50  # the driver reads the next bytes into the same buffer
+    assert reader.feed(memoryview(stream)[50:]) == [body]
+
+
+def test_a_length_prefix_split_across_reads_then_frames_in_the_read_that_ends_it() -> None:
+    bodies = [b"\x01" + bytes([i]) * (300 * i) for i in range(1, 8)]
+    stream = b"".join(frame(b) for b in bodies)
+    third = 4 + len(bodies[0]) + 4 + len(bodies[1])
+    reader = FrameReader(LIMIT)
+    assert reader.feed(stream[:third + 2]) == bodies[:2]  # and 2 bytes of the third's prefix
+    assert reader.feed(stream[third + 2:third + 3]) == [] and reader.pending == 3
+    assert reader.feed(stream[third + 3:third + 500]) == [] and reader.pending == 500
+    assert reader.feed(stream[third + 500:]) == bodies[2:] and reader.pending == 0
