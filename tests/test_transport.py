@@ -145,3 +145,57 @@ async def test_a_full_queue_still_takes_control_frames_up_to_a_bounded_reserve()
     assert len(queue.frames) == 4 + CONTROL_RESERVE_FRAMES
     queue.closed = True
     assert not queue.put(pull)
+
+
+async def test_a_write_takes_large_frames_uncopied_and_joins_the_small_ones_between_them() -> None:
+    from collections import deque
+
+    from swarm.transport.framing import MAX_WRITE_BYTES, WRITEV_FROM, take_frames
+
+    small, large = b"\x01" * 100, b"\x02" * WRITEV_FROM
+    queued = deque([small, small, large, small, large, large])
+    buffers, size = take_frames(queued)
+    assert buffers == [small * 2, large, small, large, large] and size == 3 * 100 + 3 * WRITEV_FROM
+    assert buffers[1] is large and buffers[2] is small  # no copy of a large frame, or of a lone small one
+    assert take_frames(deque([small, large]), vectored=False)[0] == [small + large]  # TLS: one buffer
+    many = deque([large] * (2 * MAX_WRITE_BYTES // WRITEV_FROM))
+    buffers, size = take_frames(many)
+    assert size == MAX_WRITE_BYTES and len(many) == len(buffers)  # one write holds about MAX_WRITE_BYTES
+
+
+async def test_a_partial_vectored_write_resumes_inside_the_buffer_it_cut() -> None:
+    from swarm.transport.framing import advance
+
+    buffers = [b"abc", b"defg", b"hi"]
+    assert advance(buffers, 0) == buffers
+    rest = advance(buffers, 5)
+    assert [bytes(b) for b in rest] == [b"fg", b"hi"] and rest[1] is buffers[2]
+    assert advance(buffers, 7) == [b"hi"] and advance(buffers, 9) == []
+
+
+async def test_a_vectored_write_larger_than_the_socket_buffer_arrives_whole_and_in_order() -> None:
+    from swarm.transport.engine import _send_vectored
+
+    a, b = trio.socket.socketpair()
+    a.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_SNDBUF, 1 << 16)  # many partial writes
+    buffers = [bytes([i]) * (5000 + 7919 * i) for i in range(60)]  # ~14 MiB, cut at odd places
+    expected = b"".join(buffers)
+    got = bytearray()
+    with a, b, trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            async def read() -> None:
+                while len(got) < len(expected):
+                    got.extend(await b.recv(1 << 16))
+            nursery.start_soon(read)
+            await _send_vectored(a, list(buffers))
+    assert got == expected
+
+
+async def test_large_messages_queued_behind_each_other_arrive_intact_and_in_order() -> None:
+    async with linked_pair() as (sender, got):
+        messages = [[i, bytes([i]) * (20000 + i)] for i in range(40)]  # one frame each: not batched
+        for message in messages:
+            sender.publish("t", message)
+        await sender.flush()
+        await wait_for(got, len(messages))
+    assert got == messages

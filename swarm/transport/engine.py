@@ -4,9 +4,11 @@ This is the only place where swarm touches sockets and the clock. One `Engine` o
 
 * a listener, whose accepted connections and our own dials each become a `Link`;
 * per link a reader task, which cuts the byte stream into frames (`FrameReader`) and feeds them to the
-  core, and a writer task, which drains the link's `SendQueue` into one `send_all` per wake-up: writes
+  core, and a writer task, which drains the link's `SendQueue` into one write per wake-up: writes
   are coalesced, so a burst of a hundred frames costs one system call (an order of magnitude on this
   machine: 99k frames/s one write each against 1.18M coalesced, in the anchors of shared/reference).
+  On plain TCP that write is vectored (`sendmsg`): large frames go from their own bytes, uncopied,
+  between the joined runs of small ones (`transport/framing.py`); under TLS it is one joined buffer.
   Publishes are coalesced one level up, by the core's batching rule (`swarm.protocol.broadcast`): the
   engine only reports the end of each turn of trio's loop in which it published (`on_turn_end`), and
   it does so from the first writer to run after that turn, before the writer writes, so the turn's
@@ -39,6 +41,7 @@ the peer reconnects and pulls what it missed.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import itertools
 import json
@@ -63,7 +66,7 @@ from ..protocol.framing import FrameReader
 from ..protocol.state import CoreConfig, NodeState
 from ..protocol.wire import KIND_DATA, max_frame_body
 from . import tls
-from .framing import join_frames
+from .framing import advance, take_frames
 
 __all__ = ["DROP_COUNTERS", "Engine", "SendQueue", "fetch_status", "open_bus_warning"]
 
@@ -141,12 +144,13 @@ class SendQueue:
         self.partial_head = True
         self._nonempty.set()
 
-    def take(self) -> bytes:
-        """All queued frames joined (up to MAX_WRITE_BYTES), removed from the queue."""
+    def take(self, vectored: bool = False) -> list[bytes]:
+        """The queued frames (up to MAX_WRITE_BYTES), removed from the queue, as the buffers of one write
+        (`take_frames`: with `vectored`, large frames uncopied, for a writev; else one buffer)."""
         self.partial_head = False
-        data = join_frames(self.frames)
-        self.bytes = self.bytes - len(data) if self.frames else 0
-        return data
+        buffers, size = take_frames(self.frames, vectored)
+        self.bytes = self.bytes - size if self.frames else 0
+        return buffers
 
     @property
     def over_half(self) -> bool:
@@ -712,6 +716,9 @@ class Engine:
     async def _write_queue(self, link: Link) -> None:
         queue = link.queue
         send_all = link.stream.send_all
+        # Plain TCP: large frames go to the kernel from their own bytes, in one vectored write with the
+        # joined runs of small frames between them (transport/framing.py says why). TLS: one buffer.
+        sock = link.stream.socket if link.fd is not None else None  # type: ignore[attr-defined]
         while True:
             link.writer_idle = True
             await queue.wait_nonempty()
@@ -720,12 +727,14 @@ class Engine:
             self._end_turn()
             if not queue.frames:
                 continue  # poked for a batch that went to other links only, or after a direct write
-            data = queue.take()
+            buffers = queue.take(sock is not None)
             # The queue has room again: drain() re-checks now, not after a send_all that a stalled peer
             # may block (it would then wait until the link is cut, never seeing the queue lag).
             self._room.unpark_all()
-            if data:
-                await send_all(data)
+            if len(buffers) == 1:
+                await send_all(buffers[0])
+            else:
+                await _send_vectored(sock, buffers)
             self._room.unpark_all()  # drain(), flush() and congested readers re-check
             if queue.closed and not link.retiring and not queue.frames:
                 link.scope.cancel()  # closed with flush: the last frames are out
@@ -800,6 +809,20 @@ class Engine:
         self.counters[C.DROPPED_ON_CLOSE_MESSAGES] += sum(map(wire.messages_in, dropped))
         link.close_reason = reason
         link.scope.deadline = trio.current_time() + LINK_FLUSH_TIMEOUT
+
+
+async def _send_vectored(sock: Any, buffers: list[Any]) -> None:
+    """Write `buffers` in order to a plain TCP socket with as few writevs as the kernel takes, as
+    `SocketStream.send_all` writes one buffer (and failing the same way); a partial write resumes from
+    a view of the buffer it cut."""
+    while buffers:
+        try:
+            sent = await sock.sendmsg(buffers)
+        except OSError as error:
+            if error.errno in (errno.EBADF, errno.ENOTSOCK):
+                raise trio.ClosedResourceError("this socket was already closed") from None
+            raise trio.BrokenResourceError(f"socket connection broken: {error}") from error
+        buffers = advance(buffers, sent)
 
 
 class _HandshakeFailed(Exception):
