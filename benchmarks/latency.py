@@ -107,6 +107,9 @@ async def run_redis(children: list[harness.Child], messages: int, rate: float, p
     publisher = await harness.start_process(children, "redis-publisher", [
         *clients, "publisher", "--port", str(port), "--messages", str(messages), "--mode", "latency",
         "--rate", str(rate), "--pad", str(pad)])
+    with trio.fail_after(common.STARTUP_TIMEOUT):
+        await publisher.expect("ready")
+    await publisher.send("go")
     sent = json.loads(await publisher.expect("sent"))
     result = json.loads(await subscriber.expect("result"))
     version = await common.redis_server_version(port)

@@ -1,7 +1,10 @@
 """Per-node cost: CPU per relayed message, resident memory at idle and under load, seen-record size.
 
     .venv/bin/python benchmarks/node_cost.py [--messages 50000] [--size 100] [--idle 2] [--seen-seconds 5]
-                                             [--sim-seconds 30] [--json FILE]
+                                             [--sim-seconds 30] [--scale-nodes 4 8 12]
+                                             [--scale-modes flood tree] [--scale-rate 2000]
+                                             [--scale-seconds 5] [--scale-rounds 1] [--scale-only]
+                                             [--json FILE]
 
 What it measures:
 
@@ -37,7 +40,18 @@ What it measures:
   100,000 entries with origin records, and one origin holding 10,000 messages behind a gap, bytes per
   entry by `tracemalloc`.
 
-Exit status 0 when C got every message exactly once in every round, 1 otherwise, 130 on Ctrl-C.
+* **N nodes at a fixed rate (the scaling table).** For each of `--scale-nodes` (4, 8, 12) and each
+  broadcast mode of `--scale-modes` (flood, tree), a cluster of that many `bench_node.py` processes with
+  default options but `broadcast`; once its links have settled (`common.wait_settled`), node-0, not
+  subscribed, publishes `--scale-rate` msgs/s (2,000) for `--scale-seconds`, and every other node is
+  subscribed and times each message (publish -> callback, `perf_counter_ns`, one clock). Per run: p50
+  and p99 over all subscribers' messages (but the first `--scale-warmup` of each), the CPU seconds of
+  every node process from just before publishing to the last subscriber's result per delivery, and the
+  DATA frames every node read (`data_frames_received`) per delivery. `--scale-rounds` repeats the six
+  runs in turn; the table has each figure's median over the rounds.
+
+Exit status 0 when C got every message exactly once in every round and every scaling run lost and
+duplicated nothing, 1 otherwise, 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -47,6 +61,7 @@ import gc
 import heapq
 import json
 import random
+import statistics
 import subprocess
 import sys
 import time
@@ -71,6 +86,9 @@ WATCHED = ("forwarded", "forwarded_messages", "data_frames_received", "data_fram
            "duplicates", "delivered", "dropped_no_subscriber", "send_queue_overflow")
 # The node's defaults (swarm.protocol.state.CoreConfig): seenMaxEntries, seenTtl, reorderTimeout.
 SEEN_MAX_ENTRIES, SEEN_TTL, REORDER_TIMEOUT = 100_000, 120.0, 1.0
+# The scaling table (issue 13): the node counts, modes and rate its targets name.
+SCALE_NODES, SCALE_MODES, SCALE_RATE = (4, 8, 12), ("flood", "tree"), 2000.0
+SCALE_PUBLISHER = "node-0"
 
 
 def _fields(messages: int, publisher: str) -> dict[str, Any]:
@@ -330,6 +348,102 @@ def seen_bound(size: int) -> dict[str, Any]:
     return results
 
 
+# ---------------------------------------------------------------------- N nodes at a fixed rate
+
+
+async def run_scale(children: list[harness.Child], nodes: int, mode: str, rate: float, seconds: float,
+                    size: int, warmup: int, settle: float = 3.0) -> dict[str, Any]:
+    """`nodes` bench nodes in broadcast `mode`; once no link changed for `settle` seconds, node-0 (not
+    subscribed) publishes `rate` msgs/s for `seconds`, and every other node is subscribed and times each
+    message. Latency over all subscribers, CPU of every node process and DATA frames read by every node,
+    per delivery."""
+    started = time.monotonic()
+    cluster, addresses, _ = await common.start_bench_cluster(
+        children, nodes, {"broadcast": mode}, unsubscribed=[SCALE_PUBLISHER], timeout=30.0 + 3.0 * nodes)
+    before = await common.wait_settled(addresses, quiet=settle)
+    startup = time.monotonic() - started
+    messages = max(1, round(rate * seconds))
+    pad = common.padding_for(size, _fields(messages, SCALE_PUBLISHER))
+    subscribers = [name for name in cluster if name != SCALE_PUBLISHER]
+    for name in subscribers:
+        await cluster[name].send("receive " + json.dumps({"expected": messages, "warmup": warmup,
+                                                          "raw": True}))
+    await harness.await_all([cluster[name] for name in subscribers], "receiving")
+    cpu_before = _cpu(cluster)
+    await cluster[SCALE_PUBLISHER].send("publish " + json.dumps({"messages": messages, "rate": rate,
+                                                                  "burst": harness.BATCH, "pad": pad}))
+    published = json.loads(await cluster[SCALE_PUBLISHER].expect("published"))
+    answers = await harness.await_all([cluster[name] for name in subscribers], "result")
+    cpu_after = _cpu(cluster)
+    after = await common.fetch_statuses(addresses)
+    await common.stop_children(list(cluster.values()))
+    results = {name: json.loads(answer) for name, answer in answers.items()}
+    delivered = sum(result["delivered"] for result in results.values())
+    # Every counter's growth over the run, summed over the nodes (the tree's prunes and grafts, pulls, ...).
+    counters: dict[str, int] = {}
+    for name in after:
+        for key, value in after[name]["counters"].items():
+            counters[key] = counters.get(key, 0) + value - before[name]["counters"].get(key, 0)
+    frames = counters.get("data_frames_received", 0)
+    cpu = sum(cpu_after.values()) - sum(cpu_before.values())
+    latency = common.latency_summary([sample for result in results.values()
+                                      for sample in result["samples_ns"]])
+    return {"nodes": nodes, "mode": mode, "rate": rate, "messages": messages, "size": size,
+            "startup_seconds": startup, "publish_seconds": published["seconds"],
+            "links": sum(len(links) for links in common.overlay(before).values()) // 2,
+            "expected": messages * len(subscribers), "delivered": delivered,
+            "lost": messages * len(subscribers) - delivered,
+            "duplicates": sum(result["duplicates"] for result in results.values()),
+            "out_of_order": sum(result["out_of_order"] for result in results.values()),
+            "latency": latency, "cpu_seconds": cpu,
+            "cpu_us_per_delivery": common.ratio(cpu * 1e6, delivered),
+            "frames_per_delivery": common.ratio(frames, delivered),
+            "cores_busy": common.ratio(cpu, published["seconds"]),
+            "counters": {key: value for key, value in sorted(counters.items()) if value}}
+
+
+def scale_table(rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (nodes, mode): the median over the rounds of p50, p99, CPU and frames per delivery;
+    counts summed."""
+    rows = []
+    for key in dict.fromkeys((run["nodes"], run["mode"]) for run in rounds):
+        runs = [run for run in rounds if (run["nodes"], run["mode"]) == key]
+        row: dict[str, Any] = {"nodes": key[0], "mode": key[1], "rounds": len(runs)}
+        for figure, pick in (("p50_us", lambda run: run["latency"]["p50_us"]),
+                             ("p99_us", lambda run: run["latency"]["p99_us"]),
+                             ("cpu_us_per_delivery", lambda run: run["cpu_us_per_delivery"]),
+                             ("frames_per_delivery", lambda run: run["frames_per_delivery"]),
+                             ("cores_busy", lambda run: run["cores_busy"])):
+            row[figure] = statistics.median(pick(run) for run in runs)
+        for count in ("expected", "delivered", "lost", "duplicates", "out_of_order"):
+            row[count] = sum(run[count] for run in runs)
+        row["p99_each_round_us"] = [run["latency"]["p99_us"] for run in runs]
+        rows.append(row)
+    return rows
+
+
+def format_scale(report: dict[str, Any]) -> str:
+    settings = report["settings"]
+    lines = [f"N nodes at {settings['scale_rate']:,.0f} msgs/s from one publisher (node-0, not subscribed; "
+             f"every other node subscribed), {settings['size']}-byte messages, {settings['scale_seconds']:g} "
+             f"s per run, {settings['scale_rounds']} round(s), medians; the first {settings['scale_warmup']} "
+             f"messages not timed", ""]
+    head = (f"{'nodes':>5} {'mode':<6} {'p50 us':>8} {'p99 us':>8} {'CPU us/deliv':>12} {'frames/deliv':>12} "
+            f"{'cores':>5} {'delivered/expected':>19} {'lost':>5} {'dup':>4}  p99 us, each round")
+    lines += [head, "-" * len(head)]
+    for row in report["scale"]:
+        got = f"{row['delivered']}/{row['expected']}"
+        lines.append(f"{row['nodes']:>5} {row['mode']:<6} {common.fmt(row['p50_us']):>8} "
+                     f"{common.fmt(row['p99_us']):>8} {common.fmt(row['cpu_us_per_delivery'], '.1f'):>12} "
+                     f"{common.fmt(row['frames_per_delivery'], '.2f'):>12} {row['cores_busy']:>5.2f} "
+                     f"{got:>19} {row['lost']:>5} {row['duplicates']:>4}  "
+                     + " ".join(common.fmt(value) for value in row["p99_each_round_us"]))
+    lines.append("p50/p99: publish -> callback over every subscriber's messages (nearest rank); CPU: user + "
+                 "system of every node process while publishing, per delivery; frames: DATA frames read by "
+                 "every node, per delivery (1.0 is a spanning tree); cores: CPUs the nodes kept busy")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------- report
 
 
@@ -398,35 +512,65 @@ def format_report(report: dict[str, Any]) -> str:
 async def benchmark(args: argparse.Namespace) -> int:
     report = common.header("node_cost", {"messages": args.messages, "size": args.size, "burst": args.burst,
                                          "idle": args.idle, "seen_seconds": args.seen_seconds,
-                                         "sim_seconds": args.sim_seconds})
-    common.progress(f"node cost: a ring of {RING_NODES} nodes ...")
-    started = time.monotonic()
+                                         "sim_seconds": args.sim_seconds, "scale_nodes": args.scale_nodes,
+                                         "scale_modes": args.scale_modes, "scale_rate": args.scale_rate,
+                                         "scale_seconds": args.scale_seconds,
+                                         "scale_rounds": args.scale_rounds,
+                                         "scale_warmup": args.scale_warmup, "scale_only": args.scale_only})
+    failed = False
+    if not args.scale_only:
+        common.progress(f"node cost: a ring of {RING_NODES} nodes ...")
+        started = time.monotonic()
+        try:
+            interrupted, cluster = await harness.supervise(
+                lambda children: run_cluster_cost(children, args.messages, args.size, args.burst, args.idle,
+                                                  args.seen_seconds), args.timeout)
+        except BaseException as raised:  # noqa: B036 - re-raised unless the run failed in a known way
+            reason = common.failure(raised, args.timeout, "the run")
+            common.progress(f"node cost: error: {reason}; every process was stopped")
+            return 1
+        if interrupted:
+            common.progress("node cost: interrupted; every process was stopped")
+            return 130
+        common.progress(f"node cost: cluster done in {time.monotonic() - started:.1f} s; "
+                        "in-process seen-record ...")
+        report["cluster"] = cluster
+        report["interpreter_memory"] = interpreter_memory()
+        report["seen_simulated"] = [simulate_seen(origins, 1000.0, args.sim_seconds, args.size)
+                                    for origins in (1, 16, 1000)]
+        report["seen_bound"] = seen_bound(args.size)
+        print(format_report(report), flush=True)
+        rounds = [cluster["relay_only"], cluster["relay_and_deliver"]]
+        if any(r["c_delivered"] != r["c_expected"] or r["c_duplicates"] for r in rounds):
+            common.progress("node cost: FAILED: C lost or duplicated messages")
+            failed = True
+    report["scale_runs"] = []
     try:
-        interrupted, cluster = await harness.supervise(
-            lambda children: run_cluster_cost(children, args.messages, args.size, args.burst, args.idle,
-                                              args.seen_seconds), args.timeout)
+        for index in range(1, args.scale_rounds + 1):
+            for nodes in args.scale_nodes:
+                for mode in args.scale_modes:
+                    interrupted, run = await common.phase(
+                        f"scaling, round {index}/{args.scale_rounds}: {nodes} nodes, {mode}",
+                        lambda children, nodes=nodes, mode=mode: run_scale(
+                            children, nodes, mode, args.scale_rate, args.scale_seconds, args.size,
+                            args.scale_warmup, args.scale_settle), args.timeout)
+                    if interrupted:
+                        common.progress("node cost: interrupted; every process was stopped")
+                        return 130
+                    report["scale_runs"].append(run)
     except BaseException as raised:  # noqa: B036 - re-raised unless the run failed in a known way
-        reason = common.failure(raised, args.timeout, "the run")
-        common.progress(f"node cost: error: {reason}; every process was stopped")
+        common.progress(f"node cost: error: {common.failure(raised, args.timeout)}; every process was "
+                        "stopped")
         return 1
-    if interrupted:
-        common.progress("node cost: interrupted; every process was stopped")
-        return 130
-    common.progress(f"node cost: cluster done in {time.monotonic() - started:.1f} s; "
-                    "in-process seen-record ...")
-    report["cluster"] = cluster
-    report["interpreter_memory"] = interpreter_memory()
-    report["seen_simulated"] = [simulate_seen(origins, 1000.0, args.sim_seconds, args.size)
-                                for origins in (1, 16, 1000)]
-    report["seen_bound"] = seen_bound(args.size)
-    print(format_report(report), flush=True)
+    report["scale"] = scale_table(report["scale_runs"])
+    if report["scale"]:
+        print(("\n" if not args.scale_only else "") + format_scale(report), flush=True)
+    if any(row["lost"] or row["duplicates"] for row in report["scale"]):
+        common.progress("node cost: FAILED: a scaling run lost or duplicated messages")
+        failed = True
     if args.json:
         common.write_report(args.json, report)
-    rounds = [cluster["relay_only"], cluster["relay_and_deliver"]]
-    if any(r["c_delivered"] != r["c_expected"] or r["c_duplicates"] for r in rounds):
-        common.progress("node cost: FAILED: C lost or duplicated messages")
-        return 1
-    return 0
+    return 1 if failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -444,8 +588,25 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds of the 1,000 msgs/s round in the nodes (default: 5)")
     parser.add_argument("--sim-seconds", type=common.positive_seconds, default=30.0,
                         help="simulated seconds of the in-process seen-record run (default: 30)")
+    parser.add_argument("--scale-nodes", type=common.positive_int, nargs="*", default=list(SCALE_NODES),
+                        metavar="N", help="node counts of the scaling table; none to skip it (default: "
+                                          "4 8 12)")
+    parser.add_argument("--scale-modes", nargs="+", choices=SCALE_MODES, default=list(SCALE_MODES),
+                        help="broadcast modes of the scaling table (default: flood tree)")
+    parser.add_argument("--scale-rate", type=common.positive_rate, default=SCALE_RATE,
+                        help="msgs/s node-0 publishes in the scaling table (default: 2000)")
+    parser.add_argument("--scale-seconds", type=common.positive_seconds, default=5.0,
+                        help="seconds of publishing per scaling run (default: 5)")
+    parser.add_argument("--scale-rounds", type=common.positive_int, default=1,
+                        help="the scaling runs repeat in turn this many times; medians (default: 1)")
+    parser.add_argument("--scale-warmup", type=common.non_negative_int, default=100,
+                        help="first messages of each scaling run not timed (default: 100)")
+    parser.add_argument("--scale-settle", type=common.positive_seconds, default=3.0,
+                        help="a scaling run starts once no link changed for this long (default: 3 s)")
+    parser.add_argument("--scale-only", action="store_true",
+                        help="only the scaling table (no ring, memory or seen-record figures)")
     parser.add_argument("--timeout", type=common.positive_seconds, default=180.0,
-                        help="bound on the cluster run (default: 180 s)")
+                        help="bound on the ring run, and on each scaling run (default: 180 s)")
     parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")
     return parser
 
@@ -454,7 +615,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not (1 <= args.messages <= 10_000_000 and 0 < args.idle <= 60 and 0 < args.seen_seconds <= 600
-            and 0 < args.sim_seconds <= 3600 and args.burst >= 1 and args.timeout > 0):
+            and 0 < args.sim_seconds <= 3600 and args.burst >= 1 and args.timeout > 0
+            and all(2 <= nodes <= 64 for nodes in args.scale_nodes) and args.scale_rate <= 100_000
+            and args.scale_seconds <= 600 and args.scale_rounds <= 20):
         parser.error("a count or a duration is out of range")
     try:
         common.padding_for(args.size, _fields(2 * args.messages, "node-0"))

