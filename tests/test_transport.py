@@ -123,6 +123,11 @@ async def test_a_retired_link_keeps_the_rest_of_a_cut_frame_and_hands_on_whole_f
     queue.put_rest(b"\x01rest of frame 1")  # its beginning is on the wire already
     queue.put(whole)
     queue.put(control)
+    assert queue.messages() == 1  # the rest has no header: its messages went with its beginning
+    cut = SendQueue(16)
+    cut.put_rest(b"\x07")  # shorter than any header (a close then counted its messages by reading one)
+    cut.put(whole)
+    assert cut.messages() == 1
     bye = wire.encode_control(wire.KIND_BYE, {})
     moved = queue.finish(bye, keep_data=False)
     assert moved == [whole]  # a whole DATA frame may go on the connection that replaces this one

@@ -152,6 +152,14 @@ class SendQueue:
         self.bytes = self.bytes - size if self.frames else 0
         return buffers
 
+    def messages(self) -> int:
+        """Messages in the queued frames. The rest of a cut frame (`put_rest`) has no header to read: its
+        messages are counted with its beginning, which was sent."""
+        frames = iter(self.frames)
+        if self.partial_head:
+            next(frames)
+        return sum(map(wire.messages_in, frames))
+
     @property
     def over_half(self) -> bool:
         """Is the queue more than half full, in frames or in bytes?"""
@@ -670,7 +678,7 @@ class Engine:
             dropped = len(link.queue.frames)
             if dropped and not link.retiring:
                 self.counters[C.DROPPED_ON_CLOSE] += dropped
-                self.counters[C.DROPPED_ON_CLOSE_MESSAGES] += sum(map(wire.messages_in, link.queue.frames))
+                self.counters[C.DROPPED_ON_CLOSE_MESSAGES] += link.queue.messages()
             self._room.unpark_all()
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(stream)
