@@ -360,13 +360,14 @@ OPTIONS: tuple[Option, ...] = (
            "Mean seconds between probes: a linked node dials one lost node, remembered address or seed "
            "now and then (every 0.5 to 1.5 times this), which is how a partition heals.", minimum=0.1,
            core=True),
-    Option("broadcast", "choice", "flood",
-           "How payloads spread: `flood` (every link carries every message once; simplest, most "
-           "redundant: other paths route around a slow or lossy link) or `tree` (Plumtree: payloads along "
-           "a spanning tree, message ids on the other links, a missing payload pulled after "
-           "`graftTimeout`; about one copy per node instead of one per link, so less CPU and bandwidth, "
-           "as reliable and as quick as flooding after crashes and partitions, but a retransmitted or "
-           "slow link delays its whole branch; docs/performance.md has the figures).",
+    Option("broadcast", "choice", "tree",
+           "How payloads spread: `tree` (Plumtree with two parents per stream, `treeParents`: payloads "
+           "along the two shortest paths to each node, message ids on the other links, a missing payload "
+           "grafted after `graftTimeout` or pulled; two copies per node instead of one per link, so less "
+           "CPU and bandwidth, and as reliable and, after crashes, partitions, churn and lost segments, as "
+           "quick as flooding in every simulated scenario) or `flood` (every link carries every message "
+           "once; simplest, keeps no per-stream state, the most redundant). docs/performance.md has the "
+           "figures.",
            choices=("flood", "tree"), core=True),
     Option("graftTimeout", "float", 0.1,
            "With `broadcast: tree`: seconds to wait for a payload announced by an id before asking the "

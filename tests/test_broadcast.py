@@ -114,10 +114,10 @@ def test_create_returns_the_broadcast_the_config_names(mode: str, kind: type) ->
     assert type(make(mode).part) is kind
 
 
-def test_create_floods_by_default() -> None:
+def test_create_builds_the_two_parent_tree_by_default() -> None:
     part = broadcast.create(CoreConfig(server_name="a"), epoch=1, deliver=lambda f, e: None,
                             counters=Counter(), out=[])
-    assert type(part) is broadcast.Flood
+    assert type(part) is broadcast.Tree and part.tree.parents == 2
 
 
 # ---------------------------------------------------------------------- the own stream: batching
@@ -661,7 +661,7 @@ def test_a_graft_makes_a_pruned_stream_eager_again_towards_the_peer() -> None:
 
 
 def test_a_duplicate_from_a_peer_whose_path_is_no_shorter_gets_a_prune() -> None:
-    rig = make("tree", "b", "d")
+    rig = make("tree", "b", "d", tree_parents=1)  # one parent: the second peer is not kept
     frame = data("e", 1)
     feed(rig, "b", frame)  # b brings the stream first: b is its parent
     assert feed(rig, "d", frame) == [Send((13,), control(wire.KIND_PRUNE, {"key": key("e")}))]
@@ -672,7 +672,7 @@ def test_a_duplicate_from_a_peer_whose_path_is_no_shorter_gets_a_prune() -> None
 
 
 def test_a_duplicate_over_a_shorter_path_takes_over_and_the_old_parent_is_pruned() -> None:
-    rig = make("tree", "b", "d")
+    rig = make("tree", "b", "d", tree_parents=1)  # one parent: the second peer is not kept
     frame = data("e", 1, hops=3)
     feed(rig, "b", frame)
     assert feed(rig, "d", data("e", 1)) == [Send((11,), control(wire.KIND_PRUNE, {"key": key("e")}))]
