@@ -15,16 +15,16 @@ Runs, one after another, each as its own process (each also runs alone, see benc
   load, the seen-record's entries and bytes at 1,000 msgs/s; and the scaling table: 4, 8 and 12 nodes,
   flood and tree, at 2,000 msgs/s (p50/p99, CPU and DATA frames read per delivery).
 
-`--quick` runs fewer messages, rounds and shorter phases (the whole suite in about 4-5 minutes on 2
-cores; the full run takes about 12-15). Every baseline runs in the same invocation as what it is
-compared with; the summary states each of swarm's figures beside its peers', and says for each target of
-issues 7 and 13 whether it is met and by how much it is missed. A peer whose server or library is missing
-is skipped with a message saying how to get it (`pip install -e '.[bench]'`, `apt-get install
-redis-server`); its targets then say so. `--json FILE` writes every benchmark's full JSON and the summary
-into one file. Memory in the summary is in MB of 10^6 bytes (the targets' 48 MB and 32 MB read that way,
-the stricter reading). Exit status: 0 when every benchmark ran and nothing was lost or duplicated (a
-missed target is reported, not a failure), 1 otherwise, 130 when interrupted (Ctrl-C: each benchmark
-stops its own processes first).
+`--quick` runs fewer messages, rounds and shorter phases (the whole suite in about 3 minutes on 2 cores;
+the full run about 7, both measured at a load of 4-5). Every baseline runs in the same invocation as
+what it is compared with; the summary states each of swarm's figures beside its peers', and says for
+each target of issues 7 and 13 whether it is met and by how much it is missed. A peer whose server or
+library is missing is skipped with a message saying how to get it (`pip install -e '.[bench]'`, `apt-get
+install redis-server`); its targets then say so. `--json FILE` writes every benchmark's full JSON and
+the summary into one file. Memory in the summary is in MB of 10^6 bytes (the targets' 48 MB and 32 MB
+read that way, the stricter reading). Exit status: 0 when every benchmark ran and nothing was lost or
+duplicated (a missed target is reported, not a failure), 1 otherwise, 130 when interrupted (Ctrl-C: each
+benchmark stops its own processes first).
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ SETTINGS = {
               "node_cost": ["--messages", "30000", "--seen-seconds", "2", "--sim-seconds", "10",
                             "--scale-seconds", "2"]},
 }
-# Bound on one benchmark process (each also bounds its own phases): the full throughput run is 75 phases.
+# Bound on one benchmark process (each also bounds its own phases): the full throughput run is 75 phases
+# (about 5 minutes at a load of 4-5 on 2 cores).
 TIMEOUT = {"full": 1800.0, "quick": 600.0}
 # After Ctrl-C or a timeout, how long a benchmark may take to stop its processes before it is killed.
 STOP_WAIT = 60.0
@@ -289,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="run_all.py", description=__doc__.split("\n\n", 1)[0],
                                      epilog="See benchmarks/README.md and docs/performance.md.")
     parser.add_argument("--quick", action="store_true",
-                        help="fewer messages and rounds, shorter phases (~5 minutes)")
+                        help="fewer messages and rounds, shorter phases (~3 minutes)")
     parser.add_argument("--json", metavar="FILE", help="write every figure and the summary to FILE")
     parser.add_argument("--no-redis", action="store_true", help="skip the Redis baselines (NATS and ZeroMQ "
                                                                  "still run)")
