@@ -295,7 +295,8 @@ OPTIONS: tuple[Option, ...] = (
            "Frames queued per peer link before further frames to that peer are dropped (and counted by "
            "message); the peer pulls what it missed from the cache of a peer. `drain()` waits until the "
            "queues of every link that keeps up are at most half full (a link that stays over half full "
-           "for a second lags, and no longer holds publishers back).", minimum=16),
+           "for a second lags, and no longer holds publishers back). Control frames (keepalives, pulls, "
+           "the tree's) may take up to 256 frames and 1 MiB more.", minimum=16),
     Option("sendQueueBytes", "int", 32 << 20,
            "Bytes queued per peer link at most, beside `sendQueueSize` frames. 32 MiB holds 3 s of a "
            "saturated 10 MB/s link; Redis cuts a pub/sub client at 32 MiB of output buffer.",
