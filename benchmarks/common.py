@@ -252,23 +252,29 @@ def redis_server_path() -> str | None:
     return server_path("redis-server")
 
 
+def baseline_missing(peer: str, install: str, server: tuple[str, str | None] | None = None,
+                     packages: dict[str, str] | None = None) -> str | None:
+    """Why `peer`'s baseline cannot run, or None when it can: `server` is (its command, its path or None),
+    `packages` maps import names to the packages that provide them; `install` says how to get them."""
+    missing = []
+    if server is not None and server[1] is None:
+        missing.append(f"`{server[0]}` is not installed")
+    missing.extend(f"the Python package `{package}` is not installed"
+                   for module, package in (packages or {}).items()
+                   if importlib.util.find_spec(module) is None)
+    return skip_message(peer, missing, install)
+
+
 def redis_missing() -> str | None:
     """Why the Redis baseline cannot run (with how to get what is missing), or None when it can."""
-    missing = []
-    if redis_server_path() is None:
-        missing.append("`redis-server` is not installed")
-    if importlib.util.find_spec("redis") is None:
-        missing.append("the Python package `redis` is not installed")
-    elif importlib.util.find_spec("hiredis") is None:
-        missing.append("the Python package `hiredis` is not installed")
-    return skip_message("Redis", missing, REDIS_INSTALL)
+    return baseline_missing("Redis", REDIS_INSTALL, ("redis-server", redis_server_path()),
+                            {"redis": "redis", "hiredis": "hiredis"})
 
 
 # redis-server and nats-server do not watch their stdin, so they run under this wrapper, which does: when
 # stdin ends (the benchmark closed it, or the benchmark died, even by SIGKILL) or on SIGTERM, it stops the
-# server. It
-# exits when the server does (say, because its port was taken meanwhile). (An asynchronous list of a
-# shell without job control reads /dev/null unless told otherwise: hence the stdin passed as fd 3.)
+# server. It exits when the server does (say, because its port was taken meanwhile). (An asynchronous
+# list of a shell without job control reads /dev/null unless told otherwise: hence the stdin passed as fd 3.)
 SERVER_WRAPPER = """
 "$@" </dev/null &
 server=$!
@@ -371,18 +377,12 @@ def nats_server_path() -> str | None:
 
 def nats_missing() -> str | None:
     """Why the NATS baseline cannot run (with how to get what is missing), or None when it can."""
-    missing = []
-    if nats_server_path() is None:
-        missing.append("`nats-server` is not installed")
-    if importlib.util.find_spec("nats") is None:
-        missing.append("the Python package `nats-py` is not installed")
-    return skip_message("NATS", missing, NATS_INSTALL)
+    return baseline_missing("NATS", NATS_INSTALL, ("nats-server", nats_server_path()), {"nats": "nats-py"})
 
 
 def zmq_missing() -> str | None:
     """Why the ZeroMQ baseline cannot run (with how to get it), or None when it can."""
-    missing = [] if importlib.util.find_spec("zmq") else ["the Python package `pyzmq` is not installed"]
-    return skip_message("ZeroMQ", missing, ZMQ_INSTALL)
+    return baseline_missing("ZeroMQ", ZMQ_INSTALL, packages={"zmq": "pyzmq"})
 
 
 async def _nats_answers(port: int) -> bool:

@@ -25,6 +25,13 @@ __all__ = ["FrameReader"]
 _PREFIX = LENGTH.size
 
 
+def _bad_length(length: int, max_body: int) -> ProtocolError:
+    """The error for a length prefix over `max_body` or of 0 (checked inline, where it is hot)."""
+    if length == 0:
+        return ProtocolError("empty frame")
+    return ProtocolError(f"frame length {length} is over the limit of {max_body} bytes")
+
+
 class FrameReader:
     """Accumulates received bytes; `feed` returns the complete frames they finish.
 
@@ -54,14 +61,6 @@ class FrameReader:
         """Bytes received but not yet part of a complete frame."""
         return self._pending
 
-    def _length(self, prefix: bytes | memoryview, offset: int = 0) -> int:
-        """The frame length (prefix included) that the 4 bytes at `offset` announce, checked."""
-        (length,) = LENGTH.unpack_from(prefix, offset)
-        if length > self.max_body:
-            raise ProtocolError(f"frame length {length} is over the limit of {self.max_body} bytes")
-        if length == 0:
-            raise ProtocolError("empty frame")
-        return _PREFIX + length
 
     def feed(self, data: bytes) -> list[bytes]:
         """Add `data`; return every frame now complete, in order."""
@@ -77,10 +76,8 @@ class FrameReader:
         skip = self._skip
         while end_of_data - offset >= _PREFIX:
             (length,) = unpack(data, offset)
-            if length > max_body:
-                raise ProtocolError(f"frame length {length} is over the limit of {max_body} bytes")
-            if length == 0:
-                raise ProtocolError("empty frame")
+            if length > max_body or length == 0:
+                raise _bad_length(length, max_body)
             end = offset + _PREFIX + length
             if end > end_of_data:
                 # Unfinished: its length is known (and checked), its bytes stay in this read.
@@ -102,7 +99,10 @@ class FrameReader:
             if len(head) < _PREFIX:
                 self._parts, self._pending = [head], len(head)
                 return -1
-            self._need = self._length(head)
+            (length,) = LENGTH.unpack_from(head)
+            if length > self.max_body or length == 0:
+                raise _bad_length(length, self.max_body)
+            self._need = _PREFIX + length
         taken = self._need - self._pending  # bytes of `data` the frame still needs
         if taken > len(data):
             parts.append(data)
