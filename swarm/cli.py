@@ -28,7 +28,8 @@ with status 141 (128 + SIGPIPE); `sub` alone leaves the cluster and exits 0.
 `pub` and `sub` are short-lived clients: unless the file or a flag sets `port`, they listen on an
 ephemeral port (a node's default is 6021), so they run beside a node on the same machine.
 
-`node` and `sub` run until SIGINT (Ctrl-C) or SIGTERM, then leave the cluster cleanly and exit 0.
+`node` and `sub` run until SIGINT (Ctrl-C) or SIGTERM, then leave the cluster cleanly and exit 0;
+`node` with `exitOnStdinClose` does the same when its stdin reaches end of file (its supervisor died).
 The demo's logic lives in `swarm.demo` (its node processes in `swarm.harness`), the certificates' in
 `swarm.certs`.
 """
@@ -231,6 +232,8 @@ async def run_node(options: Options) -> int:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_announce, conn, sys.stdout)
                 nursery.start_soon(_reload_on_hangup, conn, hangups, sys.stdout)
+                if options.exitOnStdinClose:
+                    nursery.start_soon(_stop_at_stdin_end, stop)
                 await _wait_for_signal(signals, stop)
                 nursery.cancel_scope.cancel()
         if conflict:
@@ -238,6 +241,22 @@ async def run_node(options: Options) -> int:
             return EXIT_NAME_CONFLICT
         log.info("%s left the cluster", options.serverName)
     return EXIT_OK
+
+
+async def _stop_at_stdin_end(stop: trio.Event) -> None:
+    """Set `stop` once stdin reaches end of file (the `exitOnStdinClose` option): its writer is gone."""
+    def read_to_end() -> None:
+        # A thread rather than trio's FdStream: that would make a shared stdin (a terminal) non-blocking
+        # for the other processes that read it too.
+        try:
+            while os.read(0, 65536):
+                pass  # what is written is ignored: only the end means something
+        except OSError:
+            pass  # no stdin at all (fd 0 closed): nothing can keep the node alive either
+
+    await trio.to_thread.run_sync(read_to_end, abandon_on_cancel=True)
+    log.warning("stdin closed (exitOnStdinClose): leaving the cluster")
+    stop.set()
 
 
 async def _reload_on_hangup(conn: Node, hangups: Any, out: TextIO) -> None:

@@ -403,6 +403,11 @@ OPTIONS: tuple[Option, ...] = (
            "Where to serve Prometheus metrics (`/metrics`) and health checks (`/healthz`: 200 while the node "
            "runs; `/readyz`: 200 while it is ready and holds its name), as `host:port` (port 0 picks a free "
            "one). Default: none (no HTTP server). docs/operations.md lists the metrics."),
+    Option("exitOnStdinClose", "bool", False,
+           "`python -m swarm node` leaves the cluster and exits once its stdin reaches end of file: a "
+           "supervisor that starts it with a pipe on stdin (the deepstream plugin's supervised mode) then "
+           "leaves no orphan node behind when it dies, even by SIGKILL. Off by default, since a node "
+           "started by a shell or a service manager often has stdin closed or on /dev/null."),
     Option("bridge", "bridge", None,
            "Where `python -m swarm node` (or a `ClusterNode`) accepts local clients of the sidecar bridge, "
            "for servers not written in Python (docs/bridge.md): `127.0.0.1:PORT` (a loopback address only; "
