@@ -290,10 +290,13 @@ class Cluster:
         proc.wait_line(lambda line: line == f"ready {name}", START_TIMEOUT, "`ready` line")
         return proc
 
-    def server(self, name: str) -> Proc:
-        """A deepstream server named `name` using the plugin against sidecar `name`."""
+    def server(self, name: str, cluster_options: dict[str, Any] | None = None) -> Proc:
+        """A deepstream server named `name` using the plugin against sidecar `name`, or, given
+        `cluster_options`, with those plugin options (the supervised mode: no sidecar)."""
         port = free_port()
         config = self.workdir / f"deepstream-{name}.yml"
+        if cluster_options is None:
+            cluster_options = {"bridge": self.bridges[name]}
         # JSON is YAML: deepstream reads this with its YAML loader.
         config.write_text(json.dumps({
             "serverName": name,
@@ -304,7 +307,7 @@ class Cluster:
             "httpServer": {"type": "default", "options": {"host": HOST, "port": port}},
             "connectionEndpoints": [{"type": "ws-binary", "options": {"urlPath": "/deepstream"}}],
             "clusterNode": {"path": str(self.modules / "swarm-clusternode"),
-                            "options": {"bridge": self.bridges[name]}},
+                            "options": cluster_options},
         }, indent=2))
         deepstream = self.modules / "@deepstream" / "server" / "dist" / "bin" / "deepstream"
         proc = Proc(f"deepstream {name}", [NODE, str(deepstream), "start", "-c", str(config)],
@@ -314,6 +317,11 @@ class Cluster:
         self.urls[name] = f"ws://{HOST}:{port}/deepstream"
         proc.wait_line(lambda line: "Deepstream started" in line, START_TIMEOUT, "`Deepstream started`")
         return proc
+
+    def supervised_server(self, name: str, port: int, seeds: list[str]) -> Proc:
+        """A deepstream server whose plugin runs its own swarm node (this Python) on `port`."""
+        return self.server(name, {"python": [sys.executable], "host": HOST, "port": port, "seeds": seeds,
+                                  "env": {"PYTHONPATH": str(ROOT)}})
 
     def wait_cluster_size(self, names: list[str], size: int, start: dict[str, int] | None = None) -> None:
         """Every server in `names` logs that its cluster has `size` members (after line `start[name]`)."""
@@ -558,3 +566,87 @@ def test_sidecar_restart_is_survived(cluster: Cluster, capsys) -> None:
         with capsys.disabled():
             print("\nafter the sidecar restart, RPC attempts that timed out before one succeeded: "
                   + ", ".join(f"{path}: {count}" for path, count in failed.items()))
+
+
+# ---------------------------------------------------------------------- the supervised mode
+
+
+def node_started(server: Proc, name: str, start: int = 0) -> tuple[int, Path]:
+    """The pid and private directory of the swarm node the plugin of `server` started (after line `start`),
+    from the plugin's log line `swarm node <name> started (pid N, bridge DIR/bridge.sock, ...)`."""
+    line = server.wait_line(lambda text: f"swarm node {name} started (pid " in text, START_TIMEOUT,
+                            "the plugin starting its swarm node", start)
+    details = line.split(f"swarm node {name} started (pid ", 1)[1]
+    pid_text, _, rest = details.partition(", bridge ")
+    return int(pid_text), Path(rest.split(",", 1)[0]).parent
+
+
+def process_gone(pid: int) -> bool:
+    """No process `pid`, or only its zombie (its parent is gone and nobody reaps here)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def wait_gone(pid: int, what: str) -> None:
+    deadline = time.monotonic() + STOP_GRACE
+    while not process_gone(pid):
+        assert time.monotonic() < deadline, f"{what} (pid {pid}) still runs {STOP_GRACE:g} s later"
+        time.sleep(0.05)
+
+
+def test_supervised_nodes_restart_after_kill_9_and_stop_with_deepstream(cluster: Cluster) -> None:
+    """Two deepstream servers whose plugins run their own swarm nodes (no sidecar started here): events
+    flow; B's node is killed with SIGKILL under its running server and comes back on its own, and events
+    flow again (one emitted on B meanwhile included); stopping deepstream B stops its node and removes its
+    private directory; deepstream A killed with SIGKILL takes its node with it (exitOnStdinClose)."""
+    port_a, port_b = free_port(), free_port()
+    server_a = cluster.supervised_server("server-a", port_a, [])
+    pid_a, directory_a = node_started(server_a, "server-a")
+    server_b = cluster.supervised_server("server-b", port_b, [f"{HOST}:{port_a}"])
+    pid_b, directory_b = node_started(server_b, "server-b")
+    assert directory_a != directory_b and directory_b.is_dir()
+    assert directory_b.stat().st_mode & 0o777 == 0o700, "the bridge's directory is not private"
+    cluster.wait_cluster_size(["server-a", "server-b"], 2)
+
+    d = cluster.clients()
+    d.call("connect", client="a1", url=cluster.urls["server-a"], username="a1")
+    d.call("connect", client="b1", url=cluster.urls["server-b"], username="b1")
+    check_events(d, emitter="a1", subscribers=["b1"])
+    queued = unique("queued")
+    d.call("event_subscribe", client="a1", event=queued)
+    d.call("sync", client="a1")
+
+    mark = server_b.mark()
+    os.kill(pid_b, signal.SIGKILL)
+    server_b.wait_line(lambda line: "lost swarm node" in line, EXCHANGE_TIMEOUT, "loss of the node", mark)
+    start = d.mark()
+    payload = {"sent": "while server-b's node was restarting"}
+    d.call("event_emit", client="b1", event=queued, data=payload)
+    server_b.wait_line(lambda line: "was killed by SIGKILL" in line and "starting it again in" in line,
+                       EXCHANGE_TIMEOUT, "the plugin noticing its node's death", mark)
+    new_pid_b, again_b = node_started(server_b, "server-b", mark)
+    assert new_pid_b != pid_b and again_b == directory_b
+    server_b.wait_line(lambda line: "swarm node" in line and "reconnected" in line, START_TIMEOUT,
+                       "reconnection to the restarted node", mark)
+    d.wait_event(lambda m: m["ev"] == "event" and m["client"] == "a1" and m["event"] == queued
+                 and m["data"] == payload, "the event emitted while B's node restarted", start)
+    check_events(d, emitter="a1", subscribers=["b1"])
+    check_events(d, emitter="b1", subscribers=["a1"])
+    assert server_b.alive() and server_a.alive()
+
+    d.call("close", client="b1")
+    server_b.stop()  # SIGINT: deepstream closes its plugins
+    assert server_b.popen.returncode == 0, server_b.tail()
+    assert process_gone(new_pid_b), "deepstream B stopped, its swarm node still runs"
+    assert not directory_b.exists(), f"{directory_b} left behind"
+
+    d.call("close", client="a1")
+    server_a.popen.kill()  # no close at all: the node must notice that its stdin's writer is gone
+    server_a.popen.wait(STOP_GRACE)
+    wait_gone(pid_a, "the swarm node of deepstream A, killed with SIGKILL,")
+    # what a SIGKILL leaves behind, as documented: the directory (its socket is removed by the node)
+    assert not (directory_a / "bridge.sock").exists()
+    shutil.rmtree(directory_a)

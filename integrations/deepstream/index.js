@@ -1,6 +1,11 @@
 'use strict'
 /**
- * swarm-clusternode: deepstream 7's pluggable cluster node over a swarm sidecar's bridge.
+ * swarm-clusternode: deepstream 7's pluggable cluster node over a swarm node's bridge.
+ *
+ * Two modes, chosen by `clusterNode.options`:
+ * - supervised (no `bridge` option): the plugin runs its own `python -m swarm node` (supervisor.js) and
+ *   talks to it over a unix socket in a private directory; one process to run per deepstream server;
+ * - sidecar (`bridge` given): the node is started separately, and the plugin connects to its bridge.
  *
  * deepstream constructs it as `new SwarmClusterNode(options, services, config)` from
  * `clusterNode: { path, options }`, calls `init()`, then waits on `whenReady()`; its services call
@@ -21,6 +26,7 @@
 
 const net = require('net')
 const { EventEmitter } = require('events')
+const { NodeSupervisor, parseSupervisedOptions, SUPERVISED_DEFAULTS } = require('./supervisor')
 
 const PROTOCOL_VERSION = 1
 const PACKAGE_VERSION = '0.1.0'
@@ -44,6 +50,11 @@ const DEFAULTS = {
   // how long close() waits for the sidecar to take the last frames
   closeTimeout: 2000
 }
+
+// the keys of either mode besides DEFAULTS; any other key is refused (a misspelt key would be ignored)
+const SIDECAR_KEYS = ['bridge']
+const SUPERVISED_KEYS = Object.keys(SUPERVISED_DEFAULTS)
+const COMMON_KEYS = ['client']
 
 // deepstream's EVENT names (from @deepstream/types), as strings so that no dependency is needed
 const EVENT = {
@@ -134,11 +145,36 @@ class SwarmClusterNode {
    */
   constructor (options, services, config) {
     options = options || {}
-    this.description = `swarm cluster node (bridge ${options.bridge})`
     this.isReady = false
     this.services = services || {}
     this.config = config || {}
     this.serverName = this.config.serverName
+    const known = [...Object.keys(DEFAULTS), ...SIDECAR_KEYS, ...SUPERVISED_KEYS, ...COMMON_KEYS]
+    for (const key of Object.keys(options)) {
+      if (!known.includes(key)) {
+        throw new Error(`swarm-clusternode: unknown option "${key}" (known: ${known.sort().join(', ')})`)
+      }
+    }
+    if (options.bridge !== undefined) {
+      const supervisedKey = SUPERVISED_KEYS.find((key) => options[key] !== undefined)
+      if (supervisedKey) {
+        throw new Error(`swarm-clusternode: option "${supervisedKey}" configures the swarm node the plugin ` +
+          'runs itself, and "bridge" connects to one run separately: give one or the other')
+      }
+      this.supervised = null
+      this.address = parseBridgeAddress(options.bridge)
+      this.addressText = this.address.path || `${this.address.host}:${this.address.port}`
+      this.what = 'swarm sidecar'
+      this.description = `swarm cluster node (bridge ${this.addressText})`
+    } else {
+      this.supervised = parseSupervisedOptions(options, this.serverName)
+      this.address = null // the socket in the private directory, made by init()
+      this.addressText = '(not started)'
+      this.what = 'swarm node'
+      this.description = `swarm cluster node (supervised python -m swarm node on ${this.supervised.host}:` +
+        `${this.supervised.port})`
+    }
+    this.supervisor = null
     this.options = { ...DEFAULTS }
     for (const key of Object.keys(DEFAULTS)) {
       if (options[key] !== undefined) {
@@ -149,8 +185,6 @@ class SwarmClusterNode {
         this.options[key] = value
       }
     }
-    this.address = parseBridgeAddress(options.bridge)
-    this.addressText = this.address.path || `${this.address.host}:${this.address.port}`
     this.clientName = options.client || `swarm-clusternode/${PACKAGE_VERSION} deepstream ${this.serverName}`
 
     this.callbacks = new Map() // String(topic) -> [callback]
@@ -227,7 +261,41 @@ class SwarmClusterNode {
       return
     }
     this.started = true
-    this._connect()
+    if (!this.supervised) {
+      this._connect()
+      return
+    }
+    const supervisor = new NodeSupervisor(this.supervised, (level, text) => {
+      this._log(level, level === 'info' || level === 'debug' ? EVENT.INFO : EVENT.PLUGIN_ERROR, text)
+    })
+    this.supervisor = supervisor
+    supervisor.on('bridge', () => this._connectNow())
+    supervisor.on('exit', () => {
+      // the connection to the dead node is of no use; the next one waits for the new node's bridge
+      clearTimeout(this.reconnectTimer)
+      this.reconnectTimer = null
+      if (this.socket) {
+        this._drop(this.socket, 'the swarm node died')
+      }
+    })
+    supervisor.start()
+    this.address = { path: supervisor.socketPath }
+    this.addressText = supervisor.socketPath
+  }
+
+  /** Supervised mode: the node says its bridge listens; connect now rather than at the next backoff. */
+  _connectNow () {
+    if (this.closing) {
+      return
+    }
+    clearTimeout(this.reconnectTimer)
+    this.reconnectTimer = null
+    this.attempt = 0
+    if (this.socket) {
+      this._drop(this.socket, 'a new swarm node started') // its close reconnects, with bridgeUp set
+    } else {
+      this._connect()
+    }
   }
 
   _connect () {
@@ -282,7 +350,7 @@ class SwarmClusterNode {
     })
     socket.on('close', () => {
       if (this.socket === socket) {
-        this._onLost(socket.dropReason || (socket.lastError && socket.lastError.message) || 'connection closed by the sidecar')
+        this._onLost(socket.dropReason || (socket.lastError && socket.lastError.message) || `connection closed by the ${this.what}`)
       }
     })
   }
@@ -305,10 +373,10 @@ class SwarmClusterNode {
         this._onMessage(object)
         return
       case 'error':
-        this._log('warn', EVENT.PLUGIN_ERROR, `swarm sidecar ${this.addressText} reports ${object.code}: ${object.text}`)
+        this._log('warn', EVENT.PLUGIN_ERROR, `${this.what} ${this.addressText} reports ${object.code}: ${object.text}`)
         return
       default:
-        this._log('warn', EVENT.PLUGIN_ERROR, `swarm sidecar ${this.addressText} sent an unknown op ${JSON.stringify(object.op)}`)
+        this._log('warn', EVENT.PLUGIN_ERROR, `${this.what} ${this.addressText} sent an unknown op ${JSON.stringify(object.op)}`)
     }
   }
 
@@ -328,7 +396,7 @@ class SwarmClusterNode {
     this.attempt = 0
     const again = this.everConnected
     this.everConnected = true
-    this._log('info', EVENT.INFO, `swarm sidecar ${this.addressText} ${again ? 'reconnected' : 'connected'}` +
+    this._log('info', EVENT.INFO, `${this.what} ${this.addressText} ${again ? 'reconnected' : 'connected'}` +
       ` (serverName ${welcome.serverName}, ${welcome.ready ? 'ready' : 'not ready yet'})`)
     for (const topic of this.topics.values()) {
       socket.write(encodeFrame({ op: 'subscribe', topic }))
@@ -351,11 +419,11 @@ class SwarmClusterNode {
   _onMessage (object) {
     const message = object.message
     if (message === null || typeof message !== 'object') {
-      this._log('warn', EVENT.PLUGIN_ERROR, 'swarm sidecar delivered a message that is not an object; ignored')
+      this._log('warn', EVENT.PLUGIN_ERROR, `${this.what} delivered a message that is not an object; ignored`)
       return
     }
     if (object.origin === this.serverName) {
-      this._log('warn', EVENT.PLUGIN_ERROR, `swarm sidecar echoed this server's own message (topic ${message.topic}); ignored`)
+      this._log('warn', EVENT.PLUGIN_ERROR, `${this.what} echoed this server's own message (topic ${message.topic}); ignored`)
       return
     }
     const callbacks = this.callbacks.get(String(message.topic))
@@ -395,8 +463,14 @@ class SwarmClusterNode {
     if (this.closing) {
       return
     }
+    if (this.supervisor && !this.supervisor.bridgeUp) {
+      // the node is down or not listening yet: its `bridge` line starts the next connection
+      this._log('warn', EVENT.PLUGIN_ERROR, `lost swarm node ${this.addressText}: ${reason}; connecting again ` +
+        `once it is back (${this._queueLength()} messages waiting)`)
+      return
+    }
     const delay = this._backoff()
-    const message = `swarm sidecar ${this.addressText}: ${reason}; reconnecting in ${delay} ms` +
+    const message = `${this.what} ${this.addressText}: ${reason}; reconnecting in ${delay} ms` +
       ` (${this._queueLength()} messages waiting)`
     if (socket && socket.configError) {
       this._log('error', EVENT.PLUGIN_INITIALIZATION_ERROR, message)
@@ -436,19 +510,22 @@ class SwarmClusterNode {
     }
     const lost = this._queueLength()
     if (lost) {
-      this._log('warn', EVENT.PLUGIN_ERROR, `closing with ${lost} messages the swarm sidecar never took`)
+      this._log('warn', EVENT.PLUGIN_ERROR, `closing with ${lost} messages the ${this.what} never took`)
     }
     this.queue = []
     this.queueHead = 0
     this.queuedBytes = 0
-    if (!socket || socket.destroyed) {
-      return
+    if (socket && !socket.destroyed) {
+      await new Promise((resolve) => {
+        const timer = setTimeout(() => { socket.destroy(); resolve() }, this.options.closeTimeout)
+        socket.once('close', () => { clearTimeout(timer); resolve() })
+        socket.end()
+      })
     }
-    await new Promise((resolve) => {
-      const timer = setTimeout(() => { socket.destroy(); resolve() }, this.options.closeTimeout)
-      socket.once('close', () => { clearTimeout(timer); resolve() })
-      socket.end()
-    })
+    if (this.supervisor) {
+      // after the last frames: the node leaves its cluster with deepstream's leave message sent
+      await this.supervisor.stop()
+    }
   }
 
   // ------------------------------------------------------------------ the bounded queue
@@ -493,7 +570,7 @@ class SwarmClusterNode {
       this.queueHead += 1
       this.queuedBytes -= oldest.length
       if (this.dropped === 0) {
-        this._log('warn', EVENT.PLUGIN_ERROR, `swarm sidecar ${this.addressText} is not taking messages and ` +
+        this._log('warn', EVENT.PLUGIN_ERROR, `${this.what} ${this.addressText} is not taking messages and ` +
           `${this.options.maxQueuedMessages} messages / ${this.options.maxQueuedBytes} bytes are waiting: ` +
           'dropping the oldest')
       }
@@ -540,7 +617,7 @@ class SwarmClusterNode {
 
   _reportDropped () {
     if (this.dropped) {
-      this._log('warn', EVENT.PLUGIN_ERROR, `dropped ${this.dropped} messages while the swarm sidecar was not taking them`)
+      this._log('warn', EVENT.PLUGIN_ERROR, `dropped ${this.dropped} messages while the ${this.what} was not taking them`)
       this.dropped = 0
     }
   }
@@ -560,3 +637,5 @@ module.exports.SwarmClusterNode = SwarmClusterNode
 module.exports.parseBridgeAddress = parseBridgeAddress
 module.exports.FrameReader = FrameReader
 module.exports.DEFAULTS = DEFAULTS
+module.exports.SUPERVISED_DEFAULTS = SUPERVISED_DEFAULTS
+module.exports.parseSupervisedOptions = parseSupervisedOptions

@@ -2,11 +2,13 @@
 /**
  * The plugin of integrations/deepstream against a scripted fake sidecar (Node built-ins only): the
  * handshake, whenReady, subscriptions and re-subscription, delivery, the bounded queue, reconnection,
- * refusals, close. Run by tests/test_deepstream.py: `node tests/deepstream/plugin_unit.js`; exits 0 when
+ * refusals, close; and the supervised mode's options and its node's life (start, restart with backoff,
+ * stop, private directory) with tests/deepstream/fake_node.js standing in for Python. Run by tests/test_deepstream.py: `node tests/deepstream/plugin_unit.js`; exits 0 when
  * every case passes, prints `ok <case>` per case.
  */
 
 const assert = require('assert')
+const fs = require('fs')
 const net = require('net')
 const path = require('path')
 
@@ -299,6 +301,101 @@ const cases = {
     await sidecar.close()
   }
 }
+
+const FAKE_NODE = [process.execPath, path.join(__dirname, 'fake_node.js')]
+
+function pidGone (pid) {
+  try {
+    process.kill(pid, 0)
+    return false
+  } catch (error) {
+    return error.code === 'ESRCH'
+  }
+}
+
+Object.assign(cases, {
+  async 'supervised mode: every bad option is refused, naming its key' () {
+    const make = (options, serverName = 'server-a') => new SwarmClusterNode(options, {}, { serverName })
+    const refused = [
+      [{ python: '' }, /"python"/],
+      [{ python: ['python3', 3] }, /"python"/],
+      [{ port: 70000 }, /"port"/],
+      [{ port: '6021' }, /"port"/],
+      [{ seeds: '10.0.0.1:6021' }, /"seeds".*list/],
+      [{ seeds: ['10.0.0.1'] }, /"seeds"/],
+      [{ seeds: ['10.0.0.1:0'] }, /"seeds"/],
+      [{ swarm: [] }, /"swarm"/],
+      [{ swarm: { serverName: 'x' } }, /"swarm.serverName"/],
+      [{ swarm: { bridge: '/tmp/x' } }, /"swarm.bridge"/],
+      [{ swarm: { seedNodes: [] } }, /"swarm.seedNodes".*"seeds"/],
+      [{ env: { A: 1 } }, /"env"/],
+      [{ logLevel: 'LOUD' }, /"logLevel"/],
+      [{ restartDelay: 0 }, /"restartDelay"/],
+      [{ restartDelay: 1000, maxRestartDelay: 10 }, /"maxRestartDelay"/],
+      [{ runtimeDirectory: '/' + 'x'.repeat(100) }, /"runtimeDirectory"/],
+      [{ sedes: [] }, /unknown option "sedes"/],
+      [{ bridge: '127.0.0.1:7101', seeds: [] }, /"seeds".*"bridge"/]
+    ]
+    for (const [options, pattern] of refused) {
+      assert.throws(() => make(options), pattern, JSON.stringify(options))
+    }
+    assert.throws(() => make({}, null), /serverName/)
+    const node = make({ python: ['/opt/venv/bin/python', '-X', 'dev'], seeds: ['[::1]:6021', 'swarm.example:6021'], port: 0 })
+    assert.deepStrictEqual(node.supervised.python, ['/opt/venv/bin/python', '-X', 'dev'])
+    assert.strictEqual(node.supervised.restartDelay, 100)
+    assert.strictEqual(node.supervised.maxRestartDelay, 5000)
+    assert.strictEqual(node.supervisor, null, 'nothing is started before init()')
+  },
+
+  async 'supervised mode: the node is started, restarted after SIGKILL, and stopped with the plugin' () {
+    const { lines, logger } = makeLogger()
+    const node = new SwarmClusterNode({ python: FAKE_NODE, port: 1234, seeds: ['127.0.0.1:1'], swarm: { localLinks: 3 } },
+      { logger }, { serverName: 'server-a' })
+    node.init()
+    await node.whenReady()
+    const supervisor = node.supervisor
+    const directory = supervisor.directory
+    assert.strictEqual(fs.statSync(directory).mode & 0o777, 0o700)
+    const written = JSON.parse(fs.readFileSync(path.join(directory, 'swarm.json'), 'utf8'))
+    assert.deepStrictEqual(written, {
+      serverName: 'server-a',
+      plugins: { message: { type: 'direct', options: {
+        logFormat: 'json', localLinks: 3, host: '127.0.0.1', port: 1234, seedNodes: ['127.0.0.1:1'],
+        bridge: path.join(directory, 'bridge.sock'), exitOnStdinClose: true } } }
+    })
+    assert.ok(lines.some((l) => l.level === 'warn' && /fake node server-a up/.test(l.text)), 'stderr JSON keeps its level')
+    const first = supervisor.pid
+    process.kill(first, 'SIGKILL')
+    await eventually(() => supervisor.pid !== first && lines.some((l) => /reconnected/.test(l.text)), 'a new node, reconnected')
+    assert.ok(lines.some((l) => /was killed by SIGKILL .*starting it again in 100 ms/.test(l.text)))
+    const second = supervisor.pid
+    await node.close()
+    assert.ok(pidGone(second), 'the node outlived close()')
+    assert.ok(!fs.existsSync(directory), 'the private directory is left behind')
+  },
+
+  async 'supervised mode: a node that keeps dying is restarted ever later, up to the bound' () {
+    const { lines, logger } = makeLogger()
+    const node = new SwarmClusterNode({ python: FAKE_NODE, env: { FAKE_NODE_MODE: 'crash' }, restartDelay: 10, maxRestartDelay: 40 },
+      { logger }, { serverName: 'server-a' })
+    node.init()
+    const exits = () => lines.filter((l) => /exited with status 1/.test(l.text))
+    await eventually(() => exits().length >= 4, 'four exits')
+    const delays = exits().slice(0, 4).map((l) => Number(/starting it again in (\d+) ms/.exec(l.text)[1]))
+    assert.deepStrictEqual(delays, [10, 20, 40, 40])
+    assert.ok(/a scripted crash/.test(exits()[0].text), 'the exit is logged with the node\'s last lines')
+    await node.close()
+    assert.strictEqual(node.isReady, false)
+  },
+
+  async 'supervised mode: a python that cannot be run is an error in the log, retried' () {
+    const { lines, logger } = makeLogger()
+    const node = new SwarmClusterNode({ python: '/nonexistent/python3', restartDelay: 10 }, { logger }, { serverName: 'server-a' })
+    node.init()
+    await eventually(() => lines.filter((l) => l.level === 'error' && /could not be started \(option "python"/.test(l.text)).length >= 2, 'two failed starts')
+    await node.close()
+  }
+})
 
 async function main () {
   let failed = 0
