@@ -13,7 +13,8 @@
  * - `stop()` sends SIGTERM (the node leaves its cluster cleanly), SIGKILL after stopTimeout, and removes
  *   the directory. A node never outlives its deepstream process: it runs with swarm's `exitOnStdinClose`
  *   and a pipe on its stdin, which the kernel closes however deepstream dies (even by SIGKILL); on a
- *   plain `process.exit()` the node is also sent SIGTERM at once.
+ *   plain `process.exit()` the node is also sent SIGTERM at once. Only the directory outlives a killed
+ *   deepstream; it names its owner (`deepstream.pid`), and the next start removes those of dead owners.
  *
  * Only Node built-ins are used.
  */
@@ -63,6 +64,7 @@ const OWNED_SWARM_KEYS = {
 const LOG_LEVELS = ['DEBUG', 'INFO', 'WARNING', 'ERROR']
 const UNIX_PATH_MAX = 107
 const SOCKET_NAME = 'bridge.sock'
+const OWNER_FILE = 'deepstream.pid'
 const DIRECTORY_PREFIX = 'swarm-clusternode-'
 // the stderr lines kept to say why a node exited
 const TAIL_LINES = 10
@@ -170,6 +172,15 @@ function parseSupervisedOptions (options, serverName) {
   return parsed
 }
 
+function processAlive (pid) {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (error) {
+    return error.code === 'EPERM' // alive, another user's
+  }
+}
+
 /** swarm's log level names -> deepstream's logger methods. */
 function loggerLevel (level) {
   switch (level) {
@@ -209,11 +220,13 @@ class NodeSupervisor extends EventEmitter {
   start () {
     const settings = this.settings
     fs.mkdirSync(settings.runtimeDirectory, { recursive: true })
+    this._removeOrphans()
     // mkdtemp makes the directory with mode 0700: nobody else can reach the socket inside
     this.directory = fs.mkdtempSync(path.join(settings.runtimeDirectory, DIRECTORY_PREFIX))
     fs.chmodSync(this.directory, 0o700)
     this.socketPath = path.join(this.directory, SOCKET_NAME)
     this.configPath = path.join(this.directory, 'swarm.json')
+    fs.writeFileSync(path.join(this.directory, OWNER_FILE), `${process.pid}\n`, { mode: 0o600 })
     const options = {
       // JSON lines, so that each keeps its level in deepstream's log; `swarm.logFormat` may say otherwise
       logFormat: 'json',
@@ -381,6 +394,38 @@ class NodeSupervisor extends EventEmitter {
       }
     }
     this._removeDirectory()
+  }
+
+  /**
+   * Removes the directories that killed deepstream processes left (SIGKILL, or SIGTERM, which
+   * `deepstream start` does not handle): those whose owner's pid is gone. A directory without an owner
+   * file yet may be another plugin's being made: it is left alone.
+   */
+  _removeOrphans () {
+    const root = this.settings.runtimeDirectory
+    let names
+    try {
+      names = fs.readdirSync(root).filter((name) => name.startsWith(DIRECTORY_PREFIX))
+    } catch (error) {
+      return
+    }
+    for (const name of names) {
+      const directory = path.join(root, name)
+      let owner
+      try {
+        owner = Number(fs.readFileSync(path.join(directory, OWNER_FILE), 'utf8'))
+      } catch (error) {
+        continue // not ours to judge (another user's, or not written yet)
+      }
+      // a socket there may be a live node of another pid namespace (a runtimeDirectory shared between
+      // containers): a node that exited removed its socket, one killed with SIGKILL did not
+      if (!Number.isInteger(owner) || owner <= 0 || processAlive(owner) ||
+          fs.existsSync(path.join(directory, SOCKET_NAME))) {
+        continue
+      }
+      fs.rmSync(directory, { recursive: true, force: true })
+      this.log('info', `removed ${directory}, left by deepstream process ${owner}, which is gone`)
+    }
   }
 
   _removeDirectory () {

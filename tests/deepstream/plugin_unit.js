@@ -374,6 +374,33 @@ Object.assign(cases, {
     assert.ok(!fs.existsSync(directory), 'the private directory is left behind')
   },
 
+  async 'supervised mode: the directories of dead deepstream processes are removed at start' () {
+    const root = fs.mkdtempSync(path.join(require('os').tmpdir(), 'plugin-unit-'))
+    const dead = require('child_process').spawnSync(process.execPath, ['-e', '']).pid
+    const make = (name, owner, socket) => {
+      const directory = path.join(root, name)
+      fs.mkdirSync(directory)
+      if (owner !== undefined) fs.writeFileSync(path.join(directory, 'deepstream.pid'), `${owner}\n`)
+      if (socket) fs.writeFileSync(path.join(directory, 'bridge.sock'), '')
+      return directory
+    }
+    const orphan = make('swarm-clusternode-orphan', dead)
+    const live = make('swarm-clusternode-live', process.pid)
+    const unowned = make('swarm-clusternode-new') // being made by another plugin: no owner file yet
+    const socketed = make('swarm-clusternode-elsewhere', dead, true) // maybe another pid namespace's
+    const other = make('not-ours', dead)
+    const { lines, logger } = makeLogger()
+    const node = new SwarmClusterNode({ python: FAKE_NODE, runtimeDirectory: root }, { logger }, { serverName: 'server-a' })
+    node.init()
+    await node.whenReady()
+    assert.ok(!fs.existsSync(orphan), 'the orphan is left')
+    for (const kept of [live, unowned, socketed, other]) assert.ok(fs.existsSync(kept), `${kept} removed`)
+    assert.ok(lines.some((l) => /removed .*orphan, left by deepstream process/.test(l.text)))
+    assert.strictEqual(fs.readFileSync(path.join(node.supervisor.directory, 'deepstream.pid'), 'utf8'), `${process.pid}\n`)
+    await node.close()
+    fs.rmSync(root, { recursive: true, force: true })
+  },
+
   async 'supervised mode: a node that keeps dying is restarted ever later, up to the bound' () {
     const { lines, logger } = makeLogger()
     const node = new SwarmClusterNode({ python: FAKE_NODE, env: { FAKE_NODE_MODE: 'crash' }, restartDelay: 10, maxRestartDelay: 40 },
