@@ -4,7 +4,8 @@
 (git-ignored, reused between runs; `uWebSockets.js`, fetched from a git host no registry serves and only
 loaded for `httpServer.type: uws`, is overridden by an empty local package), together with the plugin of
 `integrations/deepstream` (a `file:` dependency, so as an npm package). Each deepstream server runs the
-plugin against its own `python -m swarm node` sidecar (option `bridge`); `@deepstream/client` clients,
+plugin against its own `python -m swarm node` sidecar (option `bridge`), or, in the supervised test, runs
+the plugin's own node (no `bridge`: the plugin starts, restarts and stops it); `@deepstream/client` clients,
 driven by `tests/deepstream/driver.js` over stdin/stdout, connect to different servers and must see each
 other's events, RPCs, record updates and presence. Everything binds to 127.0.0.1, every wait is bounded,
 and every process started here is stopped here. Skipped only where `node` or `npm` is absent.

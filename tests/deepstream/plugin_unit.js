@@ -403,7 +403,7 @@ Object.assign(cases, {
 
   async 'supervised mode: a node that keeps dying is restarted ever later, up to the bound' () {
     const { lines, logger } = makeLogger()
-    const node = new SwarmClusterNode({ python: FAKE_NODE, env: { FAKE_NODE_MODE: 'crash' }, restartDelay: 10, maxRestartDelay: 40 },
+    const node = new SwarmClusterNode({ python: FAKE_NODE, env: { FAKE_NODE_MODE: 'crash' }, restartDelay: 10, maxRestartDelay: 40, stableAfter: 600000 },
       { logger }, { serverName: 'server-a' })
     node.init()
     const exits = () => lines.filter((l) => /exited with status 1/.test(l.text))
