@@ -106,6 +106,9 @@ PRUNES_RECEIVED = _declare(BROADCAST, "prunes_received", "tree mode: PRUNEs rece
 GRAFTS = _declare(BROADCAST, "grafts", "tree mode: message ids asked for by GRAFT (announced, not arrived)")
 GRAFTED_PAYLOADS = _declare(BROADCAST, "grafted_payloads", "tree mode: payloads resent to answer a GRAFT")
 IHAVE_IDS_SENT = _declare(BROADCAST, "ihave_ids_sent", "tree mode: message ids announced on lazy links")
+SHORTER_PATHS_GRAFTED = _declare(BROADCAST, "shorter_paths_grafted",
+                                 "tree mode: streams grafted from a lazy peer whose IHAVE announced a "
+                                 "shorter path than a parent's (Plumtree's optimization step)")
 STREAMS_ORPHANED = _declare(BROADCAST, "streams_orphaned",
                             "tree mode: streams whose parent was lost, asked of every peer at once")
 PULLS_SENT = _declare(BROADCAST, "pulls_sent", "PULLs sent: a range of a stream missing here asked of a peer")

@@ -558,9 +558,11 @@ def test_after_a_keyed_prune_a_peer_gets_only_ihave_ids_of_that_stream_at_the_ne
     assert rig.take() == [Send((11,), own(1, entry("m1"))), Send((11,), own(2, entry("m2")))]
     rig.part.tick(0.1)
     actions = rig.take()
-    assert actions == [Send((12,), control(wire.KIND_IHAVE, {"ids": [[OWN, 1], [OWN, 2]]}))]
+    # The ids, and how many links each stream's copies here crossed (0: our own).
+    fields = {"ids": [[OWN, 1], [OWN, 2]], "hops": [[OWN, 0]]}
+    assert actions == [Send((12,), control(wire.KIND_IHAVE, fields))]
     assert wire.kind(actions[0].data) == wire.KIND_IHAVE
-    assert wire.control_fields(actions[0].data) == {"ids": [[OWN, 1], [OWN, 2]]}
+    assert wire.control_fields(actions[0].data) == fields
     assert rig.counters[C.IHAVE_IDS_SENT] == 2
     rig.part.tick(0.2)
     assert rig.take() == []  # announced once
@@ -574,7 +576,8 @@ def test_a_keyed_prune_leaves_the_other_streams_eager() -> None:
     rig.part.publish(entry("m1"), 0.0, None)
     assert rig.take() == [Send((11, 12, 13), own(1, entry("m1")))]
     rig.part.tick(0.1)
-    assert rig.take() == [Send((13,), control(wire.KIND_IHAVE, {"ids": [[key("e"), 1]]}))]
+    assert rig.take() == [Send((13,), control(wire.KIND_IHAVE, {"ids": [[key("e"), 1]],
+                                                                "hops": [[key("e"), 1]]}))]
 
 
 def test_a_prune_without_a_key_makes_every_stream_lazy_towards_that_peer() -> None:
@@ -585,7 +588,8 @@ def test_a_prune_without_a_key_makes_every_stream_lazy_towards_that_peer() -> No
     rig.part.publish(entry("m1"), 0.0, None)
     assert rig.take() == [Send((11,), own(1, entry("m1")))]
     rig.part.tick(0.1)
-    assert rig.take() == [Send((12,), control(wire.KIND_IHAVE, {"ids": [[key("e"), 1], [OWN, 1]]}))]
+    assert rig.take() == [Send((12,), control(wire.KIND_IHAVE, {"ids": [[key("e"), 1], [OWN, 1]],
+                                                                "hops": [[key("e"), 1], [OWN, 0]]}))]
 
 
 def test_an_ihave_queued_for_a_peer_whose_link_went_is_not_sent() -> None:

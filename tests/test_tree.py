@@ -569,3 +569,64 @@ def test_a_graft_for_spares_makes_the_stream_eager_and_orphans_nothing() -> None
     raws["p"].send(wire.encode_control(wire.KIND_GRAFT, {"ids": [], "more": ["not bytes"]}))
     net.run_for(0.2)
     assert raws["p"].closed or raws["p"].eof
+
+
+# ---------------------------------------------------------------------- Plumtree's optimization step
+
+
+def test_an_ihave_announcing_a_shorter_path_grafts_the_announcer_once_a_cooldown() -> None:
+    key = b"\x01a" + bytes(8)
+    tree = TreeBroadcast(graft_timeout=0.1, parents=2)
+    def never(message: tuple[bytes, int]) -> bool:
+        return False
+
+    assert tree.ihave_from(b"z", [], 0.0, never, [(key, 0)]) == []  # a stream we never had: nothing
+    tree.copy_from(b"x", key, 3, 1, True)
+    assert tree.ihave_from(b"z", [], 0.0, never, [(key, 0)]) == []  # a free parent slot: left to copies
+    tree.copy_from(b"y", key, 4, 1, False)
+    assert tree.copy_from(b"z", key, 4, 1, False) == b"z"  # pruned: its path was no shorter then
+    assert tree.ihave_from(b"x", [], 0.0, never, [(key, 0)]) == []  # a parent: its copies tell
+    assert tree.ihave_from(b"z", [], 0.0, never, [(key, 3)]) == []  # 4 links: not shorter than y's 4
+    assert tree.ihave_from(b"z", [(key, 2)], 0.0, never, [(key, 1)]) == [key]  # 2 links: shorter
+    assert tree.ihave_from(b"w", [], 0.5, never, [(key, 0)]) == []  # within the cooldown: not again
+    # z's copies come: it replaces the worse parent, which is pruned only now (nothing fell between).
+    assert tree.copy_from(b"z", key, 2, 2, True) == b"y"
+    assert tree.copy_from(b"x", key, 3, 2, False) is None
+    assert tree.ihave_from(b"w", [], 2.0, never, [(key, 0)]) == [key]  # after it: 1 link beats x's 3
+
+
+def test_a_lazy_peer_announcing_a_shorter_path_is_grafted_and_replaces_the_worse_parent() -> None:
+    net, raws = tree_node_with_raw_peers("p", "q", "r", parents=2)
+    for name, hops in (("p", 2), ("q", 3), ("r", 4)):  # stream o: parents p and q, r pruned
+        raws[name].send(_data("o", 1, hops))
+        net.run_for(0.01)
+    net.run_for(0.1)
+    assert [name for name in raws if wire.KIND_PRUNE in raws[name].kinds()] == ["r"]
+    for raw in raws.values():
+        raw.received.clear()
+    key_o = b"\x01o" + (1).to_bytes(8, "big")
+    # r's own path got shorter (its copies now cross 1 link to reach r): its IHAVE says so.
+    raws["r"].send(wire.encode_control(wire.KIND_IHAVE, {"ids": [[key_o, 2]], "hops": [[key_o, 1]]}))
+    net.run_for(0.02)
+    grafts = [wire.decode_control(body) for body in raws["r"].received if body[0] == wire.KIND_GRAFT]
+    assert grafts == [{"ids": [], "more": [key_o]}]
+    assert net.state("x").counters["shorter_paths_grafted"] == 1
+    assert not any(wire.KIND_PRUNE in raws[name].kinds() for name in ("p", "q"))  # nothing pruned yet
+    raws["r"].send(_data("o", 2, 1))  # r's copy: 2 links, shorter than q's 3
+    net.run_for(0.1)
+    assert wire.KIND_PRUNE in raws["q"].kinds() and wire.KIND_PRUNE not in raws["p"].kinds()
+    assert net.delivered("x", "o") == [1, 2]
+
+
+def test_an_ihave_carries_the_path_of_each_stream_it_announces() -> None:
+    net, raws = tree_node_with_raw_peers("p", "q", parents=2)
+    key_o = b"\x01o" + (1).to_bytes(8, "big")
+    raws["q"].send(wire.encode_control(wire.KIND_PRUNE, {"key": key_o}))  # q takes o only lazily from x
+    net.run_for(0.05)
+    raws["p"].send(_data("o", 1, 2))  # x's copy crossed 3 links
+    net.run_for(0.2)
+    ihaves = [wire.decode_control(body) for body in raws["q"].received if body[0] == wire.KIND_IHAVE]
+    assert ihaves == [{"ids": [[key_o, 1]], "hops": [[key_o, 3]]}]
+    raws["q"].send(wire.encode_control(wire.KIND_IHAVE, {"ids": [], "hops": [["not bytes", 1]]}))
+    net.run_for(0.2)
+    assert raws["q"].closed or raws["q"].eof

@@ -416,8 +416,9 @@ class Tree(Broadcast):
         self._push(frame, b"", b"", message)
         self._wake()
 
-    def _push(self, frame: bytes, sender: bytes, origin: bytes, message: MessageId) -> None:
-        """The payload to eager links, its id to lazy ones (not back to sender or origin)."""
+    def _push(self, frame: bytes, sender: bytes, origin: bytes, message: MessageId, hops: int = 0) -> None:
+        """The payload to eager links, its id to lazy ones (not back to sender or origin); its copy here
+        crossed `hops` links."""
         tree = self.tree
         lazy, pruned = tree.lazy, tree.lazy_for(message[0])
         eager = tuple(c for c, peer in self._pairs if peer != sender and peer != origin
@@ -426,7 +427,7 @@ class Tree(Broadcast):
             self.out.append(Send(eager, frame))
             self.counters[C.DATA_FRAMES_SENT] += len(eager)
         tree.announce(message, (peer for _, peer in self._pairs if (peer in pruned or peer in lazy)
-                                and peer != sender and peer != origin))
+                                and peer != sender and peer != origin), hops)
 
     def _own_returned(self, conn: int, peer: bytes) -> None:
         if self.tree.unwanted(peer, self.own_key):
@@ -439,7 +440,7 @@ class Tree(Broadcast):
                messages: int, now: float) -> None:
         self._copy(conn, peer, key, hops, seq, True)
         self.tree.received((key, seq), frame, now)
-        self._push(wire.relayed(frame, hops), peer, origin, (key, seq))
+        self._push(wire.relayed(frame, hops), peer, origin, (key, seq), hops)
         self.counters[C.FORWARDED] += 1
         self.counters[C.FORWARDED_MESSAGES] += messages
         self._wake()
@@ -476,7 +477,17 @@ class Tree(Broadcast):
             raise ProtocolError("IHAVE/GRAFT without a list of [key, seq] ids")
         messages = [(key, seq) for key, seq in ids[:TREE_IDS_READ]]
         if kind == wire.KIND_IHAVE:
-            tree.ihave_from(peer, messages, now, lambda m: self.seen.has(m[0], m[1]))
+            hops = fields.get("hops", [])  # optional: a node written before it sends none
+            if not isinstance(hops, list) or not all(
+                    isinstance(h, list) and len(h) == 2 and isinstance(h[0], bytes) and isinstance(h[1], int)
+                    for h in hops):
+                raise ProtocolError("IHAVE with hops that are not a list of [key, hops]")
+            better = tree.ihave_from(peer, messages, now, lambda m: self.seen.has(m[0], m[1]),
+                                     [(key, count) for key, count in hops[:TREE_IDS_READ]])
+            for part in per_frame(better, MAX_GRAFT):  # Plumtree's optimization step: a shorter path
+                self.counters[C.SHORTER_PATHS_GRAFTED] += len(part)
+                graft = wire.encode_control(wire.KIND_GRAFT, {"ids": [], "more": part})
+                self.out.append(Send((conn,), graft))
             self._wake()
             return
         # Streams to push again, nothing resent: `keys`, those the peer lost its source of; `more`,
@@ -516,11 +527,11 @@ class Tree(Broadcast):
             self.counters[C.GRAFTS] += len(messages)
             self.out.append(Send((conns[peer],), wire.encode_control(
                 wire.KIND_GRAFT, {"ids": [[key, seq] for key, seq in messages]})))
-        for peer, messages in tree.take_ihaves():
+        for peer, messages, hops in tree.take_ihaves():
             if peer in conns and messages:
                 self.counters[C.IHAVE_IDS_SENT] += len(messages)
-                self.out.append(Send((conns[peer],), wire.encode_control(
-                    wire.KIND_IHAVE, {"ids": [[key, seq] for key, seq in messages]})))
+                self.out.append(Send((conns[peer],), wire.encode_control(wire.KIND_IHAVE, {
+                    "ids": [[key, seq] for key, seq in messages], "hops": [[k, h] for k, h in hops]})))
         for item in self.seen.expire(now, lambda origin, seq: tree.repairing((origin, seq))
                                      or self.pulls.repairing(origin, seq)):
             self._deliver(item, None)

@@ -54,6 +54,16 @@ other peers for spares (GRAFT `more`, passed on to nobody), and learns its new s
 copies that follow. It is the "eager push to two tree parents per stream" the broadcast issue named; one
 parent (`treeParents: 1`) is the paper's tree.
 
+**The optimization step.** A peer pruned while its path was long is heard from only in IHAVEs, so the
+tree could keep a longer path than the overlay offers (16 real nodes: a third of the first copies at
+the far end crossed the shortest path's 3 links, most of the rest 4). Plumtree grafts a lazy link whose
+IHAVE comes sufficiently earlier than the eager copy; here, where parents are chosen by hops, each IHAVE
+says how many links the announcer's copies of each stream crossed, and an announcer whose path is
+OPTIMIZE_HOPS shorter than the worse parent's is asked for the stream (GRAFT `more`, nothing resent).
+The worse parent is pruned only when the announcer's copies come and prove the path (`copy_from`),
+so no message falls between the two; a stream is re-grafted so at most once per OPTIMIZE_COOLDOWN
+graft timeouts, so an announcement that proves wrong does not churn the tree.
+
 Pure code, no I/O and no clock: `broadcast.Tree` calls it with `now`. iroh-gossip's `plumtree.rs` has the
 same shape.
 """
@@ -92,6 +102,14 @@ STREAMS = 4096
 UNKNOWN_HOPS = 1 << 16
 # A graft waits for a late (not lost) payload at most this many graft timeouts after its IHAVE.
 MAX_POSTPONE = 10
+# Plumtree's optimization step: a lazy peer whose IHAVE says its copies cross at least this many links
+# fewer than the worse parent's is grafted for the stream (GRAFT `more`), and its copies then replace
+# that parent by the rule of copy_from. One link: hop counts do not jitter, so a path one link shorter is
+# really shorter (the paper's threshold, in arrival time, guards against delays that do).
+OPTIMIZE_HOPS = 1
+# ...at most once per stream per this many graft timeouts: if the announced path was not what the copies
+# show (the announcer's own path changed meanwhile), the peer is pruned again and not re-grafted at once.
+OPTIMIZE_COOLDOWN = 20
 # Messages a challenger (a peer whose copy came first) brings before the parent brought the first of
 # them, after which it replaces the parent. One is noise (a delay on the parent's path); two in a row
 # with nothing from the parent in between is a parent whose own source is gone (see copy_from).
@@ -135,7 +153,7 @@ class _Stream:
     """One stream's eager and lazy peers, as this node sees them."""
 
     __slots__ = ("parents", "pruned", "lazy", "challenger", "challenger_hops", "challenged_seq",
-                 "challenges")
+                 "challenges", "optimized_at")
 
     def __init__(self) -> None:
         # The peers we take the stream from, and the links their last copies had crossed (at most the
@@ -149,6 +167,7 @@ class _Stream:
         self.challenger_hops = UNKNOWN_HOPS
         self.challenged_seq = 0  # the first message the challenger brought before the parents
         self.challenges = 0  # messages it has brought first since
+        self.optimized_at = float("-inf")  # when a shorter announced path was last grafted
 
     def worst(self) -> bytes:
         """The parent over the longest path (of equals, the newest: the one in place stays)."""
@@ -178,6 +197,7 @@ class TreeBroadcast:
         self.lazy: set[bytes] = set()
         self._streams: dict[bytes, _Stream] = {}
         self._ihave: dict[bytes, list[MessageId]] = {}
+        self._ihave_hops: dict[bytes, int] = {}  # per stream announced: links its last copy here crossed
         self._pending: dict[MessageId, _Pending] = {}
         self.wakeup = float("inf")
         # `now` of the last `due` call if it left messages waiting for a full window, else None: an
@@ -196,10 +216,15 @@ class TreeBroadcast:
             self._window_wait = None
         self.cache.add(message[0], message[1], count, body, now)
 
-    def announce(self, message: MessageId, peers: Iterable[bytes]) -> None:
-        """Queue an IHAVE for `message` to each lazy peer in `peers`."""
+    def announce(self, message: MessageId, peers: Iterable[bytes], hops: int = 0) -> None:
+        """Queue an IHAVE for `message` to each lazy peer in `peers`; its copy here crossed `hops` links
+        (0: published here), which the IHAVE says, for the optimization step (`ihave_from`)."""
+        queued = False
         for peer in peers:
             self._ihave.setdefault(peer, []).append(message)
+            queued = True
+        if queued:
+            self._ihave_hops[message[0]] = hops
 
     def _stream(self, key: bytes) -> _Stream:
         stream = self._streams.get(key)
@@ -307,8 +332,15 @@ class TreeBroadcast:
         return [frame for frame in map(cache.get, messages) if frame is not None][:MAX_GRAFT]
 
     def ihave_from(self, peer: bytes, messages: Iterable[MessageId], now: float,
-                   seen: Callable[[MessageId], bool]) -> None:
-        """`peer` announces these ids; wait `graft_timeout` for any we have not seen, then graft."""
+                   seen: Callable[[MessageId], bool], hops: Iterable[tuple[bytes, int]] = ()) -> list[bytes]:
+        """`peer` announces these ids; wait `graft_timeout` for any we have not seen, then graft.
+
+        `hops`: (stream key, links the announcer's copies crossed) as the IHAVE says. Return the streams
+        to graft from `peer` now (GRAFT `more`, nothing resent), Plumtree's optimization step: those of
+        which `peer` has a path at least OPTIMIZE_HOPS shorter than our worse parent's. Its copies then
+        replace that parent (`copy_from`), which is pruned only once they come, so no message falls
+        between the two. A node whose parents are still being repaired (a graft-chosen parent of unknown
+        path) waits for the repair."""
         for message in messages:
             if message in self.cache or seen(message):
                 continue
@@ -318,6 +350,22 @@ class TreeBroadcast:
                 self.wakeup = min(self.wakeup, now + self.graft_timeout)
             elif peer not in pending.announcers:
                 pending.announcers.append(peer)
+        better = []
+        for key, announced in hops:
+            stream = self._streams.get(key)
+            if stream is None or peer in stream.parents or len(stream.parents) < self.parents:
+                continue
+            worst = stream.parents[stream.worst()]
+            if worst == UNKNOWN_HOPS or announced + 1 > worst - OPTIMIZE_HOPS:
+                continue
+            if now - stream.optimized_at < OPTIMIZE_COOLDOWN * self.graft_timeout:
+                continue
+            stream.optimized_at = now
+            stream.pruned.discard(peer)  # its copies are judged, not taken for leftovers
+            if stream.challenger == peer:
+                stream.challenger = None
+            better.append(key)
+        return better
 
     # ------------------------------------------------------------------ time and links
     # Peers are named by their server name as UTF-8 bytes, as the core's links are.
@@ -388,12 +436,15 @@ class TreeBroadcast:
         """Is `message` announced by a peer and waiting for its payload or a graft answer?"""
         return message in self._pending
 
-    def take_ihaves(self) -> list[tuple[bytes, list[MessageId]]]:
+    def take_ihaves(self) -> list[tuple[bytes, list[MessageId], list[tuple[bytes, int]]]]:
         """The IHAVE batches to send now, per peer: everything queued, in frames of MAX_IHAVE ids (a
-        backlog would outlive the payload cache, and its grafts could no longer be answered)."""
-        batches = [(peer, part) for peer, messages in self._ihave.items()
-                   for part in per_frame(messages, MAX_IHAVE)]
+        backlog would outlive the payload cache, and its grafts could no longer be answered), each with
+        the links our copies of its streams crossed."""
+        hops = self._ihave_hops
+        batches = [(peer, part, [(key, hops.get(key, 0)) for key in dict.fromkeys(key for key, _ in part)])
+                   for peer, messages in self._ihave.items() for part in per_frame(messages, MAX_IHAVE)]
         self._ihave = {}
+        self._ihave_hops = {}
         return batches
 
     def link_lost(self, peer: bytes) -> tuple[list[bytes], list[bytes]]:
