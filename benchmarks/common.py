@@ -45,11 +45,13 @@ import trio
 import swarm
 from swarm import harness
 from swarm.cli import number_type
-from swarm.config import parse_address
+from swarm.config import OPTIONS, parse_address
 from swarm.protocol.wire import encode_message
 from swarm.transport.engine import fetch_status
 
 HOST = "127.0.0.1"
+# The benchmarks measure the nodes' own default broadcast unless told otherwise (one home: config.OPTIONS).
+DEFAULT_BROADCAST: str = next(option.default for option in OPTIONS if option.key == "broadcast")
 HERE = Path(__file__).resolve().parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # Bound on one child process starting and saying it is ready (imports are slow on a loaded machine).

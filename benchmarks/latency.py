@@ -55,7 +55,8 @@ def _fields(messages: int, publisher: str = "node-0") -> dict[str, Any]:
 
 
 async def run_swarm(children: list[harness.Child], nodes: int, messages: int, rate: float, size: int,
-                    warmup: int, raw: bool = False, broadcast: str = "flood") -> dict[str, Any]:
+                    warmup: int, raw: bool = False,
+                    broadcast: str = common.DEFAULT_BROADCAST) -> dict[str, Any]:
     started = time.monotonic()
     cluster, addresses, _ = await common.start_bench_cluster(children, nodes, {"broadcast": broadcast},
                                                              timeout=30.0 + 3.0 * nodes)
@@ -264,8 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-redis", action="store_true", help="skip the Redis phase")
     parser.add_argument("--timeout", type=common.positive_seconds, default=120.0,
                         help="bound on one phase (default: 120 s)")
-    parser.add_argument("--broadcast", choices=["flood", "tree"], default="flood",
-                        help="swarm's broadcast mode (the nodes' `broadcast` option; default: flood)")
+    parser.add_argument("--broadcast", choices=["flood", "tree"], default=common.DEFAULT_BROADCAST,
+                        help="swarm's broadcast mode (the nodes' `broadcast` option; default: "
+                             f"{common.DEFAULT_BROADCAST}, the nodes' own)")
     parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")
     return parser
 

@@ -303,7 +303,7 @@ def cpu_before_stop(readings: dict[str, float]):
 
 
 async def run_swarm(children: list[harness.Child], subscribers: int, messages: int, pad: int,
-                    burst: int, broadcast: str = "flood") -> dict[str, Any]:
+                    burst: int, broadcast: str = common.DEFAULT_BROADCAST) -> dict[str, Any]:
     marks: dict[str, Any] = {}
 
     def on_linked() -> None:  # every node linked, nothing published yet
@@ -663,8 +663,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds one phase (one system, one size, one round) may take (default: 60)")
     parser.add_argument("--no-redis", action="store_true", help="skip the Redis pub/sub baseline (as "
                                                                  "--systems without redis)")
-    parser.add_argument("--broadcast", choices=["flood", "tree"], default="flood",
-                        help="swarm's broadcast mode (the nodes' `broadcast` option; default: flood)")
+    parser.add_argument("--broadcast", choices=["flood", "tree"], default=common.DEFAULT_BROADCAST,
+                        help="swarm's broadcast mode (the nodes' `broadcast` option; default: "
+                             f"{common.DEFAULT_BROADCAST}, the nodes' own)")
     parser.add_argument("--profile", metavar="NODE",
                         help="run this swarm node (e.g. node-1, a subscriber) under py-spy and show the "
                              "profile's top entries")

@@ -361,15 +361,15 @@ OPTIONS: tuple[Option, ...] = (
            "Mean seconds between probes: a linked node dials one lost node, remembered address or seed "
            "now and then (every 0.5 to 1.5 times this), which is how a partition heals.", minimum=0.1,
            core=True),
-    Option("broadcast", "choice", "flood",
-           "How payloads spread: `flood` (every link carries every message once; simplest, keeps no "
-           "per-stream state, the most redundant: other paths route around a slow or lossy link or an "
-           "overloaded peer) or `tree` (Plumtree with two parents per stream, `treeParents`: payloads "
+    Option("broadcast", "choice", "tree",
+           "How payloads spread: `tree` (Plumtree with two parents per stream, `treeParents`: payloads "
            "along the two shortest paths to each node, message ids on the other links, a missing payload "
            "grafted after `graftTimeout` or pulled; two copies per node instead of one per link, so less "
-           "CPU and bandwidth, and as reliable and as quick as flooding in every simulated scenario and "
-           "crash test, but it loses more than flooding when a publisher outruns an overloaded "
-           "subscriber for seconds; docs/performance.md has the figures).",
+           "CPU and bandwidth, and as reliable and, after crashes, partitions, churn and lost segments, as "
+           "quick as flooding in every simulated scenario and crash test) or `flood` (every link carries "
+           "every message once; simplest, keeps no per-stream state, the most redundant, and the slowest: "
+           "a publisher that does more work outruns a CPU-starved subscriber less often, which then drops "
+           "less as a slow consumer). docs/performance.md has the figures.",
            choices=("flood", "tree"), core=True),
     Option("graftTimeout", "float", 0.1,
            "With `broadcast: tree`: seconds to wait for a payload announced by an id before asking the "

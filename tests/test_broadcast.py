@@ -114,13 +114,10 @@ def test_create_returns_the_broadcast_the_config_names(mode: str, kind: type) ->
     assert type(make(mode).part) is kind
 
 
-def test_create_floods_by_default_and_the_tree_has_two_parents() -> None:
-    def create(**options: Any) -> broadcast.Broadcast:
-        return broadcast.create(CoreConfig(server_name="a", **options), epoch=1,
-                                deliver=lambda f, e: None, counters=Counter(), out=[])
-    assert type(create()) is broadcast.Flood
-    tree = create(broadcast="tree")
-    assert isinstance(tree, broadcast.Tree) and tree.tree.parents == 2
+def test_create_builds_the_two_parent_tree_by_default() -> None:
+    part = broadcast.create(CoreConfig(server_name="a"), epoch=1, deliver=lambda f, e: None,
+                            counters=Counter(), out=[])
+    assert type(part) is broadcast.Tree and part.tree.parents == 2
 
 
 # ---------------------------------------------------------------------- the own stream: batching
