@@ -386,6 +386,11 @@ class TreeBroadcast:
         At most GRAFT_WINDOW ids are asked of one peer and unanswered at a time; a message whose
         linked announcers all have full windows stays due, and is asked when answers free room.
         """
+        if now < self.wakeup and self._window_wait is None:
+            # Nothing is due before `wakeup` (it is at most every deadline: set with each one), and no
+            # message waits for a window: the scan would change nothing. Under load thousands of ids
+            # wait for their payloads, and the scan of them on every tick was 5% of a relay's time.
+            return []
         grafts: dict[bytes, list[MessageId]] = {}
         self._window_wait = None
         in_flight: dict[bytes, int] = {}
