@@ -273,10 +273,12 @@ class Cluster:
         self.urls: dict[str, str] = {}
         self.driver: Driver | None = None
 
-    def sidecar(self, name: str, seeds: list[str], bridge: str = f"{HOST}:0") -> Proc:
-        """`python -m swarm node` named `name` with a bridge; returns once it is ready."""
+    def sidecar(self, name: str, seeds: list[str], bridge: str = f"{HOST}:0",
+                options: dict[str, Any] | None = None) -> Proc:
+        """`python -m swarm node` named `name` with a bridge (and further swarm `options`); returns once
+        it is ready."""
         config = self.workdir / f"sidecar-{name}.yml"
-        options = {"host": HOST, "port": 0, "seedNodes": seeds, "bridge": bridge}
+        options = {"host": HOST, "port": 0, "seedNodes": seeds, "bridge": bridge, **(options or {})}
         config.write_text(json.dumps({"serverName": name, "plugins": {"message": {"type": "direct",
                                                                                   "options": options}}}))
         proc = Proc(f"sidecar {name}", [sys.executable, "-m", "swarm", "node", "--config", str(config)],
@@ -651,3 +653,53 @@ def test_supervised_nodes_restart_after_kill_9_and_stop_with_deepstream(cluster:
     # what a SIGKILL leaves behind, as documented: the directory (its socket is removed by the node)
     assert not (directory_a / "bridge.sock").exists()
     shutil.rmtree(directory_a)
+
+
+# ---------------------------------------------------------------------- after a long silence (issue 16)
+
+SEEN_TTL = 1.0  # swarm's seenTtl (its minimum), so that "longer than seenTtl" takes seconds, not minutes
+
+
+def test_rpcs_between_servers_after_a_silence_longer_than_seen_ttl_do_not_time_out(cluster: Cluster) -> None:
+    """deepstream's RPC ack timeout is 1 s, swarm's reorderTimeout too: a direct stream silent for longer
+    than seenTtl used to have its next message held for a settle window, and the first RPC on each
+    server pair after two quiet minutes failed with ACCEPT_TIMEOUT. Every RPC here must pass at once."""
+    names = ["server-a", "server-b", "server-c"]
+    options = {"seenTtl": SEEN_TTL}
+    cluster.sidecar(names[0], [], options=options)
+    for name in names[1:]:
+        cluster.sidecar(name, [cluster.swarm_addresses[names[0]]], options=options)
+    for name in names:
+        cluster.server(name)
+    cluster.wait_cluster_size(names, 3)
+    d = cluster.clients()
+    clients = {name: f"client-{name[-1]}" for name in names}
+    for name, client in clients.items():
+        d.call("connect", client=client, url=cluster.urls[name], username=client)
+    pairs = [(provider, requester) for provider in clients.values() for requester in clients.values()
+             if provider != requester]
+    rpcs = {pair: unique("rpc") for pair in pairs}
+    for (provider, _), rpc in rpcs.items():
+        d.call("rpc_provide", client=provider, rpc=rpc)
+        d.call("sync", client=provider)
+    for (provider, requester), rpc in rpcs.items():  # each pair's direct streams start
+        deadline = time.monotonic() + EXCHANGE_TIMEOUT
+        while True:
+            try:
+                assert d.call("rpc_make", client=requester, rpc=rpc, data={"n": 1}) == {
+                    "by": provider, "echo": {"n": 1}}
+                break
+            except DriverError as error:  # the provider not known cluster-wide yet
+                if "NO_RPC_PROVIDER" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+    time.sleep(3 * SEEN_TTL + 0.5)  # every direct stream silent for longer than seenTtl
+    failed = []
+    for (provider, requester), rpc in rpcs.items():
+        try:
+            answer = d.call("rpc_make", client=requester, rpc=rpc, data={"n": 2})
+        except DriverError as error:
+            failed.append(f"{requester} -> {provider}: {error}")
+            continue
+        assert answer == {"by": provider, "echo": {"n": 2}}
+    assert not failed, f"RPCs after a silence failed on {len(failed)} of {len(pairs)} pairs: {failed}"

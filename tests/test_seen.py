@@ -100,8 +100,35 @@ def test_ttl_forgets_silent_origins() -> None:
     assert seen.observe(B, 1, 10.5, 1) is None  # B is still remembered
     seen.expire(30.0)
     assert len(seen) == 0
-    # A forgotten origin starts afresh from whatever arrives next.
-    assert seen.observe(A, 50, 31.0, 50) == [50]
+    # A forgotten origin's next number is kept (dormant): an old copy is still a duplicate...
+    assert seen.has(A, 1) and not seen.has(A, 2)
+    assert seen.observe(A, 1, 31.0, 1) is None
+    # ...and the next message is the next one, delivered at once.
+    assert seen.observe(A, 2, 31.0, 2) == [2]
+    # One past a gap is held, and the gap given up (and counted) as any other.
+    assert seen.observe(B, 5, 31.0, 5) == []
+    assert seen.expire(32.5) == [5] and seen.gaps_given_up == 3
+
+
+def test_a_stream_silent_past_the_ttl_is_not_held_to_settle_again() -> None:
+    # deepstream's RPC between servers quiet for 2 minutes: its ack timeout (1 s) is the settle window.
+    seen = record(ttl=10.0, settle=1.0)
+    assert seen.observe(A, 5, 0.0, 5) == []  # met mid-stream: settles on its starting point
+    assert seen.expire(1.5) == [5]
+    seen.expire(20.0)
+    assert len(seen) == 0
+    assert seen.observe(A, 6, 25.0, 6) == [6]  # at once, not a settle window later
+    assert seen.wakeup == float("inf")
+
+
+def test_dormant_streams_are_bounded() -> None:
+    seen = record(max_entries=16, ttl=1.0)
+    for i in range(40):
+        seen.observe(bytes([i]), 1, 0.0, i)
+        seen.expire(2.0 + i)
+    assert len(seen._dormant) <= 16
+    assert seen.observe(bytes([39]), 1, 50.0, "old") is None  # the newest are kept
+    assert seen.observe(bytes([0]), 1, 50.0, "again") == ["again"]  # the oldest were dropped: afresh
 
 
 def test_ttl_keeps_origin_with_held_messages() -> None:
@@ -168,7 +195,9 @@ def test_max_entries_evicts_least_recently_active_origin() -> None:
     assert len(seen) <= 3
     assert seen.origins_evicted == 1
     assert seen.observe(b"a", 2, 5.0, "a2") is None  # a was kept
-    assert seen.observe(b"b", 1, 5.0, "b1") == ["b1"]  # b (least recent) was forgotten
+    # b (least recent) was forgotten, its next number kept: b1 again is old, b2 is next.
+    assert seen.observe(b"b", 1, 5.0, "b1") is None
+    assert seen.observe(b"b", 2, 5.0, "b2") == ["b2"]
 
 
 def test_max_entries_gives_up_gap_when_held_messages_pass_the_bound() -> None:

@@ -30,6 +30,13 @@ Bounds (both configurable): an origin silent for `ttl` seconds is forgotten, and
 held messages never exceeds `max_entries` (the least recently active origin is dropped first; a single
 origin's gap is given up early when its held messages alone would pass the bound).
 
+A forgotten origin leaves its `next_seq` behind, *dormant* (one number per stream, at most `max_entries`
+of them, the least recently forgotten dropped first). When the stream speaks again, its first message is
+recognised: the next one is delivered at once, one after a gap is held and the gap recovered as any
+other, and an old copy is a duplicate. Without this, a stream silent for longer than `ttl` had its next
+message held for a whole settle window at every receiver: deepstream's RPCs between servers quiet for
+two minutes timed out (its ack timeout is 1 s, as is `reorderTimeout`).
+
 Pure code: time comes in as `now`.
 """
 
@@ -64,6 +71,8 @@ class SeenRecord:
         self.ttl = ttl
         self.reorder_timeout = reorder_timeout
         self._logs: dict[Hashable, _OriginLog] = {}
+        # next_seq of origins forgotten (silent, or dropped for room), oldest first (module docstring).
+        self._dormant: dict[Hashable, int] = {}
         # Origins with held messages, in the order their gaps opened (a dict, not a set: iteration order
         # must not depend on hashing, or two runs of the simulator would differ).
         self._gapped: dict[Hashable, None] = {}
@@ -92,9 +101,14 @@ class SeenRecord:
         if log is None:
             while self._logs and len(self) + 1 > self.max_entries:
                 self._evict_one()
+            resumed = self._dormant.pop(origin, None)
+            if resumed is not None:
+                # A stream we knew, silent for a while: its numbers say at once where it stands (the
+                # next message, one past a gap, or an old copy: the rules below, as if never forgotten).
+                log = self._logs[origin] = _OriginLog(resumed, now, 0.0)
             # Settle only with room for the record and a held message; a new epoch's first message
             # (seq 1) needs no settling: nothing can come before it.
-            if self.settle > 0 and seq > 1 and len(self) + 2 <= self.max_entries:
+            elif self.settle > 0 and seq > 1 and len(self) + 2 <= self.max_entries:
                 log = self._logs[origin] = _OriginLog(seq, now, now + self.settle)
                 self.wakeup = min(self.wakeup, now + self.settle)
                 log.held[seq] = item
@@ -103,7 +117,8 @@ class SeenRecord:
                 self.held_count += 1
                 self._gapped[origin] = None
                 return []
-            log = self._logs[origin] = _OriginLog(seq, now, 0.0)
+            else:
+                log = self._logs[origin] = _OriginLog(seq, now, 0.0)
         else:
             log.last_active = now
         if log.settle_until:
@@ -156,7 +171,9 @@ class SeenRecord:
     def has(self, origin: Hashable, seq: int) -> bool:
         """Has message `seq` of `origin` been seen (delivered, given up, or held)?"""
         log = self._logs.get(origin)
-        return log is not None and (seq in log.held or (not log.settle_until and seq < log.next_seq))
+        if log is None:
+            return seq < self._dormant.get(origin, 0)
+        return seq in log.held or (not log.settle_until and seq < log.next_seq)
 
     def progress(self, origin: Hashable) -> tuple[int, float] | None:
         """(highest message number seen, when a frame of `origin` last arrived, duplicates included), or
@@ -203,6 +220,7 @@ class SeenRecord:
         """Start tracking `origin` after `highest_seen`, unless it is already tracked."""
         if origin in self._logs or highest_seen < 0:
             return
+        self._dormant.pop(origin, None)  # the peer's position is newer than what we remembered
         while self._logs and len(self) + 1 > self.max_entries:
             self._evict_one()
         self._logs[origin] = _OriginLog(highest_seen + 1, now, 0.0)
@@ -235,8 +253,16 @@ class SeenRecord:
         deadline = now - self.ttl
         stale = [origin for origin, log in self._logs.items() if log.last_active < deadline and not log.held]
         for origin in stale:
-            del self._logs[origin]
+            self._rest(origin, self._logs.pop(origin).next_seq)
         return released
+
+    def _rest(self, origin: Hashable, next_seq: int) -> None:
+        """Keep a forgotten origin's next number (at most max_entries of them, the oldest dropped)."""
+        dormant = self._dormant
+        dormant.pop(origin, None)
+        dormant[origin] = next_seq
+        if len(dormant) > self.max_entries:
+            del dormant[next(iter(dormant))]
 
     def _give_up_gap(self, origin: Hashable, log: _OriginLog, now: float) -> list[Any]:
         """Skip to the first held message and release the run that follows it."""
@@ -265,6 +291,8 @@ class SeenRecord:
         self.held_count -= len(log.held)  # (not a loss of known size: the origin is forgotten whole)
         self._gapped.pop(origin, None)
         self.origins_evicted += 1
+        if not log.held and not log.settle_until:
+            self._rest(origin, log.next_seq)  # (with a gap open, where it stands is not known)
 
 
 def _highest(log: _OriginLog) -> int:
