@@ -7,13 +7,22 @@ big-endian length and that many bytes of UTF-8 JSON, one object:
     client -> sidecar   hello {version, client}, subscribe {topic}, send {message},
                         send_direct {server, message}
     sidecar -> client   welcome {version, serverName, ready}, ready, message {origin, message},
-                        error {code, text}
+                        error {code, text}, dropped {total, origins, text}, peer {server, event, text}
 
 The bridge holds no messaging logic of its own: `send` is `ClusterNode.send`, `send_direct` is
 `ClusterNode.send_direct`, and the bridge subscribes the node to a topic (one callback per topic) while
 at least one client wants it. Each client has its own subscriptions, its own bounded outbound queue and
-its own writer task; one that disconnects, sends garbage or does not read fast enough is dropped, with its
-reason logged, and nothing else is affected.
+its own writer task; one that disconnects or sends garbage is dropped, with its reason logged, and nothing
+else is affected.
+
+Flow control both ways, so that a burst loses nothing a broker would not. A client's publishes are paced
+by the node: its reader stops reading the socket while the node's `drain()` waits, so TCP back-pressure
+reaches the client, which buffers (the deepstream plugin, boundedly). Its deliveries are bounded in bytes
+(`bridgeQueueBytes`, by default the node's own bound for slow subscribers): a client that does not read
+fast enough is a slow consumer like any other (NATS's rule), never disconnected for it; further messages
+are dropped for it alone, counted exactly per origin, and once its queue has room again it gets a
+`dropped` op with the counts. The bridge also tells its clients, with a `peer` op, when a linked peer
+leaves the cluster or its link is lost.
 """
 
 from __future__ import annotations
@@ -54,9 +63,11 @@ FRAME_OVERHEAD = 64 * 1024
 HELLO_TIMEOUT = 10.0
 # How long a client that is being dropped is given to read the `error` op that says why.
 FAREWELL_WAIT = 1.0
-# How long reading from a client pauses while the node's peer queues are over half full (then it reads
-# on, and a full queue drops and counts, as for the engine's own readers).
-DRAIN_WAIT = 1.0
+# Frames that are not messages (welcome, ready, error, dropped, peer) may pass a full queue by this much:
+# a slow client still learns what it lost and why; past it they are dropped (they are in the log too).
+CONTROL_RESERVE = 1 << 20
+# How often the bridge looks at the node's links to tell its clients of a peer that left or was lost.
+PEER_WATCH = 0.5
 RECEIVE_SIZE = 65536
 LENGTH_BYTES = 4
 
@@ -164,8 +175,11 @@ class _Client:
         self.stream = stream
         self.peer = peer
         self.label = ""  # what it said in hello's `client`
-        self.limit = limit
+        self.limit = limit  # bytes of queued messages at most
         self.queue: deque[bytes] = deque()
+        self.queued_bytes = 0
+        self.lost: dict[str, int] = {}  # messages dropped per origin, not yet reported to the client
+        self.lost_total: dict[str, int] = {}  # ... and since it attached
         self.wakeup = trio.Event()
         self.idle = trio.Event()
         self.writing = False
@@ -174,39 +188,43 @@ class _Client:
         self.told_ready = False
         self.topics: set[str | int] = set()
         self.closed = False
-        self.drop_reason: str | None = None  # why the bridge disconnected it (a full queue)
         self.broken: str | None = None  # the connection error that ended it
 
     def __str__(self) -> str:
         label = f" {self.label!r}" if self.label else ""
         return f"#{self.id}{label} ({self.peer})"
 
-    def put(self, frame: bytes) -> bool:
-        """Queue `frame`; False (nothing queued) if the queue is full."""
+    def put(self, frame: bytes, reserve: int = CONTROL_RESERVE) -> bool:
+        """Queue `frame`; False (nothing queued) if it would take the queue `reserve` bytes past its bound
+        (0 for messages; control frames have a reserve)."""
         if self.closed:
             return True  # being dropped: what it would have been sent no longer matters
-        if len(self.queue) >= self.limit:
+        if self.queued_bytes + len(frame) > self.limit + reserve and self.queue:
             return False
         self.queue.append(frame)
+        self.queued_bytes += len(frame)
         self.wakeup.set()
         return True
 
     def take(self) -> bytes:
-        return join_frames(self.queue)
+        data = join_frames(self.queue)
+        self.queued_bytes -= len(data)
+        return data
 
 
 class Bridge:
     """Serves local bridge clients on behalf of one `ClusterNode` (started by the node, in its nursery).
 
-    A client's outbound queue holds at most `queue_limit` frames (default: the node's `sendQueueSize`); a
-    client that lets it fill up is disconnected, see docs/bridge.md.
+    A client's outbound queue holds at most `queue_bytes` bytes of messages (default: the node's
+    `bridgeQueueBytes`); past it messages are dropped for that client, counted per origin and reported
+    to it with a `dropped` op, see docs/bridge.md.
     """
 
-    def __init__(self, node: ClusterNode, address: str, *, queue_limit: int | None = None) -> None:
+    def __init__(self, node: ClusterNode, address: str, *, queue_bytes: int | None = None) -> None:
         self.node = node
         self.kind, self._host, self._port = parse_bridge(address)
         self.address = format_bridge(self.kind, self._host, self._port)  # the bound one once listening
-        self.queue_limit = queue_limit if queue_limit is not None else node.options.sendQueueSize
+        self.queue_limit = queue_bytes if queue_bytes is not None else node.options.bridgeQueueBytes
         self.max_frame = max_frame_size(node.options.maxMessageSize)
         self.counters = node.counters
         self.clients: dict[int, _Client] = {}
@@ -218,6 +236,7 @@ class Bridge:
         """Where the bridge listens, its attached clients and the topics they want."""
         return {"address": self.address,
                 "clients": [{"id": c.id, "client": c.label, "welcomed": c.welcomed, "queued": len(c.queue),
+                             "queued_bytes": c.queued_bytes, "dropped": dict(c.lost_total),
                              "topics": sorted(c.topics, key=repr)} for c in self.clients.values()],
                 "topics": sorted(self._subscribers, key=repr)}
 
@@ -232,6 +251,7 @@ class Bridge:
         try:
             async with listener, trio.open_nursery() as nursery:
                 log.info("%s: bridge listening on %s", node.server_name, self.address)
+                nursery.start_soon(self._watch_peers)
                 task_status.started()
                 while True:
                     try:
@@ -246,6 +266,36 @@ class Bridge:
             node.off("error", self._on_error)
             if self.kind == "unix":
                 _unlink_quietly(self._host)
+
+    async def _watch_peers(self) -> None:
+        """Tell the log and the clients when a linked peer leaves the cluster or its link is lost.
+
+        A link the protocol retires or prunes (its peer still alive, still linked elsewhere) is neither;
+        a lost link counts as a failure of its member, which is how the two are told apart."""
+        linked: set[str] = set()
+        while True:
+            await trio.sleep(PEER_WATCH)
+            core = self.node._engine.core
+            if core is None:
+                continue
+            now = set(core.linked_peers)
+            for name in sorted(linked - now):
+                member = core.membership.members.get(name)
+                if member is not None and member.conn is not None:
+                    continue
+                if member is None or member.left:
+                    self._peer_event(name, "left", f"peer {name} left the cluster")
+                elif member.failures:
+                    self._peer_event(name, "lost", f"peer {name} is lost: its link failed (the node died, "
+                                                   "or the network between is down); redialling it")
+            linked = now
+
+    def _peer_event(self, server: str, event: str, text: str) -> None:
+        log.log(logging.INFO if event == "left" else logging.WARNING, "%s: %s", self.node.server_name, text)
+        frame = encode_frame({"op": "peer", "server": server, "event": event, "text": text})
+        for client in list(self.clients.values()):
+            if client.welcomed:
+                self._put(client, frame)
 
     async def _listen(self) -> trio.SocketListener:
         try:
@@ -300,12 +350,13 @@ class Bridge:
             del self.clients[client.id]
             for topic in list(client.topics):
                 self._drop_interest(client, topic)
+            if client.lost:
+                log.warning("%s: bridge client %s left with %d messages dropped for it and not yet reported "
+                            "to it (%s)", self.node.server_name, client, sum(client.lost.values()),
+                            ", ".join(f"{n} from {o}" for o, n in sorted(client.lost.items())))
             if reason is not None:
                 self.counters[C.BRIDGE_CLIENTS_DROPPED] += 1
                 log.warning("%s: bridge client %s dropped: %s", self.node.server_name, client, reason)
-            elif client.drop_reason is not None:
-                log.warning("%s: bridge client %s disconnected: %s", self.node.server_name, client,
-                            client.drop_reason)
             elif client.broken is not None:
                 log.info("%s: bridge client %s left: %s", self.node.server_name, client, client.broken)
             else:
@@ -338,10 +389,10 @@ class Bridge:
             if error is not None:
                 raise error
             if sent:
-                # A client publishing faster than the peers take it is slowed down (TCP backpressure)
-                # rather than made to lose messages in full peer queues.
-                with trio.move_on_after(DRAIN_WAIT):
-                    await self.node.drain()
+                # A client publishing faster than the peers take it is not read until the node can send
+                # again: TCP back-pressure paces it rather than full peer queues dropping its messages.
+                # drain() does not wait for a lagging peer (it pulls what it misses), so this is bounded.
+                await self.node.drain()
 
     async def _writer(self, client: _Client) -> None:
         try:
@@ -353,6 +404,8 @@ class Bridge:
                 client.writing = True
                 await client.stream.send_all(data)
                 client.writing = False
+                if client.lost and client.queued_bytes <= client.limit // 2:
+                    self._report_lost(client)
                 if not client.queue:
                     client.idle.set()
         except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
@@ -368,13 +421,15 @@ class Bridge:
             client.idle = trio.Event()
             await client.idle.wait()
 
-    def _drop(self, client: _Client, reason: str) -> None:
-        """Disconnect `client` (from a callback: its task does the cleaning up)."""
-        if client.closed:
-            return
-        client.closed = True
-        client.drop_reason = reason
-        client.scope.cancel()
+    def _report_lost(self, client: _Client) -> None:
+        """The client reads again (its queue is half empty): tell it, and the log, what it lost."""
+        lost, client.lost = client.lost, {}
+        total = sum(lost.values())
+        origins = ", ".join(f"{count} from {origin}" for origin, count in sorted(lost.items()))
+        text = (f"{total} messages dropped for this client ({origins}): it did not read fast enough and its "
+                f"outbound queue was full ({client.limit} bytes, bridgeQueueBytes)")
+        log.warning("%s: bridge client %s: %s", self.node.server_name, client, text)
+        client.put(encode_frame({"op": "dropped", "total": total, "origins": lost, "text": text}))
 
     # ------------------------------------------------------------------ requests
 
@@ -479,15 +534,21 @@ class Bridge:
             frame = encode_frame({"op": "error", "code": "unencodable",
                                   "text": f"a message from {origin} on topic {topic!r} cannot be passed on "
                                           f"as JSON: {error}"})
-        self.counters[C.BRIDGE_DELIVERED] += len(subscribers)
         for client in list(subscribers.values()):
-            self._put(client, frame)
+            if client.put(frame, 0):
+                self.counters[C.BRIDGE_DELIVERED] += 1
+                continue
+            if not client.lost:
+                log.warning("%s: bridge client %s does not read fast enough: its outbound queue is full "
+                            "(%d bytes); dropping messages for it until it reads again (counted, and "
+                            "reported to it then)", self.node.server_name, client, client.limit)
+            client.lost[origin] = client.lost.get(origin, 0) + 1
+            client.lost_total[origin] = client.lost_total.get(origin, 0) + 1
+            self.counters[C.BRIDGE_DROPPED] += 1
 
     def _put(self, client: _Client, frame: bytes) -> None:
-        if not client.put(frame):
-            self.counters[C.BRIDGE_CLIENTS_OVERFLOWED] += 1
-            self._drop(client, f"its outbound queue is full ({client.limit} frames): it does not read fast "
-                               "enough")
+        """Queue a control frame (in the reserve past a full queue; beyond it, it is only in the log)."""
+        client.put(frame)
 
     def _on_ready(self) -> None:
         frame = encode_frame({"op": "ready"})

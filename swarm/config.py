@@ -412,6 +412,11 @@ OPTIONS: tuple[Option, ...] = (
            "Where `python -m swarm node` (or a `ClusterNode`) accepts local clients of the sidecar bridge, "
            "for servers not written in Python (docs/bridge.md): `127.0.0.1:PORT` (a loopback address only; "
            "port 0 picks a free one) or the path of a unix socket. Default: none (no bridge)."),
+    Option("bridgeQueueBytes", "int", None,
+           "Bytes of messages waiting for one bridge client at most. A client that falls this far behind is "
+           "a slow consumer: further messages are dropped for it alone, counted per origin and reported to "
+           "it (a `dropped` op); it is never disconnected for it. Default: `deliveryQueueBytes`, the bound "
+           "of the node's own subscribers.", minimum=64 << 10, derive=lambda o: o["deliveryQueueBytes"]),
 )
 
 OPTIONS_BY_KEY: dict[str, Option] = {option.key: option for option in OPTIONS}

@@ -187,8 +187,9 @@ BRIDGE_SENT = _declare(BRIDGE, "bridge_sent", "messages bridge clients sent into
 BRIDGE_UNENCODABLE = _declare(BRIDGE, "bridge_unencodable",
                               "messages the bridge could not encode for a client")
 BRIDGE_DELIVERED = _declare(BRIDGE, "bridge_delivered", "messages handed to bridge clients")
-BRIDGE_CLIENTS_OVERFLOWED = _declare(BRIDGE, "bridge_clients_overflowed",
-                                     "bridge clients dropped because their queue was full")
+BRIDGE_DROPPED = _declare(BRIDGE, "bridge_dropped",
+                          "messages dropped for a bridge client that did not read fast enough (its queue "
+                          "full at `bridgeQueueBytes`); reported to it with a `dropped` op")
 
 # ---------------------------------------------------------------------- error events, by code
 # Every `error` event is counted as `error_<code>` (by `Node`), besides the counter of its cause.

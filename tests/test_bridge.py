@@ -435,10 +435,11 @@ async def test_oversized_length_is_refused_before_its_body() -> None:
             await client.aclose()
 
 
-async def test_a_client_that_does_not_read_is_disconnected(tmp_path: Path) -> None:
-    # sendQueueSize bounds each client's outbound queue (in frames); a unix socket has small buffers.
+async def test_a_client_that_stops_reading_is_not_disconnected_and_learns_what_it_lost(tmp_path: Path
+                                                                                      ) -> None:
+    # bridgeQueueBytes bounds each client's outbound queue (in bytes); a unix socket has small buffers.
     sock = str(tmp_path / "slow.sock")
-    async with sidecars([("a", sock), ("b", None)], sendQueueSize=16) as (a, b):
+    async with sidecars([("a", sock), ("b", None)], bridgeQueueBytes=1 << 16) as (a, b):
         slow = await Client.connect(sock, "slow", rcvbuf=4096)
         await slow.hello()
         await slow.send({"op": "subscribe", "topic": TOPIC})
@@ -446,24 +447,41 @@ async def test_a_client_that_does_not_read_is_disconnected(tmp_path: Path) -> No
         await other.hello()
         await other.send({"op": "subscribe", "topic": "quiet"})
         await wait_topics(a, [TOPIC, "quiet"])
-        payload = "x" * 32768
+        payload = "x" * 4096
+        sent = 0
         with trio.fail_after(WAIT * 2):
-            sent = 0
-            while counter(a, "bridge_clients_overflowed") == 0:
+            # `slow` reads nothing meanwhile: its queue fills up, then messages are dropped for it
+            while counter(a, "bridge_dropped") < 50:
                 b.send({"topic": TOPIC, "i": sent, "pad": payload})
                 sent += 1
                 await b.drain()
                 await trio.sleep(0)
-        await wait_until(lambda: len(a.status()["bridge"]["clients"]) == 1, what="the slow client gone")
-        await wait_topics(a, ["quiet"])
-        # What it had been sent is in order, then the connection ends.
-        numbers = []
-        while (got := await slow.receive()) is not None:
-            numbers.append(got["message"]["i"])
-        assert numbers == list(range(len(numbers))) and len(numbers) < sent
-        # The node and the other client go on.
+            await b.flush()
+            await wait_until(lambda: a.status()["bridge"]["clients"][0]["dropped"].get("b", 0)
+                             + counter(a, "bridge_delivered") == sent, what="every message queued or dropped")
+        # Still attached, and the node and the other client go on.
+        assert len(a.status()["bridge"]["clients"]) == 2
         b.send({"topic": "quiet", "n": 1})
         assert (await other.expect("message"))["message"] == {"topic": "quiet", "n": 1}
+        # It reads again: what it gets is in order, and the `dropped` op counts exactly what is missing.
+        numbers: list[int] = []
+        reports: list[dict[str, Any]] = []
+        while len(numbers) + sum(r["total"] for r in reports) < sent:
+            got = await slow.receive()
+            assert got is not None, f"slow: closed after {len(numbers)} messages and {reports}"
+            if got["op"] == "dropped":
+                reports.append(got)
+            else:
+                assert got["op"] == "message", got
+                numbers.append(got["message"]["i"])
+        assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers)
+        lost = sent - len(numbers)
+        assert len(reports) == 1 and reports[0]["origins"] == {"b": lost} and reports[0]["total"] == lost
+        assert lost == counter(a, "bridge_dropped") >= 50
+        assert f"{lost} messages dropped" in reports[0]["text"]
+        # It is still subscribed: the next message comes.
+        b.send({"topic": TOPIC, "i": sent, "pad": ""})
+        assert (await slow.expect("message"))["message"]["i"] == sent
         for client in (slow, other):
             await client.aclose()
 

@@ -18,6 +18,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -38,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = ROOT / "integrations" / "deepstream"
 DRIVER = Path(__file__).resolve().parent / "deepstream" / "driver.js"
 PLUGIN_UNIT = Path(__file__).resolve().parent / "deepstream" / "plugin_unit.js"
+BURST = Path(__file__).resolve().parent / "deepstream" / "burst.js"
 CACHE = Path(os.environ.get("SWARM_DEEPSTREAM_CACHE", ROOT / ".cache" / "deepstream-7"))
 SERVER_PACKAGE = "@deepstream/server@7.0.2"
 CLIENT_PACKAGE = "@deepstream/client@7.0.5"
@@ -703,3 +705,70 @@ def test_rpcs_between_servers_after_a_silence_longer_than_seen_ttl_do_not_time_o
             continue
         assert answer == {"by": provider, "echo": {"n": 2}}
     assert not failed, f"RPCs after a silence failed on {len(failed)} of {len(pairs)} pairs: {failed}"
+
+
+def reported(warnings: list[str], pattern: str) -> dict[str, int]:
+    """Per origin, the counts of the plugin's log lines matching `pattern` that report losses: its own
+    ("lost N messages from the cluster (X from a, Y from b; ...)", "dropped N messages while ... (not
+    sent; ...)") and the node's `error` events it passes on (`slow_consumer`, `messages_lost`: "... (X of
+    a, Y of b)")."""
+    counts: dict[str, int] = {}
+    for text in warnings:
+        if re.search(pattern, text):
+            inside = text[text.index("(") + 1:]
+            for count, origin in re.findall(r"(\d+) (?:from|of) ([^,;)\s]+)", inside.split(";")[0]):
+                counts[origin] = counts.get(origin, 0) + int(count)
+    return counts
+
+
+LOST = r"^lost \d+ messages from the cluster|reports (slow_consumer|messages_lost):"
+
+
+def test_a_burst_through_the_bridge_loses_nothing_or_reports_the_exact_loss(cluster: Cluster) -> None:
+    """Issue 16: 50,000 events of 100 B, a third from each of three servers (the plugin driven by
+    tests/deepstream/burst.js, one process per server, as deepstream would drive it), each delivered to
+    the two others. Server `c` is slower than the traffic and its sidecar's bound for it is small, so its
+    sidecar drops for it: what `c` misses must be exactly what the plugin logs, per origin. `a` and `b`
+    keep up: they lose nothing, and nobody is disconnected."""
+    names = ["a", "b", "c"]
+    cluster.sidecar("a", [])
+    # c: a 1 MiB bound, so that its slowness overflows it within the burst
+    cluster.sidecar("b", [cluster.swarm_addresses["a"]])
+    cluster.sidecar("c", [cluster.swarm_addresses["a"]], options={"bridgeQueueBytes": 1 << 20})
+    per_server = 50_000 // len(names)
+    start_at = int(time.time() * 1000) + 1500  # every process starts its burst at once
+    procs = {name: subprocess.Popen(
+        [NODE, str(BURST), json.dumps({
+            "name": name, "bridge": cluster.bridges[name], "peers": [n for n in names if n != name],
+            "count": per_server, "size": 100, "batch": 500, "startAt": start_at, "quietMs": 1000,
+            "reportMs": 500, "timeoutMs": 20000, "workUs": 40 if name == "c" else 0})],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for name in names}
+    results = {}
+    try:
+        for name, proc in procs.items():
+            out, err = proc.communicate(timeout=60)
+            assert proc.returncode == 0, f"burst.js {name}: {err}"
+            results[name] = json.loads(out)
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    for name, result in results.items():
+        assert result["sent"] == per_server and result["disorder"] == [], result
+        assert not any(re.match(r"dropped \d+ messages while", text) for text in result["warnings"]), \
+            f"{name} could not send everything: {result['warnings']}"
+        lost = reported(result["warnings"], LOST)
+        for origin in names:
+            if origin != name:
+                missing = per_server - result["received"].get(origin, 0)
+                assert missing == lost.get(origin, 0), (name, origin, result["received"], lost,
+                                                        "\n".join(result["warnings"]))
+        print(f"{name}: received {result['received']} of {per_server} per origin in {result['ms']} ms; "
+              f"reported lost {lost}")
+    assert sum(reported(results["c"]["warnings"], r"^lost \d+ messages").values()) > 0, \
+        f"c was meant to be too slow for its bound: the bridge's drop path was not exercised {results['c']}"
+    assert reported(results["a"]["warnings"], LOST) == reported(results["b"]["warnings"], LOST) == {}
+    for result in results.values():
+        # nobody was disconnected (the plugin would log "lost swarm sidecar ...; reconnecting")
+        assert not any(text.startswith("lost swarm sidecar") for text in result["warnings"]), result

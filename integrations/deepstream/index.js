@@ -20,6 +20,9 @@
  *                       {"op":"ready"}
  *                       {"op":"message","origin":"<serverName>","message":{...}}
  *                       {"op":"error","code":"...","text":"..."}
+ *                       {"op":"dropped","total":n,"origins":{"<serverName>":n},"text":"..."}  messages the
+ *                         sidecar dropped for this plugin while it did not read fast enough (logged here)
+ *                       {"op":"peer","server":"<serverName>","event":"left"|"lost","text":"..."}
  *
  * Only Node built-ins are used.
  */
@@ -37,10 +40,15 @@ const DEFAULTS = {
   maxReconnectInterval: 5000,
   // the sidecar must answer `hello` with `welcome` within this many milliseconds
   handshakeTimeout: 5000,
-  // bound of the messages waiting for the sidecar (disconnected, not ready, or not reading fast enough);
-  // past either bound the OLDEST waiting messages are dropped, counted and logged
-  maxQueuedMessages: 10000,
-  maxQueuedBytes: 16 * 1024 * 1024,
+  // bound of the messages waiting for the sidecar (disconnected, not ready, or pacing this server because
+  // its cluster takes them slower than they come); past either bound the OLDEST waiting messages are
+  // dropped, counted and logged with exact numbers. deepstream's send() cannot wait, so a burst waits
+  // here: 64 MiB (the sidecar's own bound for a slow subscriber, NATS's pending-bytes limit) holds
+  // 200,000 events of 100 B, which ioredis would have buffered too.
+  maxQueuedMessages: 1000000,
+  maxQueuedBytes: 64 * 1024 * 1024,
+  // how often (ms) drops are reported at most, each report with the exact count since the last one
+  dropReportInterval: 1000,
   // largest frame body (bytes of JSON) either way: the sidecar's limit, its `maxMessageSize` (1 MiB by
   // default) + 64 KiB. A bigger message is not sent (the sidecar would drop the connection for it) but
   // logged and dropped; a bigger frame from the sidecar is a protocol error (the connection is reset).
@@ -196,6 +204,9 @@ class SwarmClusterNode {
     this.queueHead = 0
     this.queuedBytes = 0
     this.dropped = 0 // dropped since the last report
+    this.droppedTotal = 0 // ... and since the start
+    this.dropTimer = null
+    this.lostTotal = 0 // messages the sidecar dropped for this server (its `dropped` reports)
 
     this.socket = null
     this.reader = null
@@ -375,6 +386,13 @@ class SwarmClusterNode {
       case 'error':
         this._log('warn', EVENT.PLUGIN_ERROR, `${this.what} ${this.addressText} reports ${object.code}: ${object.text}`)
         return
+      case 'dropped':
+        this._onDropped(object)
+        return
+      case 'peer':
+        this._log(object.event === 'left' ? 'info' : 'warn', object.event === 'left' ? EVENT.INFO : EVENT.PLUGIN_ERROR,
+          `${this.what} ${this.addressText}: ${object.text || `peer ${object.server} ${object.event}`}`)
+        return
       default:
         this._log('warn', EVENT.PLUGIN_ERROR, `${this.what} ${this.addressText} sent an unknown op ${JSON.stringify(object.op)}`)
     }
@@ -414,6 +432,17 @@ class SwarmClusterNode {
       this.isReady = true
       this.emitter.emit('ready')
     }
+  }
+
+  /** The sidecar dropped messages for this server (it did not read fast enough): log the exact counts. */
+  _onDropped (object) {
+    const total = Number.isSafeInteger(object.total) ? object.total : 0
+    this.lostTotal += total
+    const origins = object.origins && typeof object.origins === 'object'
+      ? Object.entries(object.origins).map(([origin, count]) => `${count} from ${origin}`).join(', ')
+      : '?'
+    this._log('warn', EVENT.PLUGIN_ERROR, `lost ${total} messages from the cluster (${origins}; ${this.lostTotal} ` +
+      `since start): this server did not read them fast enough and the ${this.what} dropped them`)
   }
 
   _onMessage (object) {
@@ -508,9 +537,12 @@ class SwarmClusterNode {
     if (socket && this.sidecarReady) {
       this._flush(true)
     }
+    clearTimeout(this.dropTimer)
+    this.dropTimer = null
+    this._reportDropped()
     const lost = this._queueLength()
     if (lost) {
-      this._log('warn', EVENT.PLUGIN_ERROR, `closing with ${lost} messages the ${this.what} never took`)
+      this._log('warn', EVENT.PLUGIN_ERROR, `closing with ${lost} messages the ${this.what} never took (not sent)`)
     }
     this.queue = []
     this.queueHead = 0
@@ -569,12 +601,14 @@ class SwarmClusterNode {
       this.queue[this.queueHead] = undefined
       this.queueHead += 1
       this.queuedBytes -= oldest.length
-      if (this.dropped === 0) {
+      if (this.dropped === 0 && this.dropTimer === null) {
         this._log('warn', EVENT.PLUGIN_ERROR, `${this.what} ${this.addressText} is not taking messages and ` +
           `${this.options.maxQueuedMessages} messages / ${this.options.maxQueuedBytes} bytes are waiting: ` +
           'dropping the oldest')
+        this.dropTimer = setTimeout(() => this._onDropTimer(), this.options.dropReportInterval)
       }
       this.dropped += 1
+      this.droppedTotal += 1
     }
     this._compact()
     if (this.sidecarReady) {
@@ -615,9 +649,19 @@ class SwarmClusterNode {
     }
   }
 
+  _onDropTimer () {
+    this.dropTimer = null
+    if (this.dropped) {
+      this._reportDropped()
+      // drops go on: the next report in one interval, with the count since this one
+      this.dropTimer = setTimeout(() => this._onDropTimer(), this.options.dropReportInterval)
+    }
+  }
+
   _reportDropped () {
     if (this.dropped) {
-      this._log('warn', EVENT.PLUGIN_ERROR, `dropped ${this.dropped} messages while the ${this.what} was not taking them`)
+      this._log('warn', EVENT.PLUGIN_ERROR, `dropped ${this.dropped} messages while the ${this.what} was not ` +
+        `taking them (not sent; ${this.droppedTotal} since start)`)
       this.dropped = 0
     }
   }

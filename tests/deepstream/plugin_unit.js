@@ -172,6 +172,31 @@ const cases = {
     await sidecar.close()
   },
 
+  async 'logs the sidecar\'s drop reports with their exact counts, and peers that leave or are lost' () {
+    const sidecar = new FakeSidecar()
+    const { node, lines } = plugin(await sidecar.listen())
+    node.init()
+    const connection = await sidecar.next(1)
+    connection.socket.write(frame({ op: 'welcome', version: 1, serverName: 'server-a', ready: true }))
+    await node.whenReady()
+    connection.socket.write(Buffer.concat([
+      frame({ op: 'dropped', total: 5, origins: { 'server-b': 3, 'server-c': 2 }, text: 'queue full' }),
+      frame({ op: 'dropped', total: 1, origins: { 'server-b': 1 }, text: 'queue full' }),
+      frame({ op: 'peer', server: 'server-b', event: 'lost', text: 'peer server-b is lost: its link failed' }),
+      frame({ op: 'peer', server: 'server-c', event: 'left', text: 'peer server-c left the cluster' })
+    ]))
+    await eventually(() => lines.some((l) => /server-c left/.test(l.text)), 'the peer ops logged')
+    const drops = lines.filter((l) => /^lost \d+ messages from the cluster/.test(l.text))
+    assert.deepStrictEqual(drops.map((l) => [l.level, l.text.slice(0, l.text.indexOf(')') + 1)]), [
+      ['warn', 'lost 5 messages from the cluster (3 from server-b, 2 from server-c; 5 since start)'],
+      ['warn', 'lost 1 messages from the cluster (1 from server-b; 6 since start)']])
+    assert.ok(lines.some((l) => l.level === 'warn' && /server-b is lost/.test(l.text)), 'a lost peer is a warning')
+    assert.ok(lines.some((l) => l.level === 'info' && /server-c left the cluster/.test(l.text)), 'a leave is info')
+    assert.strictEqual(connection.closed, false, 'the connection stays up')
+    await node.close()
+    await sidecar.close()
+  },
+
   async 'Buffer data travels as its text' () {
     const sidecar = new FakeSidecar()
     const { node } = plugin(await sidecar.listen())
