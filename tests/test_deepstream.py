@@ -772,3 +772,26 @@ def test_a_burst_through_the_bridge_loses_nothing_or_reports_the_exact_loss(clus
     for result in results.values():
         # nobody was disconnected (the plugin would log "lost swarm sidecar ...; reconnecting")
         assert not any(text.startswith("lost swarm sidecar") for text in result["warnings"]), result
+
+
+def test_deepstream_started_before_its_sidecar_starts_alone_then_joins(cluster: Cluster) -> None:
+    """Issue 16, part 4: with no sidecar up yet, `deepstream start` does not fail its start (deepstream
+    exits with code 1 when a plugin is not ready within `dependencyInitializationTimeout`, whatever
+    `exitOnFatalError` says): the plugin's `readyTimeout` lets it start alone, saying so in its log, and
+    it joins its cluster once its sidecar is up."""
+    cluster.bridges["server-a"] = f"{HOST}:{free_port()}"  # nothing listens there yet
+    server = cluster.server("server-a", {"bridge": cluster.bridges["server-a"], "readyTimeout": 300})
+    server.wait_line(lambda line: "not ready after 300 ms (readyTimeout)" in line, START_TIMEOUT,
+                     "the start without the cluster in the log")
+    assert server.alive()
+    mark = server.mark()
+    cluster.sidecar("server-a", [], bridge=cluster.bridges["server-a"])
+    server.wait_line(lambda line: "is ready: this server joins its cluster now" in line, START_TIMEOUT,
+                     "the late join in the log", mark)
+    cluster.sidecar("server-b", [cluster.swarm_addresses["server-a"]])
+    cluster.server("server-b")
+    cluster.wait_cluster_size(["server-a", "server-b"], 2)
+    d = cluster.clients()
+    for client, name in (("a1", "server-a"), ("b1", "server-b")):
+        d.call("connect", client=client, url=cluster.urls[name], username=client)
+    check_events(d, emitter="b1", subscribers=["a1"])

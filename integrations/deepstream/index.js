@@ -49,6 +49,13 @@ const DEFAULTS = {
   maxQueuedBytes: 64 * 1024 * 1024,
   // how often (ms) drops are reported at most, each report with the exact count since the last one
   dropReportInterval: 1000,
+  // whenReady resolves once the node is ready, or after this many ms anyway: deepstream then starts
+  // without its cluster for now (messages wait in the bounded queue above) instead of failing its start.
+  // deepstream's `deepstream start` exits with code 1 when a plugin is not ready within its
+  // `dependencyInitializationTimeout`, whatever `exitOnFatalError` says; the default is 3/4 of that
+  // timeout, so that a node slower to start than deepstream allows never stops deepstream from starting.
+  // Set it above that timeout to keep deepstream from starting without its cluster.
+  readyTimeout: undefined,
   // largest frame body (bytes of JSON) either way: the sidecar's limit, its `maxMessageSize` (1 MiB by
   // default) + 64 KiB. A bigger message is not sent (the sidecar would drop the connection for it) but
   // logged and dropped; a bigger frame from the sidecar is a protocol error (the connection is reset).
@@ -193,6 +200,12 @@ class SwarmClusterNode {
         this.options[key] = value
       }
     }
+    if (options.readyTimeout === undefined) {
+      const timeout = Number(this.config.dependencyInitializationTimeout)
+      this.options.readyTimeout = Math.max(100, Math.floor(0.75 * (Number.isFinite(timeout) && timeout > 0 ? timeout : 2000)))
+    }
+    this.readyTimer = null
+    this.startedUnready = false // whenReady gave up waiting: the node was not ready in time
     this.clientName = options.client || `swarm-clusternode/${PACKAGE_VERSION} deepstream ${this.serverName}`
 
     this.callbacks = new Map() // String(topic) -> [callback]
@@ -231,7 +244,23 @@ class SwarmClusterNode {
 
   async whenReady () {
     this._start()
+    if (!this.isReady && this.readyTimer === null && !this.closing) {
+      this.readyTimer = setTimeout(() => this._onReadyTimeout(), this.options.readyTimeout)
+    }
     return this.readyPromise
+  }
+
+  _onReadyTimeout () {
+    if (this.isReady || this.closing) {
+      return
+    }
+    this.startedUnready = true
+    this.isReady = true
+    this._log('warn', EVENT.PLUGIN_ERROR, `${this.what} ${this.addressText} is not ready after ` +
+      `${this.options.readyTimeout} ms (readyTimeout): deepstream starts without its cluster for now; ` +
+      `messages wait for the ${this.what} (at most ${this.options.maxQueuedMessages} messages / ` +
+      `${this.options.maxQueuedBytes} bytes, the oldest dropped past that and counted in this log)`)
+    this.emitter.emit('ready')
   }
 
   send (message, metaData) {
@@ -426,7 +455,13 @@ class SwarmClusterNode {
 
   _onSidecarReady () {
     this.sidecarReady = true
+    clearTimeout(this.readyTimer)
     this._reportDropped()
+    if (this.startedUnready) {
+      this.startedUnready = false
+      this._log('info', EVENT.INFO, `${this.what} ${this.addressText} is ready: this server joins its cluster ` +
+        `now, and the ${this._queueLength()} messages that waited are sent`)
+    }
     this._flush()
     if (!this.isReady) {
       this.isReady = true
@@ -527,6 +562,7 @@ class SwarmClusterNode {
   }
 
   async _close () {
+    clearTimeout(this.readyTimer)
     clearTimeout(this.reconnectTimer)
     this.reconnectTimer = null
     // deepstream closes its services together: the cluster registry's leave message is sent right after

@@ -197,6 +197,36 @@ const cases = {
     await sidecar.close()
   },
 
+  async 'readyTimeout: whenReady gives up waiting, messages wait for the sidecar, then go in order' () {
+    const probe = net.createServer()
+    await new Promise((resolve) => probe.listen(0, '127.0.0.1', resolve))
+    const port = probe.address().port
+    await new Promise((resolve) => probe.close(resolve)) // nothing listens there yet
+    const { node, lines } = plugin(`127.0.0.1:${port}`, { readyTimeout: 100 })
+    const started = Date.now()
+    await node.whenReady()
+    assert.ok(Date.now() - started < 2000, 'whenReady resolved by its timeout')
+    assert.ok(lines.some((l) => l.level === 'warn' && /not ready after 100 ms \(readyTimeout\)/.test(l.text)), 'the start without the cluster is logged')
+    node.send({ topic: 4, n: 1 })
+    node.send({ topic: 4, n: 2 })
+    const sidecar = new FakeSidecar()
+    await sidecar.listen(port)
+    const connection = await sidecar.next(1)
+    await sidecar.until(connection, (frames) => frames.length >= 1)
+    connection.socket.write(frame({ op: 'welcome', version: 1, serverName: 'server-a', ready: true }))
+    await sidecar.until(connection, (frames) => frames.length >= 3)
+    assert.deepStrictEqual(connection.frames.slice(1).map((f) => f.message.n), [1, 2])
+    assert.ok(lines.some((l) => /is ready: this server joins its cluster now, and the 2 messages that waited are sent/.test(l.text)), 'the late join is logged')
+    await node.close()
+    await sidecar.close()
+  },
+
+  async 'readyTimeout defaults to 3/4 of deepstream\'s dependencyInitializationTimeout' () {
+    assert.strictEqual(new SwarmClusterNode({ bridge: '127.0.0.1:1' }, {}, { serverName: 'x', dependencyInitializationTimeout: 10000 }).options.readyTimeout, 7500)
+    assert.strictEqual(new SwarmClusterNode({ bridge: '127.0.0.1:1' }, {}, { serverName: 'x' }).options.readyTimeout, 1500)
+    assert.strictEqual(new SwarmClusterNode({ bridge: '127.0.0.1:1', readyTimeout: 60000 }, {}, { serverName: 'x' }).options.readyTimeout, 60000)
+  },
+
   async 'Buffer data travels as its text' () {
     const sidecar = new FakeSidecar()
     const { node } = plugin(await sidecar.listen())
