@@ -231,6 +231,7 @@ class Bridge:
         self._subscribers: dict[str | int, dict[int, _Client]] = {}
         self._callbacks: dict[str | int, Callable[[Any, str], None]] = {}
         self._ids = itertools.count(1)
+        self.watched: set[str] = set()  # the linked peers at the last look (PEER_WATCH)
 
     def status(self) -> dict[str, Any]:
         """Where the bridge listens, its attached clients and the topics they want."""
@@ -272,14 +273,13 @@ class Bridge:
 
         A link the protocol retires or prunes (its peer still alive, still linked elsewhere) is neither;
         a lost link counts as a failure of its member, which is how the two are told apart."""
-        linked: set[str] = set()
         while True:
             await trio.sleep(PEER_WATCH)
             core = self.node._engine.core
             if core is None:
                 continue
             now = set(core.linked_peers)
-            for name in sorted(linked - now):
+            for name in sorted(self.watched - now):
                 member = core.membership.members.get(name)
                 if member is not None and member.conn is not None:
                     continue
@@ -288,7 +288,7 @@ class Bridge:
                 elif member.failures:
                     self._peer_event(name, "lost", f"peer {name} is lost: its link failed (the node died, "
                                                    "or the network between is down); redialling it")
-            linked = now
+            self.watched = now
 
     def _peer_event(self, server: str, event: str, text: str) -> None:
         log.log(logging.INFO if event == "left" else logging.WARNING, "%s: %s", self.node.server_name, text)

@@ -612,3 +612,31 @@ async def wait_marker(sender: Client, receiver: Client) -> None:
         await sender.send({"op": "send", "message": {"topic": TOPIC, "marker": "last"}})
         while (await receiver.expect("message"))["message"]["marker"] != "last":
             pass
+
+
+@pytest.mark.multiprocess
+async def test_clients_are_told_when_a_peer_leaves_or_is_lost(launch: Launch, tmp_path: Path,  # noqa: F811
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    # `b` leaves gracefully (LEAVE); `c`, another process, is killed: its link fails.
+    sock = str(tmp_path / "a.sock")
+    async with sidecars([("a", sock)]) as (a,):
+        async with swarm.ClusterNode(options("b", [a.address])) as b:
+            config = tmp_path / "c.yml"
+            config.write_text(config_text("c", seeds=["{}:{}".format(*a.address)]))
+            c = await launch("c", "node", "--config", str(config))
+            await c.expect("ready")
+            await wait_until(lambda: sorted(a.status()["links"]) == ["b", "c"], what="a linked to b and c")
+            client = await Client.connect(sock, "watcher")
+            await client.hello()
+            assert a.bridge is not None
+            await wait_until(lambda: a.bridge.watched == {"b", "c"}, what="the bridge watching b and c")
+            with caplog.at_level(logging.INFO, logger="swarm.bridge"):
+                c.process.kill()
+                got = await client.expect("peer")
+                assert (got["server"], got["event"]) == ("c", "lost") and "is lost" in got["text"]
+                await b.close()
+                got = await client.expect("peer")
+                assert (got["server"], got["event"]) == ("b", "left") and "left the cluster" in got["text"]
+            assert "a: peer c is lost" in caplog.text and "a: peer b left the cluster" in caplog.text
+            await c.wait()
+            await client.aclose()
