@@ -64,6 +64,13 @@ async def test_metrics_expose_every_counter_and_the_state_gauges() -> None:
             assert values["swarm_view_size"] == status["view_size"]
             types = {family.name: family.type for family in text_string_to_metric_families(text)}
             assert types["swarm_delivered"] == "counter" and types["swarm_links"] == "gauge"
+            # The hop counts of the 20 first copies (one link each: m1 is m2's neighbour), a histogram.
+            assert types["swarm_broadcast_hops"] == "histogram"
+            assert status["hops"] == {"1": 20}
+            assert values["swarm_broadcast_hops_count"] == 20 and values["swarm_broadcast_hops_sum"] == 20
+            buckets = {sample.labels["le"]: sample.value for family in text_string_to_metric_families(text)
+                       for sample in family.samples if sample.name == "swarm_broadcast_hops_bucket"}
+            assert buckets["1"] == buckets["+Inf"] == 20 and buckets["12"] == 20
 
 
 async def test_healthz_answers_while_running_and_readyz_only_while_ready() -> None:
