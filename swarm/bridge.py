@@ -275,17 +275,11 @@ class Bridge:
         a lost link counts as a failure of its member, which is how the two are told apart."""
         while True:
             await trio.sleep(PEER_WATCH)
-            core = self.node._engine.core
-            if core is None:
-                continue
-            now = set(core.linked_peers)
-            for name in sorted(self.watched - now):
-                member = core.membership.members.get(name)
-                if member is not None and member.conn is not None:
-                    continue
-                if member is None or member.left:
+            now, fates = self.node.peer_fates(self.watched)
+            for name, fate in sorted(fates.items()):
+                if fate == "left":
                     self._peer_event(name, "left", f"peer {name} left the cluster")
-                elif member.failures:
+                else:
                     self._peer_event(name, "lost", f"peer {name} is lost: its link failed (the node died, "
                                                    "or the network between is down); redialling it")
             self.watched = now

@@ -27,7 +27,7 @@ import inspect
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import trio
@@ -247,6 +247,10 @@ class Node:
     async def flush(self) -> None:
         """Wait until every send queue is empty: all published so far is handed to the kernel."""
         await self._engine.flush()
+
+    def peer_fates(self, names: Collection[str]) -> tuple[set[str], dict[str, str]]:
+        """(the peers linked now, and of `names` those unlinked since that "left" or are "lost")."""
+        return self._engine.peer_fates(names)
 
     def status(self) -> dict[str, Any]:
         """The node's links, view and counters (see `python -m swarm status`), and with the `metrics`

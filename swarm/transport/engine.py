@@ -368,6 +368,26 @@ class Engine:
                 return
             await self._room.park()
 
+    def peer_fates(self, names: Collection[str]) -> tuple[set[str], dict[str, str]]:
+        """(the peers linked now, and of `names` those no longer linked that "left" the cluster or are
+        "lost": their link failed). A peer unlinked otherwise (pruned, retired, relinked) is neither."""
+        core = self.core
+        if core is None:
+            return set(names), {}
+        linked = set(core.linked_peers)
+        fates = {}
+        for name in names:
+            if name in linked:
+                continue
+            member = core.membership.members.get(name)
+            if member is not None and member.conn is not None:
+                continue
+            if member is None or member.left:
+                fates[name] = "left"
+            elif member.failures:
+                fates[name] = "lost"
+        return linked, fates
+
     def status(self) -> dict[str, Any]:
         assert self.core is not None
         status = self.core.status()  # its counters are ours too: one set per node
