@@ -514,15 +514,22 @@ def test_with_two_parents_a_stream_is_taken_from_the_two_shortest_paths() -> Non
     assert tree.link_lost(b"z") == ([key], [])  # the last one: orphaned
 
 
-def test_with_two_parents_losing_one_asks_for_spares_and_tells_nobody_of_a_loss() -> None:
+def two_parents_and_a_pruned_peer(nearest: int) -> tuple[MemNet, dict[str, RawEnd]]:
+    """x (treeParents 2) linked to p, q and r, whose copies of stream o carry hop counts `nearest`,
+    `nearest` + 1 and `nearest` + 2: p and q are its parents, r is pruned; what the peers got is cleared."""
     net, raws = tree_node_with_raw_peers("p", "q", "r", parents=2)
-    for name, hops in (("p", 1), ("q", 2), ("r", 3)):  # stream o: p and q are the parents, r is pruned
-        raws[name].send(_data("o", 1, hops))
+    for offset, name in enumerate(("p", "q", "r")):
+        raws[name].send(_data("o", 1, nearest + offset))
         net.run_for(0.01)
     net.run_for(0.1)
     assert [name for name in raws if wire.KIND_PRUNE in raws[name].kinds()] == ["r"]
     for raw in raws.values():
         raw.received.clear()
+    return net, raws
+
+
+def test_with_two_parents_losing_one_asks_for_spares_and_tells_nobody_of_a_loss() -> None:
+    net, raws = two_parents_and_a_pruned_peer(1)
     raws["p"].close()
     net.run_for(0.05)
     key_o = b"\x01o" + (1).to_bytes(8, "big")
@@ -596,14 +603,7 @@ def test_an_ihave_announcing_a_shorter_path_grafts_the_announcer_once_a_cooldown
 
 
 def test_a_lazy_peer_announcing_a_shorter_path_is_grafted_and_replaces_the_worse_parent() -> None:
-    net, raws = tree_node_with_raw_peers("p", "q", "r", parents=2)
-    for name, hops in (("p", 2), ("q", 3), ("r", 4)):  # stream o: parents p and q, r pruned
-        raws[name].send(_data("o", 1, hops))
-        net.run_for(0.01)
-    net.run_for(0.1)
-    assert [name for name in raws if wire.KIND_PRUNE in raws[name].kinds()] == ["r"]
-    for raw in raws.values():
-        raw.received.clear()
+    net, raws = two_parents_and_a_pruned_peer(2)
     key_o = b"\x01o" + (1).to_bytes(8, "big")
     # r's own path got shorter (its copies now cross 1 link to reach r): its IHAVE says so.
     raws["r"].send(wire.encode_control(wire.KIND_IHAVE, {"ids": [[key_o, 2]], "hops": [[key_o, 1]]}))
