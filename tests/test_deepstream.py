@@ -518,6 +518,19 @@ def test_three_deepstream_servers_on_swarm_then_one_stopped(cluster: Cluster, ca
         assert cluster.servers[name].alive(), f"deepstream {name} went down"
 
 
+def clients_a1_b1_with_a1_subscribed(cluster: Cluster) -> tuple[Driver, str]:
+    """Clients a1 on server-a and b1 on server-b, an event checked between them, and a1 subscribed to a
+    new event (returned) that b1 will emit while server-b's node is away."""
+    d = cluster.clients()
+    d.call("connect", client="a1", url=cluster.urls["server-a"], username="a1")
+    d.call("connect", client="b1", url=cluster.urls["server-b"], username="b1")
+    check_events(d, emitter="a1", subscribers=["b1"])
+    queued = unique("queued")
+    d.call("event_subscribe", client="a1", event=queued)
+    d.call("sync", client="a1")
+    return d, queued
+
+
 def test_sidecar_restart_is_survived(cluster: Cluster, capsys) -> None:
     """The sidecar of server B goes away and comes back at the same bridge address (a unix socket): B's
     deepstream logs the loss, stays up, queues what it sends meanwhile, reconnects, re-subscribes, and
@@ -530,13 +543,7 @@ def test_sidecar_restart_is_survived(cluster: Cluster, capsys) -> None:
         cluster.server(name)
     cluster.wait_cluster_size(["server-a", "server-b"], 2)
 
-    d = cluster.clients()
-    d.call("connect", client="a1", url=cluster.urls["server-a"], username="a1")
-    d.call("connect", client="b1", url=cluster.urls["server-b"], username="b1")
-    check_events(d, emitter="a1", subscribers=["b1"])
-    queued = unique("queued")
-    d.call("event_subscribe", client="a1", event=queued)
-    d.call("sync", client="a1")
+    d, queued = clients_a1_b1_with_a1_subscribed(cluster)
 
     server_b = cluster.servers["server-b"]
     mark = server_b.mark()
@@ -616,13 +623,7 @@ def test_supervised_nodes_restart_after_kill_9_and_stop_with_deepstream(cluster:
     assert directory_b.stat().st_mode & 0o777 == 0o700, "the bridge's directory is not private"
     cluster.wait_cluster_size(["server-a", "server-b"], 2)
 
-    d = cluster.clients()
-    d.call("connect", client="a1", url=cluster.urls["server-a"], username="a1")
-    d.call("connect", client="b1", url=cluster.urls["server-b"], username="b1")
-    check_events(d, emitter="a1", subscribers=["b1"])
-    queued = unique("queued")
-    d.call("event_subscribe", client="a1", event=queued)
-    d.call("sync", client="a1")
+    d, queued = clients_a1_b1_with_a1_subscribed(cluster)
 
     mark = server_b.mark()
     os.kill(pid_b, signal.SIGKILL)
