@@ -531,6 +531,14 @@ def clients_a1_b1_with_a1_subscribed(cluster: Cluster) -> tuple[Driver, str]:
     return d, queued
 
 
+def queued_event_then_events_both_ways(d: Driver, queued: str, payload: Any, start: int, when: str) -> None:
+    """The event b1 emitted `when` (queued by B's plugin) reaches a1, and events flow again both ways."""
+    d.wait_event(lambda m: m["ev"] == "event" and m["client"] == "a1" and m["event"] == queued
+                 and m["data"] == payload, f"the event emitted {when}", start)
+    check_events(d, emitter="a1", subscribers=["b1"])
+    check_events(d, emitter="b1", subscribers=["a1"])
+
+
 def test_sidecar_restart_is_survived(cluster: Cluster, capsys) -> None:
     """The sidecar of server B goes away and comes back at the same bridge address (a unix socket): B's
     deepstream logs the loss, stays up, queues what it sends meanwhile, reconnects, re-subscribes, and
@@ -561,10 +569,7 @@ def test_sidecar_restart_is_survived(cluster: Cluster, capsys) -> None:
     server_b.wait_line(lambda line: "reconnected" in line and "swarm sidecar" in line, EXCHANGE_TIMEOUT,
                        "reconnection to the new sidecar", mark)
     # what B's deepstream sent while its sidecar was away was queued by the plugin, and is delivered now
-    d.wait_event(lambda m: m["ev"] == "event" and m["client"] == "a1" and m["event"] == queued
-                 and m["data"] == payload, "the event emitted while the sidecar was away", start)
-    check_events(d, emitter="a1", subscribers=["b1"])
-    check_events(d, emitter="b1", subscribers=["a1"])
+    queued_event_then_events_both_ways(d, queued, payload, start, "while the sidecar was away")
     # swarm may hold a direct message to a node that just rejoined for up to about a second, longer than
     # deepstream's RPC ack timeout (1 s): the first calls may time out
     transient = ("ACCEPT_TIMEOUT", "RESPONSE_TIMEOUT")
@@ -637,10 +642,7 @@ def test_supervised_nodes_restart_after_kill_9_and_stop_with_deepstream(cluster:
     assert new_pid_b != pid_b and again_b == directory_b
     server_b.wait_line(lambda line: "swarm node" in line and "reconnected" in line, START_TIMEOUT,
                        "reconnection to the restarted node", mark)
-    d.wait_event(lambda m: m["ev"] == "event" and m["client"] == "a1" and m["event"] == queued
-                 and m["data"] == payload, "the event emitted while B's node restarted", start)
-    check_events(d, emitter="a1", subscribers=["b1"])
-    check_events(d, emitter="b1", subscribers=["a1"])
+    queued_event_then_events_both_ways(d, queued, payload, start, "while B's node restarted")
     assert server_b.alive() and server_a.alive()
 
     d.call("close", client="b1")
