@@ -41,6 +41,7 @@ DIRECT = "protocol/direct.py"
 CORE = "protocol/state.py"
 DELIVERY = "protocol/delivery.py"
 SEEN = "protocol/seen.py"
+ORIGINS = "protocol/origins.py"
 TRANSPORT = "transport/engine.py"
 NODE = "node.py"
 BRIDGE = "bridge.py"
@@ -193,6 +194,26 @@ BRIDGE_DROPPED = _declare(BRIDGE, "bridge_dropped",
 
 # ---------------------------------------------------------------------- error events, by code
 # Every `error` event is counted as `error_<code>` (by `Node`), besides the counter of its cause.
+# ---------------------------------------------------------------------- origins: signatures (`tls`)
+FORGED_FRAMES_REFUSED = _declare(ORIGINS, "forged_frames_refused",
+                                 "DATA/DIRECT frames dropped: the signature is not their origin's (forged or "
+                                 "altered on the way)")
+UNVERIFIED_FRAMES_DROPPED = _declare(ORIGINS, "unverified_frames_dropped",
+                                     "DATA/DIRECT frames dropped: no certificate of their origin known yet "
+                                     "(asked of the relay; the gap is pulled later)")
+STALE_FRAMES_REFUSED = _declare(ORIGINS, "stale_frames_refused",
+                                "DATA/DIRECT frames dropped: from an epoch older than one verified for their "
+                                "origin (a replay of an old process's stream)")
+CERTIFICATES_LEARNT = _declare(ORIGINS, "certificates_learnt", "certificate chains learnt from CERTS frames")
+CERTIFICATES_REFUSED = _declare(ORIGINS, "certificates_refused",
+                                "certificate chains in CERTS frames refused (not chained to the CA, expired, "
+                                "revoked, no swarm name)")
+LEAVES_REFUSED = _declare(MEMBERSHIP, "leaves_refused",
+                          "LEAVE announcements dropped: not signed by the node they name (`tls`)")
+PEER_RECORDS_REFUSED = _declare(MEMBERSHIP, "peer_records_refused",
+                                "PEERS entries ignored: not signed by the node they describe, or its "
+                                "certificate not known yet (`tls`)")
+
 ERROR_CODES = {
     "refused": "a peer refused this node, or this node refused a peer",
     "protocol": "a link closed over a malformed or unexpected frame",
@@ -205,6 +226,8 @@ ERROR_CODES = {
                      "(exact counts per origin in the text; at most once a second)",
     "messages_lost": "gaps given up: messages no peer had to pull (exact counts per origin; at most once a "
                      "second)",
+    "unverified": "frames refused because their origin's signature did not check (forged, altered, a "
+                  "replay, or an origin not known yet), naming each relay (at most once a second)",
     "name_conflict": "another live process holds this node's serverName, and the cluster refuses this one",
 }
 

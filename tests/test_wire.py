@@ -40,7 +40,7 @@ def decode_data(frame: bytes) -> tuple[wire.DataHeader, str | int, object]:
     assert body[0] == wire.KIND_DATA
     header = wire.parse_data_header(body)
     ((topic, start, end),) = wire.parse_entries(body, header.topic_offset)
-    assert end == len(body)
+    assert end == len(body) - 1 and body[-1] == 0  # then the trailer of an unsigned frame
     return header, topic, wire.decode_message(body[start:end])
 
 
@@ -68,7 +68,7 @@ def test_parse_topic_str_and_int(topic: str | int) -> None:
     header = wire.parse_data_header(body)
     got, offset = wire.parse_topic(body, header.topic_offset)
     assert got == topic and type(got) is type(topic)
-    assert wire.decode_message(body[offset + wire.ENTRY_LEN.size:]) == [1, "two"]
+    assert wire.decode_message(body[offset + wire.ENTRY_LEN.size:-1]) == [1, "two"]
     # The topic's encoding is exactly what encode_topic produced, at topic_offset.
     encoded = wire.encode_topic(topic)
     assert body[header.topic_offset:header.topic_offset + len(encoded)] == encoded
@@ -173,7 +173,7 @@ def test_batch_round_trip_keeps_every_message_in_order(batch: list[tuple[str | i
     assert (header.origin, header.epoch, header.seq) == (b"batcher", 9, seq)
     parsed = wire.parse_entries(body, header.topic_offset)
     assert [(topic, wire.decode_message(body[start:end])) for topic, start, end in parsed] == batch
-    assert parsed[-1][2] == len(body)
+    assert parsed[-1][2] == len(body) - 1
 
 
 def test_batch_cut_anywhere_inside_its_entries_raises() -> None:
@@ -182,13 +182,13 @@ def test_batch_cut_anywhere_inside_its_entries_raises() -> None:
     body = wire.encode_batch(wire.encode_origin("o"), 1, 1, entries)[4:]
     header = wire.parse_data_header(body)
     boundaries = {header.topic_offset + sum(map(len, entries[:i])) for i in range(1, len(entries) + 1)}
-    for cut in range(header.topic_offset, len(body)):
+    for cut in range(header.topic_offset, len(body) - 1):
         if cut in boundaries:  # a whole number of entries is a valid (shorter) batch
             whole = sorted(boundaries).index(cut) + 1
-            assert len(wire.parse_entries(body[:cut], header.topic_offset)) == whole
+            assert len(wire.parse_entries(body, header.topic_offset, end=cut)) == whole
             continue
         with pytest.raises(swarm.ProtocolError):
-            wire.parse_entries(body[:cut], header.topic_offset)
+            wire.parse_entries(body, header.topic_offset, end=cut)
 
 
 def test_batch_without_entries_and_overlong_entry_raise() -> None:
@@ -310,3 +310,47 @@ def test_max_frame_body_covers_largest_data_frame() -> None:
                              wire.encode_message(b"x" * (limit - 3)), limit)
     assert len(frame) - 4 <= wire.max_frame_body(limit)
     assert wire.max_frame_body(limit) >= wire.MAX_CONTROL_BODY
+
+
+# ---------------------------------------------------------------------- signature trailer (version 4)
+
+
+def test_a_signature_rides_in_the_trailer_and_leaves_the_signed_bytes_alone() -> None:
+    frame = data_frame(message="signed")
+    signed = wire.with_signature(frame, b"S" * 64)
+    assert wire.signature(frame) == b"" and wire.signature(signed) == b"S" * 64
+    assert wire.LENGTH.unpack_from(signed)[0] == len(signed) - 4
+    assert signed[-1] == 64 and wire.data_entries(signed) == wire.data_entries(frame)
+    # What is signed: the kind and everything after the hop count, not the trailer nor the hop count,
+    # which every relay rewrites.
+    kind, rest = wire.signed_pieces(signed)
+    assert kind == bytes((wire.KIND_DATA,)) and bytes(rest) == frame[6:-1]
+    relayed = wire.relayed(signed, 9)
+    assert [bytes(p) for p in wire.signed_pieces(relayed)] == [kind, bytes(rest)]
+    assert wire.signature(relayed) == b"S" * 64
+
+
+def test_a_direct_frame_carries_a_signature_after_its_message() -> None:
+    frame = wire.encode_direct(wire.encode_origin("t"), wire.encode_origin("o"), 3, 1, wire.encode_topic("rpc"),
+                               wire.encode_message({"ask": 1}), MAX)
+    signed = wire.with_signature(frame, b"\x01" * 70)
+    ((topic, start, end),) = wire.payload_entries(signed)
+    assert topic == "rpc" and wire.decode_message(signed[start:end]) == {"ask": 1}
+    assert wire.payload_epoch(signed) == 3 and wire.payload_origin(signed) == b"o"
+    assert bytes(wire.signed_pieces(signed)[1]) == frame[6:-1]  # the target is signed too
+
+
+@pytest.mark.parametrize("length", [0, 256])
+def test_a_signature_of_no_bytes_or_too_many_is_refused(length: int) -> None:
+    with pytest.raises(ValueError, match="signature"):
+        wire.with_signature(data_frame(), b"x" * length)
+
+
+def test_a_trailer_that_claims_more_than_the_frame_holds_is_a_protocol_error() -> None:
+    frame = bytearray(data_frame())
+    frame[-1] = 250  # a signature longer than the whole frame
+    with pytest.raises(swarm.ProtocolError, match="signature"):
+        wire.data_entries(bytes(frame))
+    frame[-1] = 3  # a signature that eats into the message: the entries no longer fit
+    with pytest.raises(swarm.ProtocolError):
+        wire.data_entries(bytes(frame))

@@ -69,10 +69,13 @@ class Broadcast:
     """What flooding and the tree share: the own stream, the seen-record, links, delivery hand-off."""
 
     def __init__(self, config: Any, *, epoch: int, deliver: Deliver, counters: Counter[str],
-                 out: list[Action], repair_timeout: float = 0.0) -> None:
+                 out: list[Action], repair_timeout: float = 0.0, sign: Callable[[bytes], bytes] | None = None,
+                 check: Callable[[bytes, int, bytes, float], bool] | None = None) -> None:
         """`config`: the node's `CoreConfig` (server_name, the seen-record's reorder_timeout,
         seen_max_entries, seen_ttl, and the frame cache's cache_bytes, cache_seconds are read). A gap under
-        repair is given up after `repair_timeout` (at least as long as a pull from every peer takes)."""
+        repair is given up after `repair_timeout` (at least as long as a pull from every peer takes).
+        With signed origins (`origins.py`), `sign` signs our frames and `check(frame, conn, peer, now)`
+        says whether a new frame may go further."""
         name: str = config.server_name
         repair_timeout = max(repair_timeout, config.reorder_timeout + PULL_ROUNDS * PULL_TIMEOUT)
         # An origin first met mid-stream (not at seq 1, and not in the positions a peer sends when it
@@ -84,6 +87,7 @@ class Broadcast:
         self.counters = counters
         self.out = out
         self._deliver = deliver
+        self._sign, self._check = sign, check
         self._name_bytes = name.encode("utf-8")
         self._origin = wire.encode_origin(name)
         self.epoch = epoch
@@ -150,6 +154,8 @@ class Broadcast:
         self.seq += len(batch)
         self.counters[C.BATCHES_PUBLISHED] += 1
         frame = wire.encode_batch(self._origin, self.epoch, first, batch)
+        if self._sign is not None:
+            frame = self._sign(frame)
         self.cache.add(self.own_key, first, len(batch), frame, now)
         self._originate(frame, first, now)
 
@@ -226,6 +232,9 @@ class Broadcast:
             counters[C.OWN_MESSAGES_RETURNED] += 1
             self._own_returned(conn, peer)
             return
+        check = self._check
+        if check is not None and not self.seen.has(key, seq) and not check(frame, conn, peer, now):
+            return  # forged, altered, a replay, or not checkable yet: never seen, relayed or delivered
         ready = self.seen.observe(key, seq, now, frame, count)
         if ready is None:
             if self.tracks_copies:

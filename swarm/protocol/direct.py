@@ -33,9 +33,12 @@ class Direct:
     """Numbering, routing and in-order delivery of direct messages."""
 
     def __init__(self, config: Any, *, epoch: int, deliver: Callable[[bytes, None], None],
-                 counters: Counter[str], out: list[Action]) -> None:
+                 counters: Counter[str], out: list[Action], sign: Callable[[bytes], bytes] | None = None,
+                 check: Callable[[bytes, int, bytes, float], bool] | None = None) -> None:
         """`config`: the node's `CoreConfig` (server_name, max_message_size, and the seen-record's
-        reorder_timeout, seen_max_entries, seen_ttl are read)."""
+        reorder_timeout, seen_max_entries, seen_ttl are read). With signed origins (`origins.py`), `sign`
+        signs what we send and `check(frame, conn, peer, now)` what comes for us (relays route a DIRECT
+        unchecked: its target checks it, and a relay could as well drop it)."""
         name: str = config.server_name
         self._name_bytes = name.encode("utf-8")
         self._origin = wire.encode_origin(name)
@@ -47,6 +50,7 @@ class Direct:
         self.counters = counters
         self.out = out
         self._deliver = deliver
+        self._sign, self._check = sign, check
         self._seq: dict[str, tuple[int | None, int]] = {}  # target -> (its epoch, last seq sent)
         self._links: dict[bytes, tuple[int, int]] = {}  # linked peer (UTF-8) -> (connection, ring position)
         self.alarm = Alarm(out)
@@ -60,12 +64,15 @@ class Direct:
         seq = last + 1
         frame = wire.encode_direct(wire.encode_origin(target), self._origin, self.epoch, seq, topic, message,
                                    self.max_message_size)
+        if self._sign is not None:
+            frame = self._sign(frame)
         self._seq[target] = (target_epoch if target_epoch is not None else known_epoch, seq)
         self.counters[C.DIRECT_SENT] += 1
         self._route(frame, target.encode("utf-8"), wire.KIND_DIRECT, frame)
 
-    def on_routed(self, frame: bytes, now: float) -> None:
-        """A DIRECT or UNDELIVERABLE frame: for us, or to pass one hop nearer its target."""
+    def on_routed(self, frame: bytes, now: float, conn: int = 0, peer: bytes = b"") -> None:
+        """A DIRECT or UNDELIVERABLE frame from `peer` on `conn`: for us, or to pass one hop nearer its
+        target."""
         hops, target, after_target = wire.route(frame)
         kind = wire.kind(frame)
         if target != self._name_bytes:
@@ -84,6 +91,9 @@ class Direct:
                                                        f"not delivered: {fields.get('reason')}"))
             return
         key, seq = wire.direct_stream(frame, after_target)
+        check = self._check
+        if check is not None and not self.seen.has(key, seq) and not check(frame, conn, peer, now):
+            return
         ready = self.seen.observe(key, seq, now, frame)
         if ready is None:
             return

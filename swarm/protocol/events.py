@@ -35,6 +35,7 @@ class Hello:
     address: Address  # the listen address the peer gave
     outbound: bool
     dialled: Address | None  # the address we dialled (outbound only)
+    record: bytes | None = None  # its signature over its peer record (signed origins, `tls`)
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,9 +84,10 @@ class Links:
     frames and closes for the driver go into `out`."""
 
     def __init__(self, config: Any, *, epoch: int, listen_address: Address, rng: random.Random,
-                 counters: Counter[str], out: list[Action]) -> None:
+                 counters: Counter[str], out: list[Action], record: bytes | None = None) -> None:
         """`config`: the node's `CoreConfig` (server_name, cluster_name, failure_timeout,
-        handshake_timeout are read)."""
+        handshake_timeout are read). `record`: our signature over our peer record, which every HELLO
+        carries (signed origins, `tls`)."""
         self.name: str = config.server_name
         self.cluster_name: str = config.cluster_name
         self.epoch = epoch
@@ -94,6 +95,7 @@ class Links:
         self.failure_timeout: float = config.failure_timeout
         self.handshake_timeout: float = config.handshake_timeout
         self.rng = rng
+        self.record = record
         self.counters = counters
         self.out = out
         self.conns: dict[int, Connection] = {}
@@ -116,10 +118,13 @@ class Links:
         nonce = self.rng.getrandbits(63)
         if outbound:
             conn.dialer_nonce = nonce
-        self.send(conn, wire.encode_control(wire.KIND_HELLO, {
+        hello: dict[str, Any] = {
             "version": wire.PROTOCOL_VERSION, "cluster": self.cluster_name, "name": self.name,
             "epoch": self.epoch, "address": list(self.listen_address), "nonce": nonce,
-        }))
+        }
+        if self.record is not None:
+            hello["record"] = self.record
+        self.send(conn, wire.encode_control(wire.KIND_HELLO, hello))
 
     def receive(self, conn_id: int, now: float) -> Connection | None:
         """A frame arrived on `conn_id`: its record (None if unknown or closing), marked as heard from."""
@@ -178,7 +183,9 @@ class Links:
             conn.dialer_nonce = nonce
         conn.peer, conn.peer_bytes, conn.epoch, conn.listen = name, name.encode("utf-8"), epoch, address
         conn.state = ACTIVE
-        return Hello(conn.id, name, epoch, address, conn.outbound, conn.address)
+        record = fields.get("record")
+        return Hello(conn.id, name, epoch, address, conn.outbound, conn.address,
+                     record if isinstance(record, bytes) else None)
 
     def supersede(self, hello: Hello) -> list[LinkEvent]:
         """A peer that restarted (a newer epoch) said HELLO: its old link is dead, whatever TCP says yet."""

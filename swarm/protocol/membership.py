@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,6 +77,7 @@ class _Member:
     peer_wants: bool = True  # the peer's last word on whether it wants the link (PEERS "want")
     confirmed: bool = False  # the peer has linked us too (its first PEERS on this link arrived)
     heard_at: float = 0.0  # last sign of life: its HELLO, or a peer listing it as linked
+    record: bytes | None = None  # its signature over its peer record (`wire.peer_claim`), passed on
 
     def reachable(self, now: float) -> bool:
         """Worth linking to: linked, or not failed twice in a row and not turning us away."""
@@ -96,9 +97,12 @@ class Membership:
     """The view, the links wanted, PEERS and LEAVE."""
 
     def __init__(self, config: Any, *, epoch: int, listen_address: Address, policy: NeighbourPolicy,
-                 counters: Counter[str], out: list[Action]) -> None:
+                 counters: Counter[str], out: list[Action], sign: Callable[[bytes], bytes] | None = None,
+                 check: Callable[[str, bytes, Any], bool] | None = None) -> None:
         """`config`: the node's `CoreConfig` (server_name, max_peers, local_links, reserve_size,
-        forget_after, gossip_interval are read)."""
+        forget_after, gossip_interval are read). With signed origins (`origins.py`), `sign` signs our LEAVE
+        and `check(name, claim, signature)` checks a LEAVE or a peer record: only a node itself can say it
+        left, or where it is and which process it runs."""
         self.name: str = config.server_name
         self.epoch = epoch
         self.listen_address = listen_address
@@ -114,6 +118,7 @@ class Membership:
         self.members: dict[str, _Member] = {}
         self.wanted: set[str] = set()
         self._departed: dict[tuple[str, int], float] = {}
+        self._sign, self._check = sign, check
 
     # ------------------------------------------------------------------ queries
 
@@ -180,6 +185,8 @@ class Membership:
             member = self.members[hello.name] = _Member(hello.name, hello.address, hello.epoch,
                                                         ring.position(hello.name))
             self.counters[C.MEMBERS_JOINED] += 1
+        if hello.record is not None:
+            member.record = hello.record  # its own words, on a link TLS vouches for
         elif hello.epoch < member.epoch:
             return Admission(STALE, holder=member.address, reason=(
                 f"name conflict: {hello.name!r} is held by a newer process at {member.address[0]}:"
@@ -246,8 +253,8 @@ class Membership:
                                                                   else None)))
         others = tuple(m.conn for m in self.linked_members() if m.conn != event.conn)
         if others:
-            self.out.append(Send(others, wire.encode_control(wire.KIND_PEERS, {"peers": [  # type: ignore[arg-type]
-                [member.name, list(member.address), member.epoch]]})))
+            self.out.append(Send(others, wire.encode_control(wire.KIND_PEERS, {  # type: ignore[arg-type]
+                "peers": self._entries((member,))})))
         return requests
 
     def link_down(self, event: LinkDown) -> list[Request]:
@@ -324,16 +331,25 @@ class Membership:
         requests: list[Request] = []
         changed = False
         for entry in peers[:PEERS_READ]:
-            if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str)
+            if not (isinstance(entry, list) and isinstance(entry[0] if entry else None, str)
+                    and (len(entry) == 3 or len(entry) == 4 and isinstance(entry[3], bytes))
                     and isinstance(entry[1], list) and len(entry[1]) == 2 and isinstance(entry[1][0], str)
                     and isinstance(entry[1][1], int) and isinstance(entry[2], int)):
                 raise ProtocolError("PEERS entry malformed")
-            name, (host, port), epoch = entry
+            name, (host, port), epoch = entry[:3]
             if name == self.name or not 0 < port < 65536 or (name, epoch) in self._departed:
                 continue
             member = self.members.get(name)
+            record = entry[3] if len(entry) == 4 else None
+            if self._check is not None and not (
+                    member is not None and record is not None and record == member.record
+                    and (epoch, (host, port)) == (member.epoch, member.address)) and not self._check(
+                    name, wire.peer_claim(name, [host, port], epoch), record):
+                self.counters[C.PEER_RECORDS_REFUSED] += 1
+                continue
             if member is None:
-                self.members[name] = _Member(name, (host, port), epoch, ring.position(name), heard_at=now)
+                self.members[name] = _Member(name, (host, port), epoch, ring.position(name), heard_at=now,
+                                             record=record)
                 self.counters[C.MEMBERS_LEARNED] += 1
                 changed = True
             elif epoch == member.epoch:
@@ -347,6 +363,7 @@ class Membership:
                         requests.append(Redial(member.address))
                     requests.append(ClosePeer(name, "peer restarted with a new epoch"))
                 member.epoch, member.address, member.left = epoch, (host, port), False
+                member.record = record
                 member.failures = 0
                 member.heard_at = now
                 changed = True
@@ -360,12 +377,20 @@ class Membership:
         self._departed[(self.name, self.epoch)] = now  # our own LEAVE coming back is not passed on
         linked = tuple(m.conn for m in self.linked_members())
         if linked:
-            self.out.append(Send(linked, wire.encode_control(wire.KIND_LEAVE, {  # type: ignore[arg-type]
-                "name": self.name, "epoch": self.epoch, "address": list(self.listen_address)})))
+            address = list(self.listen_address)
+            fields: dict[str, Any] = {"name": self.name, "epoch": self.epoch, "address": address}
+            if self._sign is not None:
+                fields["sig"] = self._sign(wire.leave_claim(self.name, self.epoch, address))
+            self.out.append(Send(linked, wire.encode_control(wire.KIND_LEAVE, fields)))  # type: ignore[arg-type]
 
     def on_leave(self, conn: int, fields: dict[str, Any], frame: bytes, now: float) -> list[Request]:
         name, epoch = fields.get("name"), fields.get("epoch")
         if not isinstance(name, str) or not isinstance(epoch, int) or (name, epoch) in self._departed:
+            return []
+        claim = wire.leave_claim(name, epoch, fields.get("address"))
+        if self._check is not None and not self._check(name, claim, fields.get("sig")):
+            self.counters[C.LEAVES_REFUSED] += 1  # only a node itself says it left: not passed on
+            log.info("%s: a LEAVE for %s not signed by it was dropped", self.name, name)
             return []
         # Pass it on once: nodes that know the leaver only from gossip (in their view or their memory
         # of dead nodes) must not keep probing it. Leaves are rare, so flooding them is cheap.
@@ -427,4 +452,5 @@ class Membership:
 
     @staticmethod
     def _entries(members: Iterable[_Member]) -> list[list[Any]]:
-        return [[m.name, list(m.address), m.epoch] for m in members]
+        return [[m.name, list(m.address), m.epoch] + ([m.record] if m.record is not None else [])
+                for m in members]

@@ -2,9 +2,8 @@
 
 The driver feeds it what happened and the application's commands; every method returns the actions to
 carry out (`actions.py`). Time is the `now` argument and randomness the `random.Random` it is given, so
-the simulator drives thousands of them deterministically. This is iroh-gossip's `proto::State`, and this
-class is its `topic.rs`: it owns the parts and passes what one learns to the others, none of which
-imports another.
+the simulator drives thousands of them deterministically. This is iroh-gossip's `proto::State` and its
+`topic.rs`: it owns the parts and passes what one learns to the others, none of which imports another.
 
 | part | what it owns |
 |---|---|
@@ -13,6 +12,7 @@ imports another.
 | `dialer.py` | when to dial which address: backoff, isolation, probes, remembered addresses |
 | `broadcast.py` | the own stream and its batches, the seen-record, `Flood` or `Tree` |
 | `direct.py` | `send_direct`, greedy routing, UNDELIVERABLE |
+| `origins.py` | signed origins (`tls`): signing, checking, CERTS |
 | `delivery.py` | the subscribed topics, `Deliver` actions |
 
 Here: the public events, frame dispatch by kind, the tick schedule, readiness and `status`. A `LinkUp` or
@@ -42,6 +42,7 @@ from .dialer import REMEMBERED, Dialer
 from .direct import Direct
 from .links import HANDSHAKE, Connection, Links
 from .membership import FULL, STALE, Membership
+from .origins import Authenticator, Origins
 
 __all__ = ["CoreConfig", "NodeState"]
 
@@ -57,9 +58,11 @@ class NodeState:
 
     def __init__(self, config: Any, *, epoch: int, listen_address: Address, rng: random.Random,
                  policy: NeighbourPolicy | None = None, counters: Counter[str] | None = None,
-                 topics: Collection[str | int] | None = None) -> None:
+                 topics: Collection[str | int] | None = None,
+                 authenticator: Authenticator | None = None) -> None:
         """`topics`: the topics with local subscribers. The core keeps a set of its own (`subscribe`),
-        unless the driver passes its registry (the node's callbacks, read on every delivery)."""
+        unless the driver passes its registry (the node's callbacks, read on every delivery).
+        `authenticator`: signs and checks origins (`origins.py`; the driver's, with `tls`)."""
         self.config = config
         self.name: str = config.server_name
         self.epoch = epoch
@@ -79,22 +82,21 @@ class NodeState:
         self._next_probe = 0.0
         shared = {"counters": self.counters, "out": self._out}
         here = {"epoch": epoch, "listen_address": listen_address}
-        self.links = Links(config, rng=rng, **here, **shared)
-        self.membership = Membership(config, policy=self.policy, **here, **shared)
+        origins = self.origins = Origins(authenticator, **shared)  # without one: no signatures, no hooks
+        frames = origins.frame_hooks()
+        self.links = Links(config, rng=rng, record=origins.record(self.name, listen_address, epoch), **here,
+                           **shared)
+        self.membership = Membership(config, policy=self.policy, **origins.claim_hooks(), **here, **shared)
         self.dialer = Dialer(config, listen_address=listen_address, rng=rng, **shared)
-        self.broadcast = broadcasts.create(config, epoch=epoch, deliver=self.delivery.deliver, **shared)
-        self.direct = Direct(config, epoch=epoch, deliver=self.delivery.deliver, **shared)
+        self.broadcast = broadcasts.create(config, epoch=epoch, deliver=self.delivery.deliver, **frames,
+                                           **shared)
+        self.direct = Direct(config, epoch=epoch, deliver=self.delivery.deliver, **frames, **shared)
 
     # ------------------------------------------------------------------ queries
 
-    @property
-    def linked_peers(self) -> dict[str, Address]:
-        """Members this node has an active link to, with their listen addresses."""
-        return self.membership.linked_peers
-
-    @property
-    def known_members(self) -> dict[str, Address]:
-        return self.membership.known_members
+    linked_peers = property(lambda self: self.membership.linked_peers,
+                            doc="Members this node has an active link to, with their listen addresses.")
+    known_members = property(lambda self: self.membership.known_members, doc="Members known alive.")
 
     def link_kind(self, name: str) -> str:
         """"local" (a ring neighbour), "shortcut", or "inbound" (kept because the peer wants it)."""
@@ -107,9 +109,8 @@ class NodeState:
         seen, direct = self.broadcast.seen, self.direct.seen
         return {
             "name": self.name, "epoch": self.epoch, "address": list(self.listen_address), "ready": self.ready,
-            "position": self.position, "links": sorted(self.linked_peers),
-            "link_details": self.membership.link_details(),
-            "view_size": len(self.membership.members), "max_peers": self.config.max_peers,
+            "position": self.position, "links": sorted(self.linked_peers), "max_peers": self.config.max_peers,
+            "link_details": self.membership.link_details(), "view_size": len(self.membership.members),
             "local_links": self.config.local_links, "members": len(self.known_members),
             "seen_entries": len(seen) + len(direct), "held": seen.held_count + direct.held_count,
             "hops": {str(hops): count for hops, count in sorted(self.broadcast.hops.items())},
@@ -135,8 +136,7 @@ class NodeState:
         return self._flush()
 
     def remember(self, addresses: Iterable[Address], now: float) -> None:
-        """Addresses of nodes known in an earlier run (the driver's peers file): dialled like seeds
-        (`dialer.py`), so a restarted node gets back in even when every seed is down."""
+        """Addresses known in an earlier run (the peers file): dialled like seeds (`dialer.py`)."""
         for address in addresses:
             self.dialer.remember(address, now)
 
@@ -148,15 +148,10 @@ class NodeState:
 
     def publish(self, topic: str | int, message: Any, now: float, *,
                 seal: bool | None = None) -> list[Action]:
-        """Broadcast `message` on `topic` to every other node.
-
-        By default the core's batching rule decides when it leaves (`broadcast.py`); `seal` True sends
-        it at once (closing the open batch, if any), False adds it to the open batch (for drivers and tests
-        that batch by hand).
-
-        Raises MessageTooLarge, or TypeError/ValueError for a message or topic the wire cannot carry,
-        before anything is sent.
-        """
+        """Broadcast `message` on `topic` to every other node. The batching rule decides when it leaves
+        (`broadcast.py`), unless `seal` is True (at once, closing the open batch) or False (into the open
+        batch: for drivers and tests that batch by hand). Raises MessageTooLarge, or TypeError/ValueError
+        for a message or topic the wire cannot carry, before anything is sent."""
         entry = wire.encode_entry(self.delivery.topic_bytes(topic), wire.encode_message(message),
                                   self.config.max_message_size)
         self._now = now
@@ -180,6 +175,12 @@ class NodeState:
                          self.membership.epoch_of(target))
         return self._flush()
 
+    def certificate_changed(self, now: float) -> list[Action]:
+        """Our certificate was reloaded: links hear of the new chain, HELLOs carry a record signed anew."""
+        self._now = now
+        self.links.record = self.origins.changed(self.name, self.listen_address, self.epoch)
+        return self._flush()
+
     def leave(self, now: float) -> list[Action]:
         """Announce a graceful exit to every linked peer. The driver then flushes and closes."""
         self._now = now
@@ -190,11 +191,12 @@ class NodeState:
 
     # ------------------------------------------------------------------ events from the driver
 
-    def on_connection_open(self, conn_id: int, outbound: bool, address: Address | None,
-                           now: float, identity: str | None = None) -> list[Action]:
+    def on_connection_open(self, conn_id: int, outbound: bool, address: Address | None, now: float,
+                           identity: str | None = None, certificate: bytes | None = None) -> list[Action]:
         """A TCP connection is up (we dialled `address`, or accepted one). `identity` is the name in the
-        peer's verified TLS certificate, if any: its HELLO must claim that name, or it is refused."""
+        peer's TLS `certificate` (DER), if any: its HELLO must claim that name, or it is refused."""
         self._now = now
+        self.origins.learn_link_certificate(certificate)
         if outbound and address is not None:
             self.dialer.opened(address)
         self.links.open(conn_id, outbound, address, now, identity, leaving=self.leaving)
@@ -218,8 +220,7 @@ class NodeState:
     def on_stream_error(self, conn_id: int, reason: str, now: float) -> list[Action]:
         """The driver could not cut the byte stream into frames (say, an oversized length prefix)."""
         self._now = now
-        conn = self.links.conns.get(conn_id)
-        if conn is not None:
+        if (conn := self.links.conns.get(conn_id)) is not None:
             self._dispatch(self.links.protocol_error(conn, reason))
         return self._flush()
 
@@ -231,14 +232,12 @@ class NodeState:
         self._now = now
         kind = wire.kind(frame)
         try:
+            if (kind == wire.KIND_DATA or kind in wire.ROUTED_KINDS) and conn.state == HANDSHAKE:
+                raise ProtocolError(f"frame kind {kind} (a payload) before the handshake")
             if kind == wire.KIND_DATA:
-                if conn.state == HANDSHAKE:
-                    raise ProtocolError("DATA frame before the handshake")
                 self.broadcast.on_data(conn_id, conn.peer_bytes, frame, now)
             elif kind in wire.ROUTED_KINDS:
-                if conn.state == HANDSHAKE:
-                    raise ProtocolError("routed frame before the handshake")
-                self.direct.on_routed(frame, now)
+                self.direct.on_routed(frame, now, conn_id, conn.peer_bytes)
             else:
                 self._on_control(conn, kind, frame, now)
         except ProtocolError as error:
@@ -257,8 +256,8 @@ class NodeState:
         self.broadcast.seal(now)  # a driver that does not end its turns: batches wait one tick at most
         self.broadcast.tick(now)
         self.direct.tick(now)
-        membership = self.membership
-        self._serve(membership.forget_unreachable(now))
+        self.origins.report(now)
+        self._serve((membership := self.membership).forget_unreachable(now))
         if now >= self._next_gossip:
             self._next_gossip = now + self.config.gossip_interval
             membership.trim_view(now)
@@ -277,17 +276,16 @@ class NodeState:
         if kind not in wire.CONTROL_KINDS:
             raise ProtocolError(f"unknown frame kind {kind}")
         fields = wire.control_fields(frame)
-        links = self.links
         if kind == wire.KIND_STATUS_REQUEST and conn.state == HANDSHAKE:
             # An operator's tool (`python -m swarm status`), not a peer: answer and hang up.
             self.counters[C.STATUS_REQUESTS] += 1
-            links.send(conn, wire.encode_control(wire.KIND_STATUS, self.status()))
-            links.close(conn, "status sent", flush=True)
+            self.links.send(conn, wire.encode_control(wire.KIND_STATUS, self.status()))
+            self.links.close(conn, "status sent", flush=True)
             return
         if kind == wire.KIND_HELLO:
             self._on_hello(conn, fields, now)
         elif kind == wire.KIND_REFUSE:  # in the handshake (a refused HELLO) or after it (a full peer)
-            self._dispatch(links.on_refuse(conn, fields))
+            self._dispatch(self.links.on_refuse(conn, fields))
         elif conn.state == HANDSHAKE:
             raise ProtocolError(f"frame kind {kind} before the handshake")
         elif kind == wire.KIND_PEERS:
@@ -302,9 +300,11 @@ class NodeState:
         elif kind == wire.KIND_LEAVE:
             self._serve(self.membership.on_leave(conn.id, fields, frame, now))
         elif kind == wire.KIND_BYE:
-            self._dispatch(links.on_bye(conn, now))
+            self._dispatch(self.links.on_bye(conn, now))
         elif kind in BROADCAST_KINDS:
             self.broadcast.on_control(conn.id, conn.peer_bytes, kind, fields, now)
+        elif kind == wire.KIND_CERTS:
+            self.origins.on_certs(conn.id, conn.peer or "", fields)
 
     def _on_hello(self, conn: Connection, fields: dict[str, Any], now: float) -> None:
         """Links checks the HELLO, membership admits the peer (or not), links makes the link."""
@@ -336,6 +336,7 @@ class NodeState:
         for event in events:
             kind = type(event)
             if kind is ev.LinkUp:
+                self.origins.link_up(event)  # first: our certificates go ahead of our PEERS
                 self.dialer.link_up(event)
                 self.direct.link_up(event)
                 self.broadcast.link_up(event)
@@ -344,6 +345,7 @@ class NodeState:
             elif kind is ev.LinkDown:
                 self.broadcast.link_down(event)
                 self.direct.link_down(event)
+                self.origins.link_down(event)
                 self.dialer.link_down(event)
                 self._serve(self.membership.link_down(event))
             elif kind is ev.Closed:
@@ -384,8 +386,7 @@ class NodeState:
             self.dialer.dial_due(now, *self.membership.dial_plan(now, isolated=not self.links.linked))
 
     def _check_ready(self) -> None:
-        """Ready once `minimumPeers` links are confirmed (until the peer has linked us it forwards us
-        nothing): checked where that changes, at start and on a PEERS frame, since it walks the view."""
+        """Ready once `minimumPeers` links are confirmed (an unconfirmed peer forwards us nothing)."""
         confirmed = self.membership.confirmed_links
         self.links.name_conflict = self.links.name_conflict if not confirmed else None  # a peer takes us
         if not self.ready and self.links.name_conflict is None and confirmed >= self.config.minimum_peers:
@@ -393,8 +394,7 @@ class NodeState:
             self._out.append(Ready())
 
     def _flush(self) -> list[Action]:
-        out = self._out
-        if not out:
+        if not (out := self._out):
             return []
         actions, out[:] = out.copy(), ()
         return actions

@@ -10,6 +10,7 @@ its kind. Two families (full description in docs/protocol.md):
       kind=1 u8 | hops u8 | origin_len u8 | origin utf-8 | epoch u64 | seq u64 | count u16 |
       `count` entries: topic_kind u8 | topic (i64, or u16 length + utf-8) |
                        message_len u32 | message (msgpack)
+      signature (sig_len bytes) | sig_len u8
 
   Forwarding rewrites only the 6-byte prefix (length, kind, hops) and reuses the rest of the received
   bytes as they are. A frame carries a *batch*: the messages its origin published in one turn of its
@@ -25,8 +26,14 @@ its kind. Two families (full description in docs/protocol.md):
   starts with the target, so a relay routes them without reading further::
 
       kind=2|3 u8 | hops u8 | target_len u8 | target utf-8 | ...
-      DIRECT:        origin_len u8 | origin | epoch u64 | seq u64 | topic | message (msgpack)
+      DIRECT:        origin_len u8 | origin | epoch u64 | seq u64 | topic | message (msgpack) |
+                     signature | sig_len u8
       UNDELIVERABLE: msgpack map {"target": str, "reason": str}
+
+  DATA and DIRECT frames end with their origin's **signature** and its length in the last byte (0, and no
+  signature, in a cluster without `tls`). It covers the kind byte and everything after the hop count up
+  to the signature, so a relay still rewrites the hop count alone and forwards the signed bytes as they
+  came (`signed_pieces`; docs/protocol.md, "Signed origins").
 
 * **Control** frames (hello, peers, ping, leave, refuse, bye, status) are rare; their body after the
   kind byte is one msgpack map, decoded in full.
@@ -48,9 +55,11 @@ import msgpack
 
 from ..errors import MessageTooLarge, ProtocolError
 
+# 4: DATA and DIRECT frames end with a signature trailer; LEAVE and peer entries may carry a signature;
+#    CERTS.
 # 3: DATA numbers messages (seq is the first's number, count their number); PULL and PULLED.
 # 2: a DATA frame carries a batch of length-prefixed entries (1 carried one message, unprefixed).
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 
 LENGTH = struct.Struct(">I")
 # length, kind, hops: the part of a DATA frame a relay rewrites.
@@ -82,9 +91,11 @@ KIND_PRUNE = 27
 # answer's end, saying how far it looked and what it did not have (docs/protocol.md).
 KIND_PULL = 28
 KIND_PULLED = 29
+# Signed origins (`tls`): the certificate chains a node holds, or the names it lacks a certificate of.
+KIND_CERTS = 30
 CONTROL_KINDS = frozenset({KIND_HELLO, KIND_PEERS, KIND_PING, KIND_LEAVE, KIND_REFUSE, KIND_BYE,
                            KIND_STATUS_REQUEST, KIND_STATUS, KIND_IHAVE, KIND_GRAFT, KIND_PRUNE,
-                           KIND_PULL, KIND_PULLED})
+                           KIND_PULL, KIND_PULLED, KIND_CERTS})
 MAX_NAME_BYTES = 255  # a server name must fit the one-byte origin length
 MAX_TOPIC_BYTES = 1024  # topics are few and coarse; a long one is a bug or an attack
 TOPIC_KIND_INT = 0
@@ -100,12 +111,14 @@ BATCH_BYTES = 16 * 1024
 # Control frames are small (a hello, a list of peers); a body over this is refused.
 MAX_CONTROL_BODY = 256 * 1024
 MAX_HOPS = 255
+MAX_SIGNATURE = 255  # its length is one byte; ECDSA P-256's raw r||s and Ed25519's are 64
+UNSIGNED = b"\x00"  # the trailer of a frame without a signature
 
 
 def max_frame_body(max_message_size: int) -> int:
     """The largest body a reader accepts before allocating a buffer for it (a DIRECT header is the
-    longest: a DATA header plus the target's name)."""
-    return max(max_message_size + MAX_DATA_HEADER + 1 + MAX_NAME_BYTES, MAX_CONTROL_BODY)
+    longest: a DATA header plus the target's name), signature trailer included."""
+    return max(max_message_size + MAX_DATA_HEADER + 1 + MAX_NAME_BYTES + 1 + MAX_SIGNATURE, MAX_CONTROL_BODY)
 
 
 _packb = msgpack.Packer(use_bin_type=True).pack
@@ -155,9 +168,9 @@ def encode_batch(origin: bytes, epoch: int, seq: int, entries: list[bytes]) -> b
     `seq` .. `seq + len(entries) - 1` of the stream, hops = 0."""
     if len(entries) > MAX_BATCH_MESSAGES:
         raise ValueError(f"a DATA frame carries at most {MAX_BATCH_MESSAGES} messages")
-    body_len = 2 + len(origin) + EPOCH_SEQ.size + COUNT.size + sum(map(len, entries))
+    body_len = 3 + len(origin) + EPOCH_SEQ.size + COUNT.size + sum(map(len, entries))
     return b"".join((DATA_PREFIX.pack(body_len, KIND_DATA, 0), origin, EPOCH_SEQ.pack(epoch, seq),
-                     COUNT.pack(len(entries)), *entries))
+                     COUNT.pack(len(entries)), *entries, UNSIGNED))
 
 
 def encode_data(origin: bytes, epoch: int, seq: int, topic: bytes, message: bytes, max_size: int) -> bytes:
@@ -217,16 +230,17 @@ def parse_topic(body: bytes, offset: int) -> tuple[str | int, int]:
     raise ProtocolError(f"DATA frame topic kind {kind} unknown")
 
 
-def parse_entries(body: bytes, offset: int, count: int | None = None) -> list[tuple[str | int, int, int]]:
-    """The entries of a DATA body from `offset` (after the count): (topic, message start, message end)
-    each.
+def parse_entries(body: bytes, offset: int, count: int | None = None,
+                  end: int | None = None) -> list[tuple[str | int, int, int]]:
+    """The entries of a DATA body from `offset` (after the count) to `end` (where its signature trailer
+    starts: `trailer_start`): (topic, message start, message end) each.
 
-    Raise ProtocolError unless the entries fill the body exactly, there is at least one, and there are
+    Raise ProtocolError unless the entries fill that span exactly, there is at least one, and there are
     `count` of them (if given: the header's count): a relay checks this before forwarding, so a
     malformed batch travels no further than one link.
     """
     entries = []
-    end = len(body)
+    end = trailer_start(body) if end is None else end
     unpack_length = ENTRY_LEN.unpack_from
     startswith = body.startswith
     last_raw, last_topic = b"", None  # a batch is mostly one topic: decode it once
@@ -260,9 +274,52 @@ def encode_direct(target: bytes, origin: bytes, epoch: int, seq: int, topic: byt
     """A whole DIRECT frame, hops = 0. `target` and `origin` come from `encode_origin`."""
     if len(message) > max_size:
         raise MessageTooLarge(f"message is {len(message)} bytes encoded; maxMessageSize is {max_size}")
-    body_len = 2 + len(target) + len(origin) + EPOCH_SEQ.size + len(topic) + len(message)
+    body_len = 3 + len(target) + len(origin) + EPOCH_SEQ.size + len(topic) + len(message)
     return b"".join((DATA_PREFIX.pack(body_len, KIND_DIRECT, 0), target, origin,
-                     EPOCH_SEQ.pack(epoch, seq), topic, message))
+                     EPOCH_SEQ.pack(epoch, seq), topic, message, UNSIGNED))
+
+
+def trailer_start(data: bytes) -> int:
+    """Where the signature trailer of a DATA or DIRECT frame (or body) starts: its last byte is the
+    signature's length. Raise ProtocolError if that length runs past the start."""
+    if not data:
+        raise ProtocolError("payload frame without a signature trailer")
+    start = len(data) - 1 - data[-1]
+    if start < 2:
+        raise ProtocolError("payload frame's signature runs past its header")
+    return start
+
+
+def signed_pieces(frame: bytes) -> tuple[bytes, memoryview]:
+    """What the origin of a DATA or DIRECT frame signs, in two pieces (not joined: no copy): the kind
+    byte, and everything after the hop count up to the signature. The hop count is left out because
+    every relay rewrites it; the kind is in, so that a signature cannot be moved to another kind."""
+    return frame[KIND_AT:KIND_AT + 1], memoryview(frame)[KIND_AT + 2:trailer_start(frame)]
+
+
+def signature(frame: bytes) -> bytes:
+    """The signature of a DATA or DIRECT frame (empty when it is unsigned)."""
+    return frame[len(frame) - 1 - frame[-1]:-1]
+
+
+def with_signature(frame: bytes, signature: bytes) -> bytes:
+    """The frame (unsigned, as the encoders write it) with `signature` in its trailer."""
+    if not 0 < len(signature) <= MAX_SIGNATURE:
+        raise ValueError(f"a signature is 1..{MAX_SIGNATURE} bytes, got {len(signature)}")
+    end = trailer_start(frame)
+    return b"".join((LENGTH.pack(end - KIND_AT + len(signature) + 1), memoryview(frame)[KIND_AT:end],
+                     signature, bytes((len(signature),))))
+
+
+def leave_claim(name: str, epoch: int, address: list[Any]) -> bytes:
+    """What a node signs to announce its own LEAVE (the map's `sig`)."""
+    return _packb(["leave", name, epoch, address])
+
+
+def peer_claim(name: str, address: list[Any], epoch: int) -> bytes:
+    """What a node signs about itself for PEERS entries: its name, address and epoch (a signed peer
+    record, as libp2p's): a member cannot pass on a false address or epoch for another node."""
+    return _packb(["peer", name, address, epoch])
 
 
 def encode_undeliverable(target: bytes, fields: dict[str, Any]) -> bytes:
@@ -395,7 +452,8 @@ def data_entries(frame: bytes) -> list[tuple[str | int, int, int]]:
     """The entries of a DATA frame (see `parse_entries`), with offsets into the frame, as many as its
     header's count."""
     offset = 7 + frame[6] + EPOCH_SEQ.size
-    return parse_entries(frame, offset + COUNT.size, COUNT.unpack_from(frame, offset)[0])
+    return parse_entries(frame, offset + COUNT.size, COUNT.unpack_from(frame, offset)[0],
+                         trailer_start(frame))
 
 
 def message_id(frame: bytes) -> bytes:
@@ -430,7 +488,8 @@ def direct_stream(frame: bytes, after_target: int) -> tuple[bytes, int]:
     Direct streams are numbered per (origin, target): their key is the origin's `origin_len origin
     epoch` marked by a leading 0 byte (a DATA stream key starts with the origin's length, never 0)."""
     header = parse_data_header(frame, after_target, counted=False)  # (its `hops` reads a body's offset)
-    parse_topic(frame, header.topic_offset)
+    if trailer_start(frame) < parse_topic(frame, header.topic_offset)[1]:
+        raise ProtocolError("DIRECT frame's signature runs into its topic")
     return b"\x00" + frame[after_target:header.topic_offset - _SEQ.size], header.seq
 
 
@@ -453,6 +512,14 @@ def payload_origin(frame: bytes) -> bytes:
     return direct_parties(frame, _after_target(frame))[1]
 
 
+def payload_epoch(frame: bytes) -> int:
+    """The origin's epoch of a DATA or DIRECT frame (checked on arrival)."""
+    if frame[KIND_AT] == KIND_DATA:
+        return _EPOCH.unpack_from(frame, 7 + frame[6])[0]
+    origin_at = _after_target(frame)
+    return _EPOCH.unpack_from(frame, origin_at + 1 + frame[origin_at])[0]
+
+
 def payload_entries(frame: bytes) -> list[tuple[str | int, int, int]]:
     """(topic, message start, message end) of each message of a DATA or DIRECT frame: a DIRECT frame
     carries one, after its target, origin, epoch and seq."""
@@ -460,7 +527,10 @@ def payload_entries(frame: bytes) -> list[tuple[str | int, int, int]]:
         return data_entries(frame)
     header = parse_data_header(frame, _after_target(frame), counted=False)
     topic, offset = parse_topic(frame, header.topic_offset)
-    return [(topic, offset, len(frame))]
+    end = trailer_start(frame)
+    if end < offset:
+        raise ProtocolError("DIRECT frame's signature runs into its message")
+    return [(topic, offset, end)]
 
 
 def _after_target(frame: bytes) -> int:
