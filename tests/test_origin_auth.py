@@ -341,6 +341,8 @@ def test_from_tls_and_a_reload_with_a_new_certificate(cluster: Cluster, tmp_path
     a_serial = x509.load_der_x509_certificate(a.own_chain()[0]).serial_number
     b.reload(RevokingSetup(files, frozenset({a_serial})))
     assert b.verify(b"a", [MESSAGE], a.sign([MESSAGE])) is False
+    fresh = OriginAuthenticator.from_tls(RevokingSetup(files, frozenset({a_serial})))
+    assert "revoked (denied)" in refusal(fresh, a.own_chain())
 
 
 def test_a_reload_with_another_ca_drops_what_no_longer_chains(cluster: Cluster, tmp_path: Path) -> None:
@@ -370,7 +372,8 @@ def test_an_ed25519_node_end_to_end(cluster: Cluster) -> None:
     for pieces in splits(MESSAGE):
         signature = ed.sign(pieces)
         assert len(signature) == 64
-        assert ec_node.verify(b"ed", [MESSAGE], signature) is True
+        for other in splits(MESSAGE):
+            assert ec_node.verify(b"ed", other, signature) is True
     assert ec_node.verify(b"ed", [MESSAGE[:-1]], signature) is False
     assert ec_node.verify(b"ed", [MESSAGE], signature[:-1]) is False
     assert ed.verify(b"ec", [MESSAGE], ec_node.sign([MESSAGE])) is True

@@ -226,17 +226,18 @@ class OriginAuthenticator:
         return cls(key, chain, authorities, revoked, max_certificates)
 
     def _take_own(self, key: Any, chain: list[x509.Certificate], authorities: list[x509.Certificate]) -> None:
-        """Check our key, certificate and CAs and take them (nothing changes if they are refused)."""
+        """Check our key, certificate and CAs and take them; nothing changes if they are refused
+        (ConfigError, a ValueError, naming the `tls` file at fault, as `tls.load` does)."""
         if not isinstance(key, (ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey)):
-            raise ValueError(f"the node's key is {type(key).__name__.removeprefix('_')}; only EC and Ed25519 "
-                             "keys sign origins")
+            kind = type(key).__name__.removeprefix("_")
+            raise ConfigError(f"tls.key: the node's key is {kind}; only EC and Ed25519 keys sign origins")
         if not chain or not authorities:
-            raise ValueError("no certificate of ours, or no CA")
+            raise ConfigError("tls.cert: no certificate of ours" if not chain else "tls.ca: no CA")
         if key.public_key() != chain[0].public_key():
-            raise ValueError("the node's key is not the key of its certificate")
+            raise ConfigError("tls.key: the node's key is not the key of its certificate (tls.cert)")
         name = certs.node_name(chain[0])
         if name is None:
-            raise ValueError(f"our certificate names no swarm node (no '{certs.URI_SCHEME}:' URI)")
+            raise ConfigError(f"tls.cert: our certificate names no swarm node (no '{certs.URI_SCHEME}:' URI)")
         der = [certificate.public_bytes(serialization.Encoding.DER) for certificate in chain]
         own = _held(der, chain[0])
         old = self._names.pop(self._own, None)
@@ -420,7 +421,10 @@ class OriginAuthenticator:
     def reload(self, setup: TlsSetup) -> None:
         """Our key, certificate or CAs changed (a `tls` reload): take the new ones, as `from_tls` reads
         them, and keep what was learnt that still checks out against the new CAs and revocation check.
-        If the new files are refused (ConfigError, ValueError), nothing changes."""
+        If the new files are refused (ConfigError naming the file), nothing changes.
+
+        The files are read a second time (after `tls.load`): a key rewritten between the two readings
+        (`certs issue` writes the key, then the certificate) is refused here as it is there."""
         key, chain, authorities, revoked = _read_setup(setup)
         same_authorities = ({a.fingerprint(hashes.SHA256()) for a in authorities}
                             == {a.fingerprint(hashes.SHA256()) for a in self._authorities})
