@@ -331,8 +331,8 @@ def test_a_signature_rides_in_the_trailer_and_leaves_the_signed_bytes_alone() ->
 
 
 def test_a_direct_frame_carries_a_signature_after_its_message() -> None:
-    frame = wire.encode_direct(wire.encode_origin("t"), wire.encode_origin("o"), 3, 1, wire.encode_topic("rpc"),
-                               wire.encode_message({"ask": 1}), MAX)
+    frame = wire.encode_direct(wire.encode_origin("t"), wire.encode_origin("o"), 3, 1,
+                               wire.encode_topic("rpc"), wire.encode_message({"ask": 1}), MAX)
     signed = wire.with_signature(frame, b"\x01" * 70)
     ((topic, start, end),) = wire.payload_entries(signed)
     assert topic == "rpc" and wire.decode_message(signed[start:end]) == {"ask": 1}
