@@ -124,8 +124,9 @@ def format_report(report: dict[str, Any]) -> str:
             figures = entry["figures"]
             lines.append(f"  {entry['mode']:<7} round {entry['round']}: {figures['p50_ms']:.3f} / "
                          f"{figures['p99_ms']:.3f}")
-        lines.append(f"  median p50: tls {latency['tls_p50_ms']:.3f} ms, signed {latency['signed_p50_ms']:.3f} "
-                     f"ms  ->  signed - tls = {latency['p50_rise_us']:+.0f} us")
+        rise = latency["p50_rise_us"]
+        lines.append(f"  median p50: tls {latency['tls_p50_ms']:.3f} ms, signed "
+                     f"{latency['signed_p50_ms']:.3f} ms  ->  signed - tls = {rise:+.0f} us")
     return "\n".join(lines).rstrip()
 
 
