@@ -19,10 +19,12 @@ What is signed (`wire.signed_pieces`, `wire.leave_claim`, `wire.peer_claim`):
 
 Relays check before forwarding (a forgery goes no further than the first honest node, and cannot make
 every node pay a check for it), once per *new* frame: a copy already seen is dropped from its header
-before any check. A frame that fails is dropped before the seen-record hears of it (a forgery cannot
-take the number of a genuine message), counted, and reported as an `error` event naming the relay it
-came from, at most once a second. A frame from an epoch older than one already verified for its origin
-is refused too (a replay of a restarted node's old stream).
+before any check. A frame that comes from its origin itself is not checked: the TLS link already says
+who wrote it and that it was not changed, so a neighbour pays one signature, not a signature and a check
+(its signature goes on with it, and the next hops check it). A frame that fails is dropped before the
+seen-record hears of it (a forgery cannot take the number of a genuine message), counted, and reported
+as an `error` event naming the relay it came from, at most once a second. A frame from an epoch older
+than one already verified for its origin is refused too (a replay of a restarted node's old stream).
 
 Certificates travel in CERTS frames: a new link is sent every chain this node holds (its own first),
 and a chain learnt for the first time is passed to every other link, ahead of any frame it verified on
@@ -140,7 +142,11 @@ class Origins:
         newest = self._newest_epoch.get(origin, 0)
         if epoch < newest:
             return self._refuse(C.STALE_FRAMES_REFUSED, relay, origin, now)
-        verdict = self.auth.verify(origin, wire.signed_pieces(frame), wire.signature(frame))
+        # From the origin itself: its TLS link already vouches for who wrote it and that nothing changed
+        # on the way, so the check would only repeat that (a neighbour's latency is then one signature,
+        # not a signature and a check). Its signature still goes on with it, for the next hops to check.
+        verdict = True if relay == origin else self.auth.verify(origin, wire.signed_pieces(frame),
+                                                                 wire.signature(frame))
         if verdict is None:
             if origin not in self._wanted and len(self._wanted) < NAMES_WANTED:
                 self._wanted.add(origin)
