@@ -181,3 +181,6 @@ def test_a_frame_from_its_origin_itself_is_not_checked_again_and_goes_on_with_it
     assert counters[C.UNVERIFIED_FRAMES_DROPPED] == 0
     assert not part.check_frame(frame, 2, b"b", 0.0)  # the same bytes from a relay are checked
     assert not part.check_frame(signed_frame("a", epoch=4), 1, b"a", 0.0)  # (and epochs still are)
+    unsigned = wire.encode_batch(wire.encode_origin("a"), 5, 2, [wire.encode_entry(
+        wire.encode_topic("t"), wire.encode_message("no signature"), 1 << 20)])
+    assert not part.check_frame(unsigned, 1, b"a", 0.0)  # what the next hops would refuse, refused here

@@ -145,8 +145,9 @@ class Origins:
         # From the origin itself: its TLS link already vouches for who wrote it and that nothing changed
         # on the way, so the check would only repeat that (a neighbour's latency is then one signature,
         # not a signature and a check). Its signature still goes on with it, for the next hops to check.
-        verdict = True if relay == origin else self.auth.verify(origin, wire.signed_pieces(frame),
-                                                                 wire.signature(frame))
+        signature = wire.signature(frame)
+        verdict = (True if relay == origin and signature  # (unsigned: refused here as it would be later)
+                   else self.auth.verify(origin, wire.signed_pieces(frame), signature))
         if verdict is None:
             if origin not in self._wanted and len(self._wanted) < NAMES_WANTED:
                 self._wanted.add(origin)
