@@ -3,10 +3,13 @@
     python -m swarm certs init DIR [--days 3650] [--force]
     python -m swarm certs issue DIR NAME [--days 365] [--force]
     python -m swarm certs show FILE
+    python -m swarm certs revoke DIR CERT.pem [--days 30]
 
 `init` writes `DIR/ca.key` and `DIR/ca.pem` (a self-signed CA); `issue` writes `DIR/NAME.key` and
 `DIR/NAME.pem`, a certificate for the node whose `serverName` is NAME, signed by the CA in DIR. `show`
-prints who a certificate is for, who issued it and when it expires.
+prints who a certificate is for, who issued it and when it expires. `revoke` adds a certificate's serial to
+`DIR/crl.pem`, the CA's certificate revocation list (made if absent, re-signed each time), for the `tls.crl`
+option of every node (docs/security.md, "Revoking a certificate").
 
 Keys are EC P-256 (ECDSA with SHA-256): accepted by every TLS 1.3 stack, small, and fast to sign and
 verify. Certificates are valid for TLS server and client authentication both (a node is either end of a
@@ -22,7 +25,8 @@ The subject's common name is the name as well (cut to 64 characters), for humans
 Files are written with owner-only permissions (0600; the directory, if created, 0700): each file is
 created under a temporary name with `os.open(..., 0o600)`, so it is never readable by others, not even for
 a moment, and then renamed over its final name, so a reader sees the old file or the new one, never half
-a file. Existing files are only replaced with `force`.
+a file. Existing files are only replaced with `force`. The CRL is the exception: it is public, meant to
+be copied to every node, so it is written 0644 (by the same temporary-file-and-rename path).
 """
 
 from __future__ import annotations
@@ -45,16 +49,21 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .errors import SwarmError
 
-__all__ = ["CA_CERT", "CA_KEY", "CertError", "CertPaths", "URI_SCHEME", "describe", "init", "is_dns_name",
-           "issue", "load_ca", "make_ca", "make_node_certificate", "node_name", "node_uri"]
+__all__ = ["CA_CERT", "CA_CRL", "CA_KEY", "CertError", "CertPaths", "URI_SCHEME", "describe", "init",
+           "is_dns_name", "issue", "load_ca", "make_ca", "make_node_certificate", "node_name", "node_uri",
+           "revoke"]
 
 CA_KEY = "ca.key"
 CA_CERT = "ca.pem"
+CA_CRL = "crl.pem"
 URI_SCHEME = "swarm"
 # A node's certificate is valid from a little before it is made: clocks of a cluster differ a bit.
 CLOCK_SKEW = datetime.timedelta(minutes=5)
 DEFAULT_CA_DAYS = 3650
 DEFAULT_NODE_DAYS = 365
+# A CRL's next update: a node warns once it is past (and still uses it), so a month leaves time to notice
+# and re-sign (`certs revoke` again) without having to do it daily.
+DEFAULT_CRL_DAYS = 30
 # A server name fits one length byte on the wire (swarm.protocol.wire.MAX_NAME_BYTES).
 MAX_NAME_BYTES = 255
 _DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
@@ -210,8 +219,10 @@ def cert_pem(certificate: x509.Certificate) -> bytes:
 # ---------------------------------------------------------------------- files
 
 
-def write_private(path: str | os.PathLike[str], data: bytes, *, force: bool = False) -> None:
-    """Write `data` to `path`, owner-only (0600) from its creation, replacing it atomically.
+def write_private(path: str | os.PathLike[str], data: bytes, *, force: bool = False, mode: int = 0o600
+                  ) -> None:
+    """Write `data` to `path`, owner-only (0600) from its creation, replacing it atomically; `mode` is
+    set once the data is written (0o644 for the CRL, which is public).
 
     Raises CertError if `path` exists and `force` is false.
     """
@@ -224,6 +235,8 @@ def write_private(path: str | os.PathLike[str], data: bytes, *, force: bool = Fa
     try:
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
+            if mode != 0o600:
+                os.fchmod(handle.fileno(), mode)  # exactly `mode`, whatever the umask
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
@@ -309,6 +322,69 @@ def issue(directory: str | os.PathLike[str], name: str, *, days: int = DEFAULT_N
     return paths
 
 
+@dataclasses.dataclass(frozen=True)
+class Revoked:
+    """What `revoke` did."""
+
+    crl: Path
+    serial: int
+    name: str | None
+    added: bool  # False: the serial was listed already (the CRL was re-signed)
+    entries: int
+    next_update: datetime.datetime
+
+
+def revoke(directory: str | os.PathLike[str], certificate_file: str | os.PathLike[str], *,
+           days: int = DEFAULT_CRL_DAYS) -> Revoked:
+    """Add the serial of the certificate in `certificate_file` to `directory/crl.pem` (made if absent),
+    signed by the CA in `directory`, next update in `days` days. Nodes with `tls.crl` set to a copy of it
+    refuse that certificate once they reload. Running it again for a listed serial re-signs the CRL."""
+    ca_key, ca_cert = load_ca(directory)
+    source = Path(certificate_file)
+    try:
+        certificate = x509.load_pem_x509_certificate(_read(source, "certificate"))
+    except ValueError as error:
+        raise CertError(f"{source}: not a PEM certificate ({error})") from None
+    if certificate.issuer != ca_cert.subject:
+        raise CertError(f"{source}: issued by {certificate.issuer.rfc4514_string()}, not by the CA in "
+                        f"{directory} ({ca_cert.subject.rfc4514_string()}); revoke it with its own CA")
+    try:
+        certificate.verify_directly_issued_by(ca_cert)
+    except Exception:  # InvalidSignature, ValueError
+        raise CertError(f"{source}: not signed by the CA in {directory}'s key") from None
+    path = Path(directory) / CA_CRL
+    entries: list[x509.RevokedCertificate] = []
+    number = 0
+    if path.exists():
+        try:
+            old = x509.load_pem_x509_crl(_read(path, "CRL"))
+        except ValueError as error:
+            raise CertError(f"{path}: not a PEM CRL ({error}); move it away to start a new one") from None
+        if old.issuer != ca_cert.subject or not old.is_signature_valid(ca_key.public_key()):
+            raise CertError(f"{path}: not signed by the CA in {directory}; move it away to start a new one")
+        entries = list(old)
+        try:
+            number = old.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+        except x509.ExtensionNotFound:
+            pass
+    now = _now()
+    added = certificate.serial_number not in {entry.serial_number for entry in entries}
+    if added:
+        entries.append(x509.RevokedCertificateBuilder().serial_number(certificate.serial_number)
+                       .revocation_date(now).build())
+    next_update = now + datetime.timedelta(days=days)
+    builder = (x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject)
+               .last_update(now).next_update(next_update)
+               .add_extension(x509.CRLNumber(number + 1), critical=False)
+               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                              critical=False))
+    for entry in entries:
+        builder = builder.add_revoked_certificate(entry)
+    crl = builder.sign(ca_key, hashes.SHA256())
+    write_private(path, crl.public_bytes(serialization.Encoding.PEM), force=True, mode=0o644)
+    return Revoked(path, certificate.serial_number, node_name(certificate), added, len(entries), next_update)
+
+
 def describe(certificate: x509.Certificate) -> dict[str, object]:
     """What an operator wants to know about a certificate (what `certs show` prints)."""
     return {
@@ -336,11 +412,11 @@ def _days(text: str) -> int:
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add `certs init|issue|show` to the subcommands of `python -m swarm`."""
+    """Add `certs init|issue|show|revoke` to the subcommands of `python -m swarm`."""
     certs = commands.add_parser("certs", help="create a cluster CA and node certificates for mutual TLS",
                                 description="Create a cluster CA and node certificates for the `tls` option "
                                             "(docs/security.md). Keys are written owner-only (0600).")
-    actions = certs.add_subparsers(dest="certs_command", metavar="{init,issue,show}", required=True)
+    actions = certs.add_subparsers(dest="certs_command", metavar="{init,issue,show,revoke}", required=True)
     init_parser = actions.add_parser("init", help="create a cluster CA: DIR/ca.key and DIR/ca.pem")
     init_parser.add_argument("directory", metavar="DIR")
     init_parser.add_argument("--days", type=_days, default=DEFAULT_CA_DAYS,
@@ -356,7 +432,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     issue_parser.add_argument("--force", action="store_true", help="replace existing files (rotation)")
     show_parser = actions.add_parser("show", help="print who a certificate is for and when it expires")
     show_parser.add_argument("file", metavar="FILE")
-    for parser in (certs, init_parser, issue_parser, show_parser):
+    revoke_parser = actions.add_parser("revoke", help="add a certificate's serial to DIR/crl.pem (the CRL)")
+    revoke_parser.add_argument("directory", metavar="DIR", help="directory of the CA that issued it")
+    revoke_parser.add_argument("certificate", metavar="CERT", help="the certificate to revoke (PEM)")
+    revoke_parser.add_argument("--days", type=_days, default=DEFAULT_CRL_DAYS,
+                               help=f"the CRL's next update, in days (default: {DEFAULT_CRL_DAYS})")
+    for parser in (certs, init_parser, issue_parser, show_parser, revoke_parser):
         parser.add_argument("--log-level", default="WARNING",
                             choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], help=argparse.SUPPRESS)
 
@@ -370,6 +451,13 @@ def run(args: argparse.Namespace) -> list[str]:
         paths = issue(args.directory, args.name, days=args.days, force=args.force, out=args.out)
         return [f"wrote {paths.key} (0600) and {paths.cert}: node {args.name!r} ({node_uri(args.name)}), "
                 f"valid for {args.days} days"]
+    if args.certs_command == "revoke":
+        done = revoke(args.directory, args.certificate, days=args.days)
+        who = f"serial {done.serial:x} ({done.name or 'no swarm name'})"
+        what = f"revoked {who}" if done.added else f"{who} was already revoked, CRL re-signed"
+        return [f"{what}: wrote {done.crl} (0644), {done.entries} revoked, next update "
+                f"{done.next_update:%Y-%m-%d %H:%M} UTC; copy it to each node's tls.crl and reload them "
+                "(SIGHUP)"]
     path = Path(args.file)
     try:
         certificates = x509.load_pem_x509_certificates(_read(path, "certificate"))

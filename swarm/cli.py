@@ -5,7 +5,7 @@
     python -m swarm pub  [--config FILE] [--option ...] TOPIC JSON [--timeout S]
     python -m swarm demo [--nodes 8] [--messages N] [--publishers P] [--size BYTES] [--rate R]
     python -m swarm status HOST:PORT [--json] [--config FILE] [--option tls.ca=...]
-    python -m swarm certs init DIR | issue DIR NAME [--days N] | show FILE
+    python -m swarm certs init DIR | issue DIR NAME [--days N] | show FILE | revoke DIR CERT
 
 Options come from a deepstream-style config file (`plugins.message.options`, see `swarm.config`) and from
 `--option key=value` flags, which win over the file. A bad configuration prints one line,
@@ -20,7 +20,7 @@ Lines meant for programs (each flushed at once):
 * `pub` prints nothing on success; it exits 1 with a reason on stderr when no peer is reachable.
 * `node` re-reads its `tls` files on SIGHUP and prints `tls-reloaded <serverName> <serial>` (the serial
   of the certificate now in use, hex) or `tls-reload-failed <serverName>: <reason>` (the files in use
-  before stay in use).
+  before stay in use). A reload whose `tls.crl` or `tls.deny` now revokes a linked peer cuts that link.
 
 A command whose stdout is closed early by its reader (`swarm status HOST:PORT | head -1`) stops quietly
 with status 141 (128 + SIGPIPE); `sub` alone leaves the cluster and exits 0.

@@ -111,28 +111,33 @@ def format_bridge(kind: str, host: str, port: int) -> str:
 
 
 TLS_KEYS = ("ca", "cert", "key")
+# Optional files of `tls`, for revocation (docs/security.md, "Revoking a certificate"): none by default,
+# since a cluster that never revokes needs neither.
+TLS_OPTIONAL_KEYS = ("crl", "deny")
 
 
 @dataclasses.dataclass(frozen=True)
 class TlsFiles:
     """The `tls` option: the cluster CA bundle, this node's certificate and its private key (PEM files,
-    absolute paths)."""
+    absolute paths), and optionally what is revoked: a CRL file and a deny-list."""
 
     ca: str
     cert: str
     key: str
+    crl: str | None = None  # CRLs (PEM or DER) signed by a CA of `ca`: the serials they list are refused
+    deny: str | None = None  # a text file of `sha256:<fingerprint>` / `serial:<hex>` lines, refused too
 
     @classmethod
     def from_value(cls, value: Any, key: str = "tls") -> TlsFiles:
-        """Check the shape of a `{ca, cert, key}` mapping; ConfigError names `tls.ca` etc. Files are not
-        read here but when a node is built (`swarm.transport.tls.resolve`)."""
+        """Check the shape of a `{ca, cert, key[, crl, deny]}` mapping; ConfigError names `tls.ca` etc.
+        Files are not read here but when a node is built (`swarm.transport.tls.resolve`)."""
         if isinstance(value, TlsFiles):
             return value
         if not isinstance(value, Mapping):
             raise ConfigError(f"{key}: expected a mapping {{ca: FILE, cert: FILE, key: FILE}}, got {value!r}")
         for name in value:
-            if name not in TLS_KEYS:
-                raise ConfigError(f"{key}.{name}: unknown key (expected ca, cert, key)")
+            if name not in TLS_KEYS + TLS_OPTIONAL_KEYS:
+                raise ConfigError(f"{key}.{name}: unknown key (expected ca, cert, key, crl, deny)")
         paths = {}
         what = {"ca": "the cluster CA bundle", "cert": "this node's certificate", "key": "its private key"}
         for name in TLS_KEYS:
@@ -144,6 +149,13 @@ class TlsFiles:
             if not isinstance(path, str) or not path:
                 raise ConfigError(f"{key}.{name}: expected a file path, got {path!r}")
             paths[name] = os.path.abspath(path)
+        for name in TLS_OPTIONAL_KEYS:
+            path = value.get(name)
+            if isinstance(path, os.PathLike):
+                path = os.fspath(path)
+            if path is not None and (not isinstance(path, str) or not path):
+                raise ConfigError(f"{key}.{name}: expected a file path, got {path!r}")
+            paths[name] = os.path.abspath(path) if path is not None else None
         return cls(**paths)
 
 
@@ -167,7 +179,7 @@ class Option:
         if self.kind == "choice":
             return "one of " + ", ".join(self.choices)
         if self.kind == "tls":
-            return "a mapping `{ca, cert, key}` of PEM file paths"
+            return "a mapping `{ca, cert, key}` of PEM file paths, optionally `crl` and `deny`"
         if self.kind == "bridge":
             return "'127.0.0.1:PORT' (loopback) or a unix socket path"
         names = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
@@ -393,8 +405,20 @@ OPTIONS: tuple[Option, ...] = (
            "node's certificate and its key (PEM; made by `python -m swarm certs`). Every link is then TLS "
            "1.3, both ends show a certificate from the bundle's CAs, and a peer's certificate must name "
            "the server name it claims; there is no plaintext fallback. `serverName` defaults to the "
-           "certificate's name. Files are re-read on SIGHUP and by `Connector.reload_tls()`. Default: "
+           "certificate's name. Optional `crl: FILE` (CRLs, PEM or DER, each signed by a CA of the bundle) "
+           "and `deny: FILE` (lines `sha256:<certificate fingerprint>` or `serial:<hex>`, `#` comments) "
+           "revoke certificates: a peer showing one is refused at the handshake, and a node does not "
+           "start with a revoked certificate. Files are re-read on SIGHUP and by "
+           "`Connector.reload_tls()`, which also cuts the live links of peers now revoked. Default: "
            "none, plaintext (warned about when `host` is not loopback). See docs/security.md."),
+    Option("signOrigins", "bool", True,
+           "With `tls`: sign what this node originates (DATA, direct messages, its LEAVE and peer record) "
+           "with its certificate's key, and check every new frame against its origin's certificate before "
+           "relaying or delivering it, so that no member can forge or alter another's messages "
+           "(docs/security.md). `false` trusts every member that holds a certificate, as protocol "
+           "version 3 did, and saves the signing and checking CPU (docs/performance.md). Give every "
+           "node of a cluster the same value: a checking node drops what an unsigned one sends (counted "
+           "and reported as `error` code `unverified`). Ignored without `tls`."),
     Option("logFormat", "choice", "text",
            "How `python -m swarm` writes its log lines on stderr: `text`, or `json`: one JSON object a line "
            "(time, level, logger, node, message), with the node's name in each, for log collectors.",

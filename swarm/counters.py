@@ -171,6 +171,12 @@ TLS_ERRORS = _declare(TRANSPORT, "tls_errors", "TLS handshakes that broke for ot
 TLS_RELOADS = _declare(TRANSPORT, "tls_reloads", "TLS files re-read (SIGHUP, `reload_tls()`)")
 TLS_RELOAD_FAILURES = _declare(TRANSPORT, "tls_reload_failures",
                                "TLS reloads that failed (the previous files stay in use)")
+TLS_REVOKED_REFUSED = _declare(TRANSPORT, "tls_revoked_refused",
+                               "TLS peers refused after the handshake because `tls.crl` or `tls.deny` "
+                               "revokes their certificate (counted in `tls_refused` too)")
+LINKS_CUT_REVOKED = _declare(TRANSPORT, "links_cut_revoked",
+                             "live links cut on a TLS reload because the peer's certificate is now revoked "
+                             "(told why in a REFUSE with code `revoked`)")
 
 # ---------------------------------------------------------------------- node (both API faces)
 DROPPED_AFTER_UNSUBSCRIBE = _declare(NODE, "dropped_after_unsubscribe",

@@ -261,13 +261,15 @@ class Node:
         return status
 
     def reload_tls(self, tls: Mapping[str, Any] | TlsFiles | None = None) -> dict[str, Any]:
-        """Re-read the `tls` files (CA bundle, certificate, key), or switch to the files of `tls`.
+        """Re-read the `tls` files (CA bundle, certificate, key, CRL, deny-list), or switch to the files
+        of `tls`.
 
-        New connections use them; links already up keep running. What `python -m swarm node` does on
-        SIGHUP. Returns what is now in use (certificate name, serial, expiry, trusted CAs). Raises
-        ConfigError, naming `tls.ca`, `tls.cert` or `tls.key`, if the files do not load or the certificate
-        is for another node; the files in use before stay in use. Raises ConfigError too if the node
-        was started without `tls`.
+        New connections use them; links already up keep running, but for those of peers whose
+        certificate they now revoke, which are cut. What `python -m swarm node` does on SIGHUP. Returns
+        what is now in use (certificate name, serial, expiry, trusted CAs, revocation entries). Raises
+        ConfigError, naming `tls.ca`, `tls.cert`, `tls.key`, `tls.crl` or `tls.deny`, if the files do
+        not load or the certificate is for another node; the files in use before stay in use. Raises
+        ConfigError too if the node was started without `tls`.
         """
         files = TlsFiles.from_value(tls) if tls is not None else None
         setup = self._engine.reload_tls(files)

@@ -65,7 +65,7 @@ from ..protocol import wire
 from ..protocol.framing import FrameReader
 from ..protocol.state import CoreConfig, NodeState
 from ..protocol.wire import KIND_DATA, max_frame_body
-from . import tls
+from . import origin_auth, tls
 from .framing import advance, take_frames
 
 __all__ = ["DROP_COUNTERS", "Engine", "SendQueue", "fetch_status", "open_bus_warning"]
@@ -206,13 +206,15 @@ class Link:
     """One TCP connection and what belongs to it."""
 
     __slots__ = ("id", "stream", "queue", "scope", "retiring", "final", "close_reason", "outbound",
-                 "identity", "peer_serial", "where", "fd", "writer_idle", "over_half_since", "lagging")
+                 "identity", "peer_serial", "peer_certificate", "where", "fd", "writer_idle",
+                 "over_half_since", "lagging")
 
     def __init__(self, conn_id: int, stream: trio.abc.Stream, queue_limit: int, outbound: bool,
                  queue_bytes: int = 1 << 62) -> None:
         self.id = conn_id
         self.identity: str | None = None  # the name in the peer's TLS certificate
         self.peer_serial: int | None = None
+        self.peer_certificate: Any = None  # its x509.Certificate: a reload that revokes it cuts the link
         self.where = ""  # "the link to host:port" / "the connection from host:port", for TLS errors
         self.stream = stream
         self.queue = SendQueue(queue_limit, queue_bytes)
@@ -263,6 +265,7 @@ class Engine:
         # The TLS contexts new connections get (replaced whole by `reload_tls`); None: plaintext.
         self._tls: tls.TlsSetup | None = tls.load(options.tls) if options.tls is not None else None
         self._tls_reports: dict[tuple[str, ...], int] = {}
+        self._origins: origin_auth.OriginAuthenticator | None = None  # made with the core (`run`)
         # Set by a direct write, cleared by the next writer to run: at most one per turn of the event
         # loop, so a burst still leaves in coalesced writes.
         self._wrote_directly = False
@@ -291,9 +294,12 @@ class Engine:
         warning = open_bus_warning(options, port)
         if warning:
             log.warning("%s", warning)
+        # Signed origins (`signOrigins`, with `tls`): the core signs and checks through this.
+        self._origins = (origin_auth.OriginAuthenticator.from_tls(self._tls)
+                         if self._tls is not None and options.signOrigins else None)
         self.core = NodeState(CoreConfig.from_options(options), epoch=epoch,
                               listen_address=(options.advertiseHost, port), rng=self._rng,
-                              counters=self.counters, topics=self._topics)
+                              counters=self.counters, topics=self._topics, authenticator=self._origins)
         if options.peersFile:
             self.core.remember(read_peers_file(options.peersFile), trio.current_time())
         try:
@@ -401,12 +407,16 @@ class Engine:
             status["tls"] = dict(self._tls.status(), peers={
                 link.identity: f"{link.peer_serial:x}" for link in self._links.values()
                 if link.identity is not None and link.peer_serial is not None})
+            if self._origins is not None:
+                status["tls"]["origins"] = self._origins.status()  # the certificates held for checking
         return status
 
     def reload_tls(self, files: TlsFiles | None = None) -> tls.TlsSetup:
-        """Re-read the CA bundle, certificate and key (or switch to `files`) for new connections.
+        """Re-read the CA bundle, certificate, key and revocation files (or switch to `files`) for new
+        connections.
 
-        Links already up keep running on the contexts they were made with. If the files do not load, or
+        Links already up keep running on the contexts they were made with, but for those whose peer's
+        certificate the new files revoke: they are cut (`_cut_revoked`). If the files do not load, or
         the certificate is for another name than this node's, ConfigError is raised, counted
         (`tls_reload_failures`), and the old files stay in use.
         """
@@ -423,12 +433,23 @@ class Engine:
             log.error("%s: TLS files not reloaded, the previous ones stay in use: %s",
                       self.options.serverName, error)
             raise
+        if self._origins is not None:
+            try:
+                self._origins.reload(setup)
+            except ConfigError as error:
+                self.counters[C.TLS_RELOAD_FAILURES] += 1
+                log.error("%s: TLS files not reloaded, the previous ones stay in use: %s",
+                          self.options.serverName, error)
+                raise
         self._tls = setup
         if files is not None:
             self.options = self.options.replace(tls=files)
+        if self._origins is not None and self.core is not None:
+            self._apply(self.core.certificate_changed(trio.current_time()))
         self.counters[C.TLS_RELOADS] += 1
         log.info("%s: TLS files reloaded: certificate %x valid until %s, %d CA(s) trusted",
                  self.options.serverName, setup.serial, setup.not_after.isoformat(), len(setup.authorities))
+        self._cut_revoked(setup)
         return setup
 
     # ------------------------------------------------------------------ carrying out the core's actions
@@ -622,12 +643,34 @@ class Engine:
                 self._tls_failed(where, C.TLS_REFUSED, reason)
                 await trio.aclose_forcefully(secure.transport_stream)
                 raise _HandshakeFailed(reason)
+            leaf = tls.peer_leaf(secure)
+            assert self._tls is not None and leaf is not None
+            # The newest files decide: a revocation reloaded while this handshake ran counts.
+            revoked = self._tls.revoked(leaf)
+            if revoked is not None:
+                reason = f"its certificate ({name!r}, serial {serial:x}) is revoked: {revoked}"
+                self.counters[C.TLS_REVOKED_REFUSED] += 1
+                self._tls_failed(where, C.TLS_REFUSED, reason)
+                await self._refuse_revoked(secure, revoked)
+                raise _HandshakeFailed(reason)
         except _HandshakeFailed:
             raise
         except BaseException:
             await trio.aclose_forcefully(secure.transport_stream)
             raise
-        return _TlsPeer(where, name, serial)
+        return _TlsPeer(where, name, serial, secure.getpeercert(binary_form=True), leaf)
+
+    async def _refuse_revoked(self, secure: trio.SSLStream[trio.SocketStream], revoked: str) -> None:
+        """Close a connection whose peer's certificate is revoked. A peer that dialled us is told why in a
+        REFUSE (code `revoked`), so it reports it and redials only at `reconnectMaxDelay`; one we dialled
+        is closed without a word (its core, an accepting end, has no dial to back off)."""
+        if secure.server_side:
+            with trio.move_on_after(REFUSAL_LINGER):
+                try:
+                    await secure.send_all(_revoked_refusal(revoked))
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    pass
+        await self._linger_close(secure.transport_stream, b"")
 
     async def _linger_close(self, stream: trio.SocketStream, last_words: bytes) -> None:
         """Send `last_words`, end our side, read (and drop) what the peer still sends for a moment, close.
@@ -681,13 +724,14 @@ class Engine:
                     self.options.sendQueueBytes)
         if peer is not None:
             link.where, link.identity, link.peer_serial = peer.where, peer.name, peer.serial
+            link.peer_certificate = peer.leaf
         self._links[link.id] = link
         try:
             with link.scope:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._writer, link)
                     self._apply(core.on_connection_open(link.id, outbound, address, trio.current_time(),
-                                                        link.identity))
+                                                        link.identity, peer and peer.certificate))
                     try:
                         await self._reader(link)
                     except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
@@ -839,6 +883,28 @@ class Engine:
         link.scope.deadline = trio.current_time() + LINK_FLUSH_TIMEOUT
 
 
+    def _cut_revoked(self, setup: tls.TlsSetup) -> None:
+        """Close every live link whose peer's certificate `setup` revokes, telling the peer why (REFUSE,
+        code `revoked`, after the control frames it was already sent; its queued DATA is dropped). Its
+        redials are refused at the handshake."""
+        for link in list(self._links.values()):
+            if link.peer_certificate is None or link.queue.closed:
+                continue
+            revoked = setup.revoked(link.peer_certificate)
+            if revoked is None:
+                continue
+            text = (f"TLS: cutting the link to {link.identity} ({link.where}): its certificate is revoked: "
+                    f"{revoked}")
+            self.counters[C.LINKS_CUT_REVOKED] += 1
+            log.warning("%s: %s", self.options.serverName, text)
+            self._error("tls", text)
+            dropped = link.queue.finish(_revoked_refusal(revoked), keep_data=False)
+            self.counters[C.DROPPED_ON_CLOSE] += len(dropped)
+            self.counters[C.DROPPED_ON_CLOSE_MESSAGES] += sum(map(wire.messages_in, dropped))
+            link.close_reason = f"certificate revoked: {revoked}"
+            link.scope.deadline = trio.current_time() + LINK_FLUSH_TIMEOUT
+
+
 async def _send_vectored(sock: Any, buffers: list[Any]) -> None:
     """Write `buffers` in order to a plain TCP socket with as few writevs as the kernel takes, as
     `SocketStream.send_all` writes one buffer (and failing the same way); a partial write resumes from
@@ -853,6 +919,12 @@ async def _send_vectored(sock: Any, buffers: list[Any]) -> None:
         buffers = advance(buffers, sent)
 
 
+def _revoked_refusal(revoked: str) -> bytes:
+    """The REFUSE a peer whose certificate is revoked gets (its node reports it, and backs off)."""
+    return wire.encode_control(wire.KIND_REFUSE, {"reason": f"our certificate is revoked: {revoked}",
+                                                  "code": "revoked"})
+
+
 class _HandshakeFailed(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -862,12 +934,15 @@ class _HandshakeFailed(Exception):
 class _TlsPeer:
     """Who is at the other end of a TLS connection (its certificate's name and serial)."""
 
-    __slots__ = ("where", "name", "serial")
+    __slots__ = ("where", "name", "serial", "certificate", "leaf")
 
-    def __init__(self, where: str, name: str, serial: int) -> None:
+    def __init__(self, where: str, name: str, serial: int, certificate: bytes | None = None,
+                 leaf: Any = None) -> None:
         self.where = where
         self.name = name
         self.serial = serial
+        self.certificate = certificate  # DER: the core learns it, for checking the peer's signatures
+        self.leaf = leaf  # the same, an x509.Certificate: checked against revocations on a reload
 
 
 def open_bus_warning(options: Options, port: int | None = None) -> str | None:

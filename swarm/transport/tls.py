@@ -10,6 +10,13 @@ compares with the name the peer claims in its HELLO.
 `swarm.config` checks only the shape of the `tls` option; `resolve(options)` reads the files when a node
 is built from its options, so that a bad file fails there, and gives the node its certificate's name.
 
+**Revocation.** The optional `tls.crl` (CRLs, each signed by a CA of the bundle) and `tls.deny` (SHA-256
+fingerprints and serials) are read with the other files. `TlsSetup.revoked(certificate)` says why a
+certificate is revoked, or None: the engine asks it of every peer after the TLS handshake, in both
+directions, and of every live link after a reload (cutting the revoked ones). The check is ours, not
+OpenSSL's (no `VERIFY_CRL_CHECK_LEAF`), since the deny-list needs it anyway and one path is simpler to
+reason about than two. A node whose own certificate is revoked does not start (ConfigError, `tls.cert`).
+
 A `TlsSetup` is immutable. Reloading builds a new one from the files and the engine swaps it in: new
 connections use it, links already up keep the one they were made with. If the new files do not load, the
 old setup stays in use and the error is raised to whoever asked for the reload.
@@ -21,12 +28,13 @@ import dataclasses
 import datetime
 import logging
 import os
+import re
 import ssl
 from typing import TYPE_CHECKING, Any
 
 import trio
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from .. import certs
@@ -36,7 +44,8 @@ from ..errors import ConfigError
 if TYPE_CHECKING:
     from ..config import Options, TlsFiles
 
-__all__ = ["TlsSetup", "certificate_name", "explain", "load", "peer_certificate", "pending_alert", "resolve"]
+__all__ = ["Revocations", "TlsSetup", "certificate_name", "explain", "load", "peer_certificate", "peer_leaf",
+           "pending_alert", "resolve"]
 
 log = logging.getLogger("swarm.transport")
 
@@ -60,6 +69,31 @@ _ALERTS = {
 }
 
 
+_PEM_CRL = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re.DOTALL)
+_HEX = re.compile(r"[0-9a-f]+\Z")
+_DENY_FORMAT = "expected 'sha256:<64 hex digits>' or 'serial:<hex>'"
+
+
+@dataclasses.dataclass(frozen=True)
+class Revocations:
+    """What the `crl` and `deny` files of one reading revoke."""
+
+    crl: dict[tuple[x509.Name, int], str] = dataclasses.field(default_factory=dict)  # -> issuer, readable
+    fingerprints: frozenset[bytes] = frozenset()  # SHA-256 of the DER certificate (tls.deny)
+    serials: frozenset[int] = frozenset()  # tls.deny: of any issuer of the bundle
+
+    def reason(self, certificate: x509.Certificate) -> str | None:
+        serial = certificate.serial_number
+        issuer = self.crl.get((certificate.issuer, serial))
+        if issuer is not None:
+            return f"serial {serial:x} is in the CRL of {issuer}"
+        if serial in self.serials:
+            return f"serial {serial:x} is in tls.deny"
+        if self.fingerprints and certificate.fingerprint(hashes.SHA256()) in self.fingerprints:
+            return "its fingerprint is in tls.deny"
+        return None
+
+
 @dataclasses.dataclass(frozen=True)
 class TlsSetup:
     """The contexts made from one reading of the files, and what an operator wants to know of them."""
@@ -71,10 +105,18 @@ class TlsSetup:
     serial: int
     not_after: datetime.datetime
     authorities: tuple[str, ...]  # subjects of the CA certificates in the bundle
+    revocations: Revocations = dataclasses.field(default_factory=Revocations)  # tls.crl and tls.deny
+
+    def revoked(self, certificate: x509.Certificate) -> str | None:
+        """None if `certificate` is not revoked by these files; else why, in a few words ("serial 1a2b is
+        in the CRL of CN=...", "its fingerprint is in tls.deny")."""
+        return self.revocations.reason(certificate)
 
     def status(self) -> dict[str, Any]:
+        revocations = self.revocations
         return {"name": self.name, "serial": f"{self.serial:x}", "not_after": self.not_after.isoformat(),
-                "authorities": list(self.authorities)}
+                "authorities": list(self.authorities), "crl_entries": len(revocations.crl),
+                "deny_entries": len(revocations.fingerprints) + len(revocations.serials)}
 
 
 def _read(path: str, key: str, what: str) -> bytes:
@@ -108,6 +150,78 @@ def _signed_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
 def _no_password() -> bytes:
     # Never prompt on the terminal (OpenSSL would, for an encrypted key without a password).
     raise ConfigError("tls.key: the key is encrypted; swarm needs an unencrypted key (mode 0600)")
+
+
+def _read_crls(files: TlsFiles, authorities: list[x509.Certificate]) -> dict[tuple[x509.Name, int], str]:
+    """The (issuer, serial) pairs the CRLs of `tls.crl` list; each must be signed by a CA of the bundle."""
+    path = files.crl
+    assert path is not None
+    data = _read(path, "tls.crl", "CRL file")
+    try:
+        if b"-----BEGIN" in data:
+            blocks = _PEM_CRL.findall(data)
+            if not blocks:
+                raise ValueError("no '-----BEGIN X509 CRL-----' block")
+            crls = [x509.load_pem_x509_crl(block) for block in blocks]
+        else:
+            crls = [x509.load_der_x509_crl(data)]
+    except ValueError as error:
+        raise ConfigError(f"tls.crl: {path!r} is not a CRL, PEM or DER ({error})") from None
+    revoked: dict[tuple[x509.Name, int], str] = {}
+    now = datetime.datetime.now(datetime.UTC)
+    for crl in crls:
+        issuer = crl.issuer.rfc4514_string()
+        if not any(authority.subject == crl.issuer and _crl_signed_by(crl, authority)
+                   for authority in authorities):
+            raise ConfigError(f"tls.crl: {path!r} holds a CRL of {issuer} that no CA in tls.ca "
+                              f"({files.ca!r}) signed; a CRL counts only when a CA of the cluster signed it")
+        if crl.next_update_utc is not None and crl.next_update_utc < now:
+            # Still used: an old list of revoked certificates is better than none.
+            log.warning("tls.crl %s: the CRL of %s was due for an update on %s; it is still used, but "
+                        "re-sign it (`python -m swarm certs revoke`)", path, issuer,
+                        crl.next_update_utc.isoformat())
+        for entry in crl:
+            revoked[(crl.issuer, entry.serial_number)] = issuer
+    return revoked
+
+
+def _crl_signed_by(crl: x509.CertificateRevocationList, authority: x509.Certificate) -> bool:
+    try:
+        return crl.is_signature_valid(authority.public_key())
+    except Exception:  # a key type that cannot sign CRLs
+        return False
+
+
+def _read_deny(path: str) -> tuple[frozenset[bytes], frozenset[int]]:
+    """The fingerprints and serials of a deny-list; a malformed line is a ConfigError with its number."""
+    try:
+        text = _read(path, "tls.deny", "deny-list").decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"tls.deny: {path!r} is not UTF-8 text ({error})") from None
+    fingerprints: set[bytes] = set()
+    serials: set[int] = set()
+    for number, line in enumerate(text.splitlines(), 1):
+        entry = line.split("#", 1)[0].strip()
+        if not entry:
+            continue
+        kind, sep, value = entry.partition(":")
+        # Colons between the hex bytes are allowed: `openssl x509 -fingerprint -sha256` prints them.
+        digits = value.strip().replace(":", "").lower()
+        kind = kind.strip().lower()
+        if not sep or kind not in ("sha256", "serial"):
+            problem = "unknown kind of entry"
+        elif not _HEX.match(digits):
+            problem = "not hexadecimal"
+        elif kind == "sha256" and len(digits) != 64:
+            problem = f"a SHA-256 fingerprint has 64 hex digits, this one {len(digits)}"
+        elif kind == "sha256":
+            fingerprints.add(bytes.fromhex(digits))
+            continue
+        else:
+            serials.add(int(digits, 16))
+            continue
+        raise ConfigError(f"tls.deny: {path!r} line {number}: {problem} ({_DENY_FORMAT}), got {entry!r}")
+    return frozenset(fingerprints), frozenset(serials)
 
 
 def certificate_name(path: str) -> str:
@@ -162,10 +276,18 @@ def load(files: TlsFiles) -> TlsSetup:
             log.warning("tls.key %s can be read by other users; make it owner-only (chmod 600)", files.key)
     except OSError:
         pass
+    fingerprints, serials = _read_deny(files.deny) if files.deny is not None else (frozenset(), frozenset())
+    revocations = Revocations(_read_crls(files, authorities) if files.crl is not None else {},
+                              fingerprints, serials)
+    own = revocations.reason(leaf)
+    if own is not None:
+        # Its peers would refuse it, or will once they have the same files: fail where it is fixed.
+        raise ConfigError(f"tls.cert: {files.cert!r} ({name}, serial {leaf.serial_number:x}) is revoked: "
+                          f"{own}; issue a new certificate (`python -m swarm certs issue`)")
     server = _context(True, ca_data, files)
     client = _context(False, ca_data, files)
     return TlsSetup(files, server, client, name, leaf.serial_number, leaf.not_valid_after_utc,
-                    tuple(a.subject.rfc4514_string() for a in authorities))
+                    tuple(a.subject.rfc4514_string() for a in authorities), revocations)
 
 
 def resolve(options: Options, *, check_name: bool = True) -> Options:
@@ -218,14 +340,21 @@ def _context(server_side: bool, ca_data: bytes, files: TlsFiles) -> ssl.SSLConte
     return context
 
 
-def peer_certificate(stream: trio.SSLStream[Any]) -> tuple[str | None, int | None]:
-    """(swarm name, serial) of the certificate the peer presented (verified by the handshake)."""
+def peer_leaf(stream: trio.SSLStream[Any]) -> x509.Certificate | None:
+    """The certificate the peer presented (verified by the handshake); None if there is none."""
     der = stream.getpeercert(binary_form=True)
     if not der:
-        return None, None
+        return None
     try:
-        certificate = x509.load_der_x509_certificate(der)
+        return x509.load_der_x509_certificate(der)
     except ValueError:  # OpenSSL accepted it; should cryptography not, the peer is not admitted
+        return None
+
+
+def peer_certificate(stream: trio.SSLStream[Any]) -> tuple[str | None, int | None]:
+    """(swarm name, serial) of the certificate the peer presented (verified by the handshake)."""
+    certificate = peer_leaf(stream)
+    if certificate is None:
         return None, None
     return certs.node_name(certificate), certificate.serial_number
 
