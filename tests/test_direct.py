@@ -77,10 +77,11 @@ class DirectRig:
 
 
 def direct(origin: str, target: str, seq: int = 1, message: Any = "hi", *, hops: int = 0,
-           topic: str | int = "topic", epoch: int = 1) -> bytes:
-    """A DIRECT frame from `origin` to `target` that has crossed `hops` links."""
+           topic: str | int = "topic", epoch: int = 1, target_epoch: int = 0) -> bytes:
+    """A DIRECT frame from `origin` to `target` (numbered for its process `target_epoch`, 0: unknown)
+    that has crossed `hops` links."""
     frame = wire.encode_direct(wire.encode_origin(target), wire.encode_origin(origin), epoch, seq,
-                               wire.encode_topic(topic), wire.encode_message(message), MAX)
+                               wire.encode_topic(topic), wire.encode_message(message), MAX, target_epoch)
     return wire.relayed(frame, hops) if hops else frame
 
 
@@ -111,14 +112,14 @@ def test_the_ring_positions_used_here_are_what_the_tests_assume() -> None:
 
 def test_send_to_a_linked_target_goes_straight_to_its_connection() -> None:
     rig = DirectRig("b", NEARER[0])
-    assert rig.send("b") == [Send((rig.conns["b"],), direct("a", "b"))]
+    assert rig.send("b") == [Send((rig.conns["b"],), direct("a", "b", target_epoch=1))]
     assert rig.counters[C.DIRECT_SENT] == 1
     assert rig.counters[C.ROUTED] == 0
 
 
 def test_send_to_an_unlinked_target_goes_to_the_linked_peer_nearest_it_on_the_ring() -> None:
     rig = DirectRig(FARTHER[0], NEARER[1], NEARER[0])
-    assert rig.send(TARGET) == [Send((rig.conns[NEARER[0]],), direct("a", TARGET))]
+    assert rig.send(TARGET) == [Send((rig.conns[NEARER[0]],), direct("a", TARGET, target_epoch=1))]
 
 
 @pytest.mark.parametrize("peers", [(), tuple(FARTHER[:2])], ids=["no links", "only farther peers"])
@@ -135,7 +136,7 @@ def test_send_with_no_peer_nearer_than_ourselves_reports_unreachable(peers: tupl
 def test_a_lost_link_is_no_longer_routed_through() -> None:
     rig = DirectRig(NEARER[1], NEARER[0])
     rig.unlink(NEARER[0])
-    assert rig.send(TARGET) == [Send((rig.conns[NEARER[1]],), direct("a", TARGET))]
+    assert rig.send(TARGET) == [Send((rig.conns[NEARER[1]],), direct("a", TARGET, target_epoch=1))]
 
 
 def test_sequence_numbers_count_per_target() -> None:
@@ -415,3 +416,39 @@ def test_topic_bytes_refuses_a_bool_even_when_the_equal_int_is_cached() -> None:
         part.topic_bytes(True)
     with pytest.raises(TypeError):
         part.topic_bytes(False)
+
+
+# ---------------------------------------------------------------------- numbered for which process
+
+
+def test_a_stream_numbered_for_this_process_and_met_mid_way_settles_first() -> None:
+    rig = DirectRig("b")
+    rig.routed(direct("b", "a", seq=3, target_epoch=1))  # for us (epoch 1): 1 and 2 may be on the way
+    assert rig.delivered == []
+    rig.routed(direct("b", "a", seq=2, target_epoch=1))
+    rig.part.tick(5.0)  # past reorderTimeout: the lowest seen starts the stream
+    assert [sent for sent in rig.delivered] == [direct("b", "a", seq=2, target_epoch=1),
+                                                 direct("b", "a", seq=3, target_epoch=1)]
+
+
+@pytest.mark.parametrize("numbered_for", [0, 7], ids=["unknown", "our previous process"])
+def test_a_stream_numbered_for_another_process_of_ours_starts_at_once(numbered_for: int) -> None:
+    """Our restart, before the sender heard of it: its count cannot hold anything earlier meant for us,
+    so the first message goes at once (an RPC must not wait a reorderTimeout)."""
+    rig = DirectRig("b")
+    first = direct("b", "a", seq=41, target_epoch=numbered_for)
+    rig.routed(first)
+    assert rig.delivered == [first]
+    rig.routed(direct("b", "a", seq=42, target_epoch=numbered_for))
+    # The sender hears of our epoch and counts from 1 again: a stream of its own, not "older" numbers.
+    renumbered = direct("b", "a", seq=1, target_epoch=1)
+    rig.routed(renumbered)
+    assert rig.delivered[-1] == renumbered and len(rig.delivered) == 3
+
+
+def test_the_sender_says_which_process_its_count_is_for() -> None:
+    rig = DirectRig("b")
+    unknown = rig.send("b", target_epoch=None)[0].data
+    assert wire.direct_stream(unknown, wire.route(unknown)[2])[2] == 0  # not known yet
+    sent = rig.send("b", target_epoch=9)[0].data
+    assert wire.direct_stream(sent, wire.route(sent)[2])[1:] == (1, 9)  # a new count for process 9

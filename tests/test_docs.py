@@ -46,5 +46,6 @@ def test_protocol_direct_example_is_what_the_code_writes() -> None:
     block = between((DOCS / "protocol.md").read_text(encoding="utf-8"), "direct-example")
     documented = bytes.fromhex(block.replace("```", "").strip())
     frame = wire.encode_direct(wire.encode_origin("n2"), wire.encode_origin("n1"), 1_700_000_000_000_000, 1,
-                               wire.encode_topic("t"), wire.encode_message({"k": 1}), 1 << 20)
+                               wire.encode_topic("t"), wire.encode_message({"k": 1}), 1 << 20,
+                               1_700_000_000_000_001)
     assert documented == frame

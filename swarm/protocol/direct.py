@@ -8,8 +8,13 @@ and the origin reports `unreachable`: a direct message is never delivered to ano
 capped at `ring.MAX_ROUTE_HOPS`.
 
 Direct streams are numbered per (origin, target) and per target *process*: a restarted target (a new
-epoch in the view) starts a new count, or it would meet the stream mid-way and hold it for
-`reorderTimeout`. They go through a seen-record of their own (duplicates and per-origin order), apart
+epoch in the view) starts a new count, and every DIRECT says which process of its target its count is
+for (`target_epoch`, 0 when the sender does not know it yet). A target that meets a stream counted for
+another process (its previous one, in the moments before the sender hears of the restart) starts that
+stream at the first message it gets, at once: it cannot have missed earlier ones meant for it, so
+waiting `reorderTimeout` for them (as for a stream met mid-way) would only delay the message, and
+deepstream's RPCs time out after a second. A stream counted for this very process keeps the usual
+rules. They go through a seen-record of their own (duplicates and per-origin order), apart
 from the broadcast streams, whose positions a peer shares with newcomers and these are not.
 """
 
@@ -59,14 +64,15 @@ class Direct:
         """Send the encoded `message` on the encoded `topic` to `target`, whose epoch in the view is
         `target_epoch` (None if it is not in the view)."""
         known_epoch, last = self._seq.get(target, (target_epoch, 0))
-        if target_epoch is not None and known_epoch is not None and target_epoch != known_epoch:
+        if target_epoch is not None and target_epoch != known_epoch:  # a new process, or first known
             last = 0
         seq = last + 1
+        numbered_for = target_epoch if target_epoch is not None else known_epoch
         frame = wire.encode_direct(wire.encode_origin(target), self._origin, self.epoch, seq, topic, message,
-                                   self.max_message_size)
+                                   self.max_message_size, numbered_for or 0)
         if self._sign is not None:
             frame = self._sign(frame)
-        self._seq[target] = (target_epoch if target_epoch is not None else known_epoch, seq)
+        self._seq[target] = (numbered_for, seq)
         self.counters[C.DIRECT_SENT] += 1
         self._route(frame, target.encode("utf-8"), wire.KIND_DIRECT, frame)
 
@@ -90,11 +96,11 @@ class Direct:
             self.out.append(ReportError("unreachable", f"direct message to {fields.get('target')!r} was "
                                                        f"not delivered: {fields.get('reason')}"))
             return
-        key, seq = wire.direct_stream(frame, after_target)
+        key, seq, numbered_for = wire.direct_stream(frame, after_target)
         check = self._check
         if check is not None and not self.seen.has(key, seq) and not check(frame, conn, peer, now):
             return
-        ready = self.seen.observe(key, seq, now, frame)
+        ready = self.seen.observe(key, seq, now, frame, settle=numbered_for == self.epoch)
         if ready is None:
             return
         self.counters[C.DIRECT_RECEIVED] += 1

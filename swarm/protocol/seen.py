@@ -90,12 +90,15 @@ class SeenRecord:
         """Entries in use: origin records plus held messages (what `max_entries` bounds)."""
         return len(self._logs) + self.held_count
 
-    def observe(self, origin: Hashable, seq: int, now: float, item: Any, count: int = 1) -> list[Any] | None:
+    def observe(self, origin: Hashable, seq: int, now: float, item: Any, count: int = 1, *,
+                settle: bool = True) -> list[Any] | None:
         """Record the frame of `origin` (a hashable of name and epoch) that holds messages `seq` ..
         `seq + count - 1`.
 
         Returns None for a duplicate; otherwise the list of items now deliverable in order (empty when
-        this one is held behind a gap). Anything not None is new and should be forwarded.
+        this one is held behind a gap). Anything not None is new and should be forwarded. `settle`
+        False: a stream not tracked yet starts at this message at once, whatever its number (the caller
+        knows nothing earlier was meant for it).
         """
         log = self._logs.get(origin)
         if log is None:
@@ -108,7 +111,7 @@ class SeenRecord:
                 log = self._logs[origin] = _OriginLog(resumed, now, 0.0)
             # Settle only with room for the record and a held message; a new epoch's first message
             # (seq 1) needs no settling: nothing can come before it.
-            elif self.settle > 0 and seq > 1 and len(self) + 2 <= self.max_entries:
+            elif settle and self.settle > 0 and seq > 1 and len(self) + 2 <= self.max_entries:
                 log = self._logs[origin] = _OriginLog(seq, now, now + self.settle)
                 self.wakeup = min(self.wakeup, now + self.settle)
                 log.held[seq] = item

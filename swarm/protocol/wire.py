@@ -26,8 +26,8 @@ its kind. Two families (full description in docs/protocol.md):
   starts with the target, so a relay routes them without reading further::
 
       kind=2|3 u8 | hops u8 | target_len u8 | target utf-8 | ...
-      DIRECT:        origin_len u8 | origin | epoch u64 | seq u64 | topic | message (msgpack) |
-                     signature | sig_len u8
+      DIRECT:        origin_len u8 | origin | epoch u64 | seq u64 | target_epoch u64 | topic |
+                     message (msgpack) | signature | sig_len u8
       UNDELIVERABLE: msgpack map {"target": str, "reason": str}
 
   DATA and DIRECT frames end with their origin's **signature** and its length in the last byte (0, and no
@@ -56,7 +56,7 @@ import msgpack
 from ..errors import MessageTooLarge, ProtocolError
 
 # 4: DATA and DIRECT frames end with a signature trailer; LEAVE and peer entries may carry a signature;
-#    CERTS.
+#    CERTS; DIRECT says which process of its target its numbering is for (`target_epoch`).
 # 3: DATA numbers messages (seq is the first's number, count their number); PULL and PULLED.
 # 2: a DATA frame carries a batch of length-prefixed entries (1 carried one message, unprefixed).
 PROTOCOL_VERSION = 4
@@ -66,6 +66,7 @@ LENGTH = struct.Struct(">I")
 DATA_PREFIX = struct.Struct(">IBB")
 EPOCH_SEQ = struct.Struct(">QQ")
 COUNT = struct.Struct(">H")  # a DATA frame's number of messages
+TARGET_EPOCH = struct.Struct(">Q")  # a DIRECT frame's: the target's epoch its numbering is for (0: unknown)
 MAX_BATCH_MESSAGES = (1 << 16) - 1
 TOPIC_INT = struct.Struct(">q")
 TOPIC_STR_LEN = struct.Struct(">H")
@@ -117,8 +118,9 @@ UNSIGNED = b"\x00"  # the trailer of a frame without a signature
 
 def max_frame_body(max_message_size: int) -> int:
     """The largest body a reader accepts before allocating a buffer for it (a DIRECT header is the
-    longest: a DATA header plus the target's name), signature trailer included."""
-    return max(max_message_size + MAX_DATA_HEADER + 1 + MAX_NAME_BYTES + 1 + MAX_SIGNATURE, MAX_CONTROL_BODY)
+    longest: a DATA header plus the target's name and epoch), signature trailer included."""
+    direct_header = MAX_DATA_HEADER + 1 + MAX_NAME_BYTES + TARGET_EPOCH.size
+    return max(max_message_size + direct_header + 1 + MAX_SIGNATURE, MAX_CONTROL_BODY)
 
 
 _packb = msgpack.Packer(use_bin_type=True).pack
@@ -197,14 +199,14 @@ class DataHeader:
 def parse_data_header(body: bytes, start: int = 2, *, counted: bool = True) -> DataHeader:
     """Read the stream header (origin, epoch, seq, count) of a DATA body, or of a DIRECT body from
     `start` (the offset of its origin length, after the target) with `counted` False (a DIRECT frame
-    has no count); raise ProtocolError if it is cut short."""
+    has a target epoch where DATA has its count); raise ProtocolError if it is cut short."""
     # body[0] is the kind byte, checked by the caller.
     if len(body) < start + 1:
         raise ProtocolError("DATA frame shorter than its header")
     hops = body[1]
     name_len = body[start]
     end = start + 1 + name_len
-    extra = COUNT.size if counted else 0
+    extra = COUNT.size if counted else TARGET_EPOCH.size
     if name_len == 0 or len(body) < end + EPOCH_SEQ.size + extra + 1:
         raise ProtocolError("DATA frame header cut short")
     epoch, seq = EPOCH_SEQ.unpack_from(body, end)
@@ -270,13 +272,14 @@ def relay_prefix(body_len: int, hops: int, kind: int = KIND_DATA) -> bytes:
 
 
 def encode_direct(target: bytes, origin: bytes, epoch: int, seq: int, topic: bytes, message: bytes,
-                  max_size: int) -> bytes:
-    """A whole DIRECT frame, hops = 0. `target` and `origin` come from `encode_origin`."""
+                  max_size: int, target_epoch: int = 0) -> bytes:
+    """A whole DIRECT frame, hops = 0. `target` and `origin` come from `encode_origin`; `seq` numbers
+    the origin's direct messages to the target's process `target_epoch` (0: its epoch is not known)."""
     if len(message) > max_size:
         raise MessageTooLarge(f"message is {len(message)} bytes encoded; maxMessageSize is {max_size}")
-    body_len = 3 + len(target) + len(origin) + EPOCH_SEQ.size + len(topic) + len(message)
+    body_len = 3 + len(target) + len(origin) + EPOCH_SEQ.size + TARGET_EPOCH.size + len(topic) + len(message)
     return b"".join((DATA_PREFIX.pack(body_len, KIND_DIRECT, 0), target, origin,
-                     EPOCH_SEQ.pack(epoch, seq), topic, message, UNSIGNED))
+                     EPOCH_SEQ.pack(epoch, seq), TARGET_EPOCH.pack(target_epoch), topic, message, UNSIGNED))
 
 
 def trailer_start(data: bytes) -> int:
@@ -481,16 +484,20 @@ def route(frame: bytes) -> tuple[int, bytes, int]:
     return parse_route(frame, KIND_AT)
 
 
-def direct_stream(frame: bytes, after_target: int) -> tuple[bytes, int]:
-    """(ordering key, seq) of a DIRECT frame whose target ends at `after_target`; raise ProtocolError
-    unless its header and topic are whole.
+def direct_stream(frame: bytes, after_target: int) -> tuple[bytes, int, int]:
+    """(ordering key, seq, target epoch) of a DIRECT frame whose target ends at `after_target`; raise
+    ProtocolError unless its header and topic are whole.
 
-    Direct streams are numbered per (origin, target): their key is the origin's `origin_len origin
-    epoch` marked by a leading 0 byte (a DATA stream key starts with the origin's length, never 0)."""
+    Direct streams are numbered per (origin, target process): their key is the origin's `origin_len
+    origin epoch` and the target epoch the numbering is for, marked by a leading 0 byte (a DATA stream
+    key starts with the origin's length, never 0)."""
     header = parse_data_header(frame, after_target, counted=False)  # (its `hops` reads a body's offset)
     if trailer_start(frame) < parse_topic(frame, header.topic_offset)[1]:
         raise ProtocolError("DIRECT frame's signature runs into its topic")
-    return b"\x00" + frame[after_target:header.topic_offset - _SEQ.size], header.seq
+    seq_at = header.topic_offset - TARGET_EPOCH.size - _SEQ.size
+    target_epoch = frame[header.topic_offset - TARGET_EPOCH.size:header.topic_offset]
+    return (b"\x00" + frame[after_target:seq_at] + target_epoch, header.seq,
+            TARGET_EPOCH.unpack(target_epoch)[0])
 
 
 def direct_parties(frame: bytes, after_target: int) -> tuple[bytes, bytes]:
