@@ -144,7 +144,20 @@ def _may_issue(issuer: x509.Certificate, below: int) -> None:
 
 
 def _check_chain(chain: Sequence[bytes], authorities: Sequence[x509.Certificate]) -> tuple[str, _Held]:
-    """The name a gossiped chain certifies and its parsed leaf, if it checks out (revocation aside)."""
+    """The name a gossiped chain certifies and its parsed leaf, if it checks out (revocation aside).
+
+    A chain comes from a peer: whatever `cryptography` raises on odd certificates (a duplicate
+    extension, an unsupported name type, ...) is a refusal (ValueError), never an error of the core."""
+    try:
+        return _check_chain_unguarded(chain, authorities)
+    except ValueError:
+        raise
+    except Exception as error:  # noqa: BLE001 - hostile input: every failure means "refused"
+        raise ValueError(f"not a certificate chain this node can check ({type(error).__name__})") from None
+
+
+def _check_chain_unguarded(chain: Sequence[bytes],
+                           authorities: Sequence[x509.Certificate]) -> tuple[str, _Held]:
     if not isinstance(chain, (list, tuple)) or not chain:
         raise ValueError("an empty chain")
     if len(chain) > MAX_CHAIN:
