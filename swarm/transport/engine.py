@@ -428,19 +428,13 @@ class Engine:
             if setup.name != self.options.serverName:
                 raise ConfigError(f"tls.cert: {setup.files.cert!r} is for {setup.name!r}, but this node is "
                                   f"{self.options.serverName!r}")
+            if self._origins is not None:
+                self._origins.reload(setup)  # (refused files leave it as it was, like the contexts)
         except ConfigError as error:
             self.counters[C.TLS_RELOAD_FAILURES] += 1
             log.error("%s: TLS files not reloaded, the previous ones stay in use: %s",
                       self.options.serverName, error)
             raise
-        if self._origins is not None:
-            try:
-                self._origins.reload(setup)
-            except ConfigError as error:
-                self.counters[C.TLS_RELOAD_FAILURES] += 1
-                log.error("%s: TLS files not reloaded, the previous ones stay in use: %s",
-                          self.options.serverName, error)
-                raise
         self._tls = setup
         if files is not None:
             self.options = self.options.replace(tls=files)
