@@ -13,7 +13,7 @@ from memnet import MemNet
 
 from swarm import counters as C
 from swarm.protocol import wire
-from swarm.protocol.recovery import ANSWER_BYTES, ANSWER_FRAMES, MAX_PROBES, PULL_ROUNDS, FrameCache, Pulls
+from swarm.protocol.recovery import ANSWER_BYTES, ANSWER_FRAMES, PULL_ROUNDS, FrameCache, Pulls
 from swarm.simulate.network import End, split_frames
 
 K = b"\x01a" + bytes(8)  # a stream key (as wire.stream_key makes them)
@@ -22,7 +22,7 @@ J = b"\x01b" + bytes(8)
 
 def frame(key: bytes, seq: int, size: int = 10) -> bytes:
     """Stand-in bytes for the frame of `key` that starts at `seq`: the cache never looks inside."""
-    tag = key[1:2] + seq.to_bytes(4, "big")
+    tag = key[1:2] + seq.to_bytes(8, "big")
     return (tag * (size // len(tag) + 1))[:size]
 
 
@@ -181,17 +181,31 @@ def test_range_defaults_to_the_answer_budget() -> None:
     assert (len(frames), looked_to, missing) == (2, 2, [])
 
 
-def test_a_huge_range_of_numbers_not_cached_is_answered_in_parts() -> None:
-    # A hostile (or long-stalled) asker's range of 2^60 numbers costs a bounded walk; the answer says
-    # how far it looked, and the asker asks again from there.
-    cache = cache_of((MAX_PROBES + 10, 2))
-    frames, looked_to, missing = cache.range(K, 1, 1 << 60)
-    assert frames == [] and looked_to == MAX_PROBES and missing == [(1, MAX_PROBES)]
-    frames, looked_to, missing = cache.range(K, looked_to + 1, 1 << 60)
-    assert frames == [frame(K, MAX_PROBES + 10)]
-    # At most MAX_PROBES numbers stepped over per answer, before and after the frame found.
-    assert missing == [(MAX_PROBES + 1, MAX_PROBES + 9), (MAX_PROBES + 12, looked_to)]
-    assert MAX_PROBES + 12 <= looked_to <= 2 * MAX_PROBES + 2
+def test_a_huge_range_is_answered_whole_at_the_cost_of_what_is_cached() -> None:
+    # A member may number its own stream as it likes: a jump of 2^62 leaves a gap that every node pulls.
+    # The answer covers the whole range in one go, frames and missing parts exact: the cache walks its
+    # frames, not the numbers (the old walk stepped 2^18 numbers per answer and was asked again from
+    # there, for as long as the gap stayed open).
+    jump = 1 << 62
+    cache = cache_of((1, 2), (3, 1), (jump, 2), (jump + 2, 1), (jump + 10, 1))
+    assert cache.range(K, 4, 1 << 63) == ([frame(K, jump), frame(K, jump + 2), frame(K, jump + 10)], 1 << 63,
+                                          [(4, jump - 1), (jump + 3, jump + 9), (jump + 11, 1 << 63)])
+    assert cache.range(K, 1, 1 << 60) == ([frame(K, 1), frame(K, 3)], 1 << 60, [(4, 1 << 60)])
+    assert cache.range(K, 5, jump - 1) == ([], jump - 1, [(5, jump - 1)])
+    assert cache.range(K, 4, 1 << 63, max_frames=1) == ([frame(K, jump)], jump + 1, [(4, jump - 1)])
+
+
+def test_frames_arriving_out_of_order_and_evicted_out_of_order_are_found_exactly() -> None:
+    # 5 overtakes 1-4 and goes first; 2 is evicted, added again, and is then the newest copy.
+    cache = cache_of((5, 1), (1, 1), (2, 1), (3, 1), (4, 1), max_frames=5)
+    assert cache.range(K, 1, 6) == ([frame(K, s) for s in (1, 2, 3, 4, 5)], 6, [(6, 6)])
+    cache.add(K, 6, 1, frame(K, 6), 0.0)  # evicts 5, the oldest, though not the lowest
+    assert cache.range(K, 1, 6) == ([frame(K, s) for s in (1, 2, 3, 4, 6)], 6, [(5, 5)])
+    for seq in (7, 8):
+        cache.add(K, seq, 1, frame(K, seq), 0.0)  # evicts 1, then 2
+    cache.add(K, 2, 1, frame(K, 2), 0.0)  # evicts 3; 2 is back, the newest
+    assert cache.range(K, 1, 9) == ([frame(K, s) for s in (2, 4, 6, 7, 8)], 9, [(1, 1), (3, 3), (5, 5), (9, 9)])
+    assert len(cache) == 5
 
 
 def test_lookups_stay_right_after_many_evictions() -> None:

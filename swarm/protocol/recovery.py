@@ -29,6 +29,7 @@ it. Pure code: time comes in as `now`.
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
@@ -55,9 +56,6 @@ PULL_ROUNDS = 8
 # after a 10 s stall at 1,000 frames/s is 40 such rounds, each a round trip.
 ANSWER_FRAMES = 256
 ANSWER_BYTES = 4 << 20
-# Numbers an answer steps over one at a time (frames it does not have) at most: a hostile PULL of a
-# range of 2^60 costs ~10 ms, and the asker asks again from where the answer stopped.
-MAX_PROBES = 1 << 18
 # Answers cut on the way (frames dropped from the peer's full queue to us) asked again of the same peer,
 # each for half as many frames, before the pull goes on as if that peer had answered.
 MAX_CUT_ROUNDS = 64
@@ -66,13 +64,28 @@ MAX_CUT_ROUNDS = 64
 TRIED_LIMIT = 4096
 
 
+class _Starts:
+    """The first message numbers of one stream's cached frames, ascending: `starts[head:]` (a head
+    index rather than `del starts[0]`, which would move the whole list at every eviction)."""
+
+    __slots__ = ("starts", "head")
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.head = 0
+
+
 class FrameCache:
     """Recent DATA frames by (stream key, first message number), oldest first, bounded three ways.
 
-    `add` runs for every new frame, so it is one dict insert: no per-stream index. `range` walks a
-    stream by message number instead, frame to frame (`seq + count`), which is exact because frames are
-    never re-batched and a PULL starts where the asker's stream stopped, at a frame's first message;
-    over a frame it does not have it steps one number at a time, at most `MAX_PROBES` per answer."""
+    Each stream also keeps the numbers its cached frames start at, in order (`_Starts`), so that `range`
+    costs what it finds, whatever the width of the range asked: a frame arriving in order is one
+    `append` (out of order, an `insort` near the end), an eviction one comparison. The previous design,
+    stepping one number at a time over the numbers it did not have, let a member that numbered its own
+    stream with a jump of 2^62 make every answer of every PULL of that gap step over 2^18 numbers
+    (~30 ms), again and again while the gap stayed open: the signed fuzzer's slowdown (issue 15).
+    An evicted frame's number stays in its stream's list until the eviction of the lowest one passes it
+    (frames go oldest first, so that is within one cache lifetime); `range` skips such numbers."""
 
     def __init__(self, max_bytes: int, max_age: float, max_frames: int = MAX_FRAMES,
                  entry_overhead: int = 0) -> None:
@@ -82,8 +95,9 @@ class FrameCache:
         self.max_age = max_age
         self.max_frames = max_frames
         self.bytes = 0
-        # (frame, count, arrival time), in arrival order.
-        self._frames: OrderedDict[MessageId, tuple[bytes, int, float]] = OrderedDict()
+        # (frame, count, arrival time, its stream's starts), in arrival order.
+        self._frames: OrderedDict[MessageId, tuple[bytes, int, float, _Starts]] = OrderedDict()
+        self._streams: dict[bytes, _Starts] = {}
 
     def __len__(self) -> int:
         return len(self._frames)
@@ -102,57 +116,80 @@ class FrameCache:
         message = (key, seq)
         if message in frames:
             return
-        frames[message] = (frame, count, now)
+        stream = self._streams.get(key)
+        if stream is None:
+            stream = self._streams[key] = _Starts()
+        frames[message] = (frame, count, now, stream)
+        starts = stream.starts
+        if starts and seq < starts[-1]:
+            insort(starts, seq, stream.head)
+        else:
+            starts.append(seq)
         self.bytes += len(frame) + self.entry_overhead
-        if self.bytes > self.max_bytes or len(frames) > self.max_frames:
-            while frames and (len(frames) > self.max_frames or self.bytes > self.max_bytes):
-                self.bytes -= len(frames.popitem(last=False)[1][0]) + self.entry_overhead
+        while self.bytes > self.max_bytes or len(frames) > self.max_frames:
+            self._drop_oldest()
 
     def expire(self, now: float) -> None:
         """Drop the frames older than `max_age` (some may have gone for size already)."""
         frames = self._frames
         cutoff = now - self.max_age
-        while frames:
-            message, entry = next(iter(frames.items()))
-            if entry[2] >= cutoff:
-                break
-            del frames[message]
-            self.bytes -= len(entry[0]) + self.entry_overhead
+        while frames and next(iter(frames.values()))[2] < cutoff:
+            self._drop_oldest()
+
+    def _drop_oldest(self) -> None:
+        frames = self._frames
+        (key, seq), (frame, _, _, stream) = frames.popitem(last=False)
+        self.bytes -= len(frame) + self.entry_overhead
+        starts = stream.starts
+        head = stream.head
+        if starts[head] != seq:
+            return  # not the lowest: skipped by `range` until the head passes it
+        head += 1
+        end = len(starts)
+        while head < end and (key, starts[head]) not in frames:
+            head += 1
+        if head == end:
+            del self._streams[key]
+        elif head > 64 and head + head > end:
+            del starts[:head]  # amortised: at least as many evictions as numbers moved
+            head = 0
+        stream.head = head
 
     def range(self, key: bytes, first: int, last: int, max_frames: int = ANSWER_FRAMES,
               max_bytes: int = ANSWER_BYTES) -> tuple[list[bytes], int, list[tuple[int, int]]]:
         """The cached frames holding messages `first` .. `last` of stream `key` (the first of them
         starting at `first`), in order, within the budget: (frames, the last message number looked at,
-        the sub-ranges not cached)."""
-        frames = self._frames
+        the sub-ranges not cached).
+
+        Exact because frames are never re-batched and a PULL starts where the asker's stream stopped,
+        at a frame's first message: a frame that starts inside the previous one's messages is not
+        another frame, and is skipped."""
         found: list[bytes] = []
         missing: list[tuple[int, int]] = []
-        size = 0
-        seq = first
-        gap_from = 0  # the first number of a run not found, or 0
-        probes = 0
-        while seq <= last:
-            entry = frames.get((key, seq))
-            if entry is None:
-                probes += 1
-                if probes > MAX_PROBES:
+        stream = self._streams.get(key)
+        seq = first  # the next number not accounted for
+        if stream is not None:
+            frames, starts, size = self._frames, stream.starts, 0
+            for at in range(bisect_left(starts, first, stream.head), len(starts)):
+                start = starts[at]
+                if start > last:
                     break
-                if not gap_from:
-                    gap_from = seq
-                seq += 1
-                continue
-            frame, count, _ = entry
-            if len(found) >= max_frames or (found and size + len(frame) > max_bytes):
-                break
-            if gap_from:
-                missing.append((gap_from, seq - 1))
-                gap_from = 0
-            found.append(frame)
-            size += len(frame)
-            seq += count
-        if gap_from:
-            missing.append((gap_from, seq - 1))
-        return found, min(seq - 1, last), missing
+                entry = frames.get((key, start)) if start >= seq else None
+                if entry is None:
+                    continue  # evicted, a second copy of its number, or inside the previous frame
+                frame, count = entry[0], entry[1]
+                if len(found) >= max_frames or (found and size + len(frame) > max_bytes):
+                    if start > seq:
+                        missing.append((seq, start - 1))
+                    return found, start - 1, missing
+                if start > seq:
+                    missing.append((seq, start - 1))
+                found.append(frame)
+                size += len(frame)
+                seq = start + count
+        if seq <= last:
+            missing.append((seq, last))
+        return found, last, missing
 
 
 class _Want:
