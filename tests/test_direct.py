@@ -233,6 +233,26 @@ def test_a_routed_frame_cut_short_raises() -> None:
         rig.routed(direct("o", "b")[:7])
 
 
+@pytest.mark.parametrize("damage", ["topic kind", "topic cut", "signature length", "undeliverable map"])
+def test_a_malformed_frame_for_another_node_raises_at_the_relay_and_is_not_passed_on(damage: str) -> None:
+    # Its sender is the one to lose its link: the target, which would find the damage, only sees the
+    # relay (an honest node, whose link it would have closed).
+    rig = DirectRig("o", "b")
+    frame = bytearray(undeliverable("o", "b", "gone") if damage == "undeliverable map" else direct("o", "b"))
+    at = wire.route(bytes(frame))[2]
+    if damage == "topic kind":
+        frame[wire.parse_data_header(bytes(frame), at, counted=False).topic_offset] = 7
+    elif damage == "topic cut":
+        frame[wire.parse_data_header(bytes(frame), at, counted=False).topic_offset + 1] = 0xFF
+    elif damage == "signature length":
+        frame[-1] = 200  # a signature that runs back into the message and topic
+    else:
+        frame[at:] = b"\xc1" * (len(frame) - at)  # never valid msgpack
+    with pytest.raises(ProtocolError):
+        rig.routed(bytes(frame))
+    assert rig.take() == [] and rig.counters[C.ROUTED] == 0
+
+
 # ---------------------------------------------------------------------- on_routed: for us
 
 

@@ -82,6 +82,14 @@ class Direct:
         hops, target, after_target = wire.route(frame)
         kind = wire.kind(frame)
         if target != self._name_bytes:
+            # Checked as its target would check it (the header, the topic, where the signature starts;
+            # an UNDELIVERABLE's map), so that a malformed frame closes the link it came on, the
+            # sender's, and travels no further. Unchecked, its target closed its link to the last
+            # honest relay instead: under tls, a member could cut honest links (docs/protocol.md §13).
+            if kind == wire.KIND_DIRECT:
+                wire.direct_stream(frame, after_target)
+            else:
+                wire.undeliverable_fields(frame, after_target)
             if hops + 1 >= ring.MAX_ROUTE_HOPS:
                 self.counters[C.ROUTE_HOP_LIMIT] += 1
                 if kind == wire.KIND_DIRECT:
