@@ -21,6 +21,7 @@ from swarm.protocol import wire
 from swarm.protocol.actions import ReportError, Send
 from swarm.protocol.events import LinkDown, LinkUp
 from swarm.protocol.origins import Origins
+from swarm.topology import ring
 from swarm.transport.origin_auth import OriginAuthenticator
 
 CA_KEY, CA_CERT = certs.make_ca()
@@ -184,3 +185,36 @@ def test_a_frame_from_its_origin_itself_is_not_checked_again_and_goes_on_with_it
     unsigned = wire.encode_batch(wire.encode_origin("a"), 5, 2, [wire.encode_entry(
         wire.encode_topic("t"), wire.encode_message("no signature"), 1 << 20)])
     assert not part.check_frame(unsigned, 1, b"a", 0.0)  # what the next hops would refuse, refused here
+
+
+# ---------------------------------------------------------------------- a joiner turned away (whole cores)
+
+
+def test_a_joiner_turned_away_by_a_full_seed_learns_the_hints_certificates_and_joins() -> None:
+    # The 5-node ring of benchmarks/tls_cost.py: maxPeers 2, every node seeded with node-0 only. Once
+    # node-0 holds the links to its two ring neighbours, the other two joiners are turned away with
+    # hints of those neighbours, whose records are signed. A joiner with no link has learnt no
+    # certificate: without the REFUSE's chains it refused every hint (`peer_records_refused`), nobody
+    # else heard of it (PEERS name linked members only), and it dialled the full seed for ever.
+    from memnet import MemNet
+
+    ca_key, ca_cert = certs.make_ca()
+    names = [f"node-{index}" for index in range(5)]
+    order = sorted(names, key=ring.position)
+    at = order.index("node-0")
+    neighbours = {order[at - 1], order[(at + 1) % len(order)]}
+    net = MemNet(seed=3)
+    for group in (["node-0"], sorted(neighbours), sorted(set(names) - neighbours - {"node-0"})):
+        for name in group:
+            key, certificate = certs.make_node_certificate(name, ca_key, ca_cert)
+            net.add_node(name, seeds=[] if name == "node-0" else ["node-0"], max_peers=2, local_links=2,
+                         shortcuts=0, minimum_peers=2,
+                         authenticator=OriginAuthenticator(key, [certificate], [ca_cert]))
+        net.run_for(3.0)  # node-0 full with its neighbours before the last two come
+    net.run_for(10.0)
+    for name in set(names) - neighbours - {"node-0"}:
+        assert net.state(name).counters[C.TURNED_AWAY_FULL] > 0, name  # the case this is about
+    for name in names:
+        state = net.state(name)
+        assert state.ready, (name, dict(state.counters))
+        assert state.counters[C.PEER_RECORDS_REFUSED] == 0, (name, dict(state.counters))

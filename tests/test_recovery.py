@@ -204,7 +204,8 @@ def test_frames_arriving_out_of_order_and_evicted_out_of_order_are_found_exactly
     for seq in (7, 8):
         cache.add(K, seq, 1, frame(K, seq), 0.0)  # evicts 1, then 2
     cache.add(K, 2, 1, frame(K, 2), 0.0)  # evicts 3; 2 is back, the newest
-    assert cache.range(K, 1, 9) == ([frame(K, s) for s in (2, 4, 6, 7, 8)], 9, [(1, 1), (3, 3), (5, 5), (9, 9)])
+    assert cache.range(K, 1, 9) == ([frame(K, s) for s in (2, 4, 6, 7, 8)], 9,
+                                    [(1, 1), (3, 3), (5, 5), (9, 9)])
     assert len(cache) == 5
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,10 +85,14 @@ class Links:
     frames and closes for the driver go into `out`."""
 
     def __init__(self, config: Any, *, epoch: int, listen_address: Address, rng: random.Random,
-                 counters: Counter[str], out: list[Action], record: bytes | None = None) -> None:
+                 counters: Counter[str], out: list[Action], record: bytes | None = None,
+                 hint_chains: Callable[[list[list[Any]]], list[list[bytes]]] = lambda hints: [],
+                 learn_chains: Callable[[Any, str], None] = lambda chains, peer: None) -> None:
         """`config`: the node's `CoreConfig` (server_name, cluster_name, failure_timeout,
-        handshake_timeout are read). `record`: our signature over our peer record, which every HELLO
-        carries (signed origins, `tls`)."""
+        handshake_timeout are read). With signed origins (`tls`, `Origins.link_hooks`): `record`, our
+        signature over our peer record, which every HELLO carries; `hint_chains(hints)`, the certificate
+        chains of the members a full REFUSE names, and `learn_chains(chains, peer)`, for those of a
+        REFUSE we get."""
         self.name: str = config.server_name
         self.cluster_name: str = config.cluster_name
         self.epoch = epoch
@@ -96,6 +101,7 @@ class Links:
         self.handshake_timeout: float = config.handshake_timeout
         self.rng = rng
         self.record = record
+        self.hint_chains, self.learn_chains = hint_chains, learn_chains
         self.counters = counters
         self.out = out
         self.conns: dict[int, Connection] = {}
@@ -245,9 +251,14 @@ class Links:
         return self.close(conn, reason, flush=True)
 
     def refuse_full(self, conn: Connection, reason: str, hints: list[list[Any]]) -> None:
-        """Turn a joiner away politely (it is not linked: nothing goes down), naming better peers."""
-        self.send(conn, wire.encode_control(wire.KIND_REFUSE, {"reason": reason, "code": "full",
-                                                               "peers": hints}))
+        """Turn a joiner away politely (it is not linked: nothing goes down), naming better peers, with
+        their certificates when origins are signed: the joiner has no link yet to learn them on, and
+        could check none of the hints' signed records without them."""
+        fields: dict[str, Any] = {"reason": reason, "code": "full", "peers": hints}
+        chains = self.hint_chains(hints)
+        if chains:
+            fields["chains"] = chains
+        self.send(conn, wire.encode_control(wire.KIND_REFUSE, fields))
         self.close(conn, "at maxPeers", flush=True)
 
     def on_refuse(self, conn: Connection, fields: dict[str, Any]) -> list[Any]:
@@ -262,6 +273,8 @@ class Links:
             holder = None
         refused = Refused(conn.peer, conn.address, reason, full, fields.get("peers", []), conflict,
                           (holder[0], holder[1]) if holder else None)
+        if full and "chains" in fields:
+            self.learn_chains(fields["chains"], conn.peer or "")  # before the hints are checked
         if conflict:
             self._name_conflict(conn, reason, refused.holder)
         closing = f"turned away: {reason}" if full else f"refused by peer: {reason}"

@@ -234,6 +234,18 @@ class Origins:
         if answer:
             self.out.append(Send((conn,), wire.encode_control(wire.KIND_CERTS, {"chains": answer})))
 
+    def link_hooks(self, name: str, address: tuple[str, int], epoch: int) -> dict[str, Any]:
+        """What links needs of us: our HELLO's `record`, and the certificates a full REFUSE carries
+        (`Links.refuse_full`), given and learnt."""
+        return {"record": self.record(name, address, epoch), "hint_chains": self.hint_chains,
+                "learn_chains": lambda chains, peer: self.on_certs(0, peer, {"chains": chains})}
+
+    def hint_chains(self, entries: list[list[Any]]) -> list[list[bytes]]:
+        """The chains held of the members named by PEERS `entries` (a full REFUSE's hints)."""
+        if not self.enabled:
+            return []
+        return [chain for entry in entries for chain in (self.auth.chain_of(entry[0]),) if chain is not None]
+
     def announce(self, chain: list[bytes]) -> None:
         """A chain every link must hear of: a new neighbour's, or our own after a TLS reload."""
         if self._links:

@@ -84,7 +84,7 @@ class NodeState:
         here = {"epoch": epoch, "listen_address": listen_address}
         origins = self.origins = Origins(authenticator, **shared)  # without one: no signatures, no hooks
         frames = origins.frame_hooks()
-        self.links = Links(config, rng=rng, record=origins.record(self.name, listen_address, epoch), **here,
+        self.links = Links(config, rng=rng, **origins.link_hooks(self.name, listen_address, epoch), **here,
                            **shared)
         self.membership = Membership(config, policy=self.policy, **origins.claim_hooks(), **here, **shared)
         self.dialer = Dialer(config, listen_address=listen_address, rng=rng, **shared)

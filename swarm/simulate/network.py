@@ -79,6 +79,7 @@ from ..errors import ProtocolError
 from ..protocol import actions as act
 from ..protocol import wire
 from ..protocol.framing import FrameReader
+from ..protocol.origins import Authenticator
 from ..protocol.state import CoreConfig, NodeState
 from ..topology import NeighbourPolicy
 
@@ -222,7 +223,7 @@ class SimNode:
 
     def __init__(self, net: Network, name: str, address: Address, config: CoreConfig, epoch: int,
                  topics: Iterable[str | int], policy: NeighbourPolicy | None,
-                 aliases: Iterable[Address]) -> None:
+                 aliases: Iterable[Address], authenticator: Authenticator | None = None) -> None:
         self.net = net
         self.name = name
         self.address = address
@@ -231,6 +232,7 @@ class SimNode:
         self.epoch = epoch
         self.topics = list(dict.fromkeys(topics))
         self.policy = policy
+        self.authenticator = authenticator  # signed origins (the driver's `OriginAuthenticator`), or None
         self.alive = False
         self.ends: dict[int, End] = {}
         self.frozen = False
@@ -243,7 +245,7 @@ class SimNode:
     def _new_state(self) -> NodeState:
         rng = random.Random(self.net.rng.getrandbits(64))
         state = NodeState(self.config, epoch=self.epoch, listen_address=self.address, rng=rng,
-                          policy=self.policy)
+                          policy=self.policy, authenticator=self.authenticator)
         self.wake_at = math.inf  # a new process has asked for nothing yet (the old one's ticks are void)
         for topic in self.topics:
             state.subscribe(topic)
@@ -338,8 +340,11 @@ class Network:
     def add_node(self, name: str, *, seeds: Iterable[str | Address] = (), start: bool = True,
                  address: Address | None = None, aliases: Iterable[Address] = (), epoch: int = 1,
                  topics: Iterable[str | int] = ("t",), policy: NeighbourPolicy | None = None,
-                 config: CoreConfig | None = None, **options: Any) -> SimNode:
+                 config: CoreConfig | None = None, authenticator: Authenticator | None = None,
+                 **options: Any) -> SimNode:
         """Create a node; seeds may be node names (resolved to their addresses) or addresses.
+        `authenticator`: signed origins, as a node with `tls` has (links then carry no certificate:
+        CERTS frames bring every chain).
 
         The core's options are `config` (its server name and seeds are replaced) or `CoreConfig` keyword
         arguments; `minimum_peers` defaults to 1 with seeds, else 0."""
@@ -354,7 +359,7 @@ class Network:
             assert not options, "pass either config or options"
             core = dataclasses.replace(config, server_name=name,
                                        seed_nodes=seed_addresses or config.seed_nodes)
-        node = SimNode(self, name, address, core, epoch, topics, policy, aliases)
+        node = SimNode(self, name, address, core, epoch, topics, policy, aliases, authenticator)
         self.nodes[name] = node
         if start:
             self.start(name)
@@ -685,7 +690,17 @@ class Network:
     def _opened(self, node: SimNode, end: End) -> None:
         if not end.open or self._defer(node, self._opened, node, end):
             return
-        self._apply(node, node.state.on_connection_open(end.id, end.outbound, end.address, self.now))
+        identity, certificate = self._certificate_of(end.peer.owner if end.peer is not None else None)
+        self._apply(node, node.state.on_connection_open(end.id, end.outbound, end.address, self.now,
+                                                        identity, certificate))
+
+    @staticmethod
+    def _certificate_of(peer: Any) -> tuple[str | None, bytes | None]:
+        """(name, leaf certificate) the TLS handshake would show of `peer`: a node with an
+        authenticator (signed origins) has a certificate of its own name; anything else shows none."""
+        auth = getattr(peer, "authenticator", None)
+        chain = auth.chain_of(peer.name) if auth is not None else None
+        return (peer.name, chain[0]) if chain else (None, None)
 
     def _dial_failed(self, node: SimNode, state: NodeState, address: Address, reason: str) -> None:
         if not node.alive or node.state is not state or self._defer(node, self._dial_failed, node, state,
