@@ -768,3 +768,59 @@ def test_the_gossip_rounds_positions_are_our_stream_and_the_streams_active_of_la
     feed(rig, "b", data("old", 1), now=0.0)
     feed(rig, "b", data("new", 1, "x", "y"), now=10.0)
     assert rig.part.recent_positions(10.2, 0.5) == [[OWN, 1], [key("new"), 2]]
+
+
+# ---------------------------------------------------------------------- signed: frames spaced
+
+
+def signed_rig(*peers: str) -> Rig:
+    """`make`, with a sign hook (a fixed stand-in signature: the spacing rule does not look at it)."""
+    counters: Counter[str] = Counter()
+    out: list[Any] = []
+    part = broadcast.create(CoreConfig(server_name="a"), epoch=1, deliver=lambda frame, entries: None,
+                            counters=counters, out=out,
+                            sign=lambda frame: wire.with_signature(frame, b"S" * 64))
+    for peer in peers:
+        part.link_up(up(peer))
+    return Rig(part, counters, out)
+
+
+def test_signed_frames_leave_at_most_once_per_spacing_from_a_turns_end() -> None:
+    rig = signed_rig("b")
+    spacing = broadcast.SIGNED_FRAME_SPACING
+    rig.part.publish(entry("m1"), 0.0, None)  # a lone message leaves at once, as unsigned
+    assert [wire.data_stream(a.data)[2] for a in rig.take()] == [1]
+    rig.part.publish(entry("m2"), 0.0, None)
+    rig.part.turn_end(0.0)  # one frame went just now: the batch waits, and a `seal` wake-up is asked
+    assert rig.take() == [ScheduleTimer(spacing, seal=True)]
+    rig.part.publish(entry("m3"), spacing / 2, None)  # a new turn, within the spacing: joins the batch
+    rig.part.turn_end(spacing / 2)
+    assert rig.take() == []  # the same wake-up stands
+    rig.part.turn_end(spacing)  # the wake-up: the batch goes, 2-3 in one frame
+    (sent,) = rig.take()
+    assert wire.data_stream(sent.data)[2] == 2 and len(wire.data_entries(sent.data)) == 2
+    rig.part.publish(entry("m4"), 3 * spacing, None)  # later than the spacing: at once again
+    assert [wire.data_stream(a.data)[2] for a in rig.take()] == [4]
+
+
+def test_signed_batches_grow_to_signed_batch_bytes_and_a_full_one_goes_at_once() -> None:
+    rig = signed_rig("b")
+    big = entry(b"x" * 6000)
+    rig.part.publish(entry("first"), 0.0, None)
+    rig.take()
+    for _ in range(wire.SIGNED_BATCH_BYTES // len(big)):
+        rig.part.publish(big, 0.0, None)
+    assert rig.take() == []  # past BATCH_BYTES, within SIGNED_BATCH_BYTES: still open
+    rig.part.publish(big, 0.0, None)  # would pass it: the batch goes now, spacing or not
+    (sent,) = rig.take()
+    held = wire.SIGNED_BATCH_BYTES // len(big)
+    assert len(wire.data_entries(sent.data)) == held > wire.BATCH_BYTES // len(big)
+
+
+def test_unsigned_frames_are_not_spaced() -> None:
+    rig = make("flood", "b")
+    rig.part.publish(entry("m1"), 0.0, None)
+    rig.part.publish(entry("m2"), 0.0, None)
+    rig.part.turn_end(0.0)
+    rig.part.publish(entry("m3"), 0.0, None)
+    assert [wire.data_stream(a.data)[2] for a in rig.take()] == [1, 2, 3]

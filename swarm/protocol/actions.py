@@ -100,6 +100,9 @@ class ScheduleTimer:
     past means as soon as possible."""
 
     at: float
+    # Only the own stream's open batch is due then (signed origins space their frames, `broadcast.py`):
+    # a driver may call `on_turn_end` at `at` instead of the whole `on_tick` (a tick seals it too).
+    seal: bool = False
 
 
 Action = Send | Dial | CloseConnection | Retire | Deliver | Ready | ReportError | ScheduleTimer

@@ -273,6 +273,8 @@ class Engine:
         self._turn_pending = False
         # The earliest tick the core asked for (ScheduleTimer) and has not had yet.
         self._wake_at = float("inf")
+        # When the core's open batch is due (signed origins space their frames): a turn's end, not a tick.
+        self._seal_at = float("inf")
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -477,7 +479,12 @@ class Engine:
                 log.log(level, "%s: %s", self.options.serverName, action.text)
                 self._error(action.code, action.text)
             elif kind is act.ScheduleTimer:
-                if action.at < self._wake_at:
+                if action.seal:
+                    if action.at < self._seal_at:
+                        self._seal_at = action.at
+                        if action.at < self._tick_scope.deadline:
+                            self._tick_scope.deadline = action.at
+                elif action.at < self._wake_at:
                     self._wake_at = action.at
                     if action.at < self._tick_scope.deadline:
                         self._tick_scope.deadline = action.at
@@ -832,14 +839,20 @@ class Engine:
     async def _ticker(self) -> None:
         core = self.core
         assert core is not None
+        tick_due = trio.current_time() + self._tick
         while True:
-            now = trio.current_time()
-            self._tick_scope = trio.CancelScope(deadline=min(now + self._tick, self._wake_at))
+            self._tick_scope = trio.CancelScope(deadline=min(tick_due, self._wake_at, self._seal_at))
             with self._tick_scope:
                 await trio.sleep_forever()
-            self._wake_at = float("inf")  # the core asks again for what is still ahead
-            self._apply(core.on_tick(trio.current_time()))
+            now = trio.current_time()
+            if now < tick_due and now < self._wake_at:  # only the open batch: far cheaper than a tick
+                self._seal_at = float("inf")
+                self._apply(core.on_turn_end(now))
+                continue
+            self._wake_at = self._seal_at = float("inf")  # the core asks again for what is still ahead
+            self._apply(core.on_tick(now))  # (which seals the open batch too)
             self._watch_queues(trio.current_time())
+            tick_due = trio.current_time() + self._tick
 
     def _watch_queues(self, now: float) -> None:
         """Mark the links whose queue stayed over half full for LAG_GRACE as lagging (drain() no longer
