@@ -189,3 +189,36 @@ def test_metrics_scrape_benchmark_runs(tmp_path: Path) -> None:
     assert summary["without"]["lost"] == summary["with"]["lost"] == 0
     assert summary["without"]["scrapes"] == 0 and summary["with"]["scrapes"] > 0  # it did scrape, every one
     assert summary["with"]["failed_scrapes"] == 0  # answered 200 and parsed
+
+
+def test_tls_cost_benchmark_runs_every_mode_on_both_paths(tmp_path: Path) -> None:
+    # The relayed path is the 5-node ring with maxPeers 2 whose signed rounds once hung before `ready`
+    # (a joiner turned away by the full seed could check none of its hints: tests/test_origins.py).
+    report = run_benchmark("tls_cost.py", "--messages", "2000", "--size", "100", "--rounds", "1",
+                           "--rate", "200", "--latency-seconds", "1", "--timeout", "60", tmp_path=tmp_path)
+    (run,) = report["runs"]
+    assert sorted((e["path"], e["mode"]) for e in run["rounds"]) == sorted(
+        (path, mode) for path in ("neighbour", "relayed") for mode in ("plain", "tls", "signed"))
+    for entry in run["rounds"]:
+        subscribers = entry["figures"]["subscribers"]
+        assert len(subscribers) == (1 if entry["path"] == "neighbour" else 4), entry["path"]
+        for name, figures in subscribers.items():
+            counts = (figures["delivered"], figures["lost"], figures["duplicates"], figures["out_of_order"])
+            assert counts == (2000, 0, 0, 0), (entry["path"], entry["mode"], name)
+        if entry["path"] == "relayed":
+            assert entry["figures"]["measured"] and all(  # the ring formed: two subscribers 2 hops away
+                subscribers[name]["hops"] == 2 for name in entry["figures"]["measured"])
+    assert set(run["summary"]) == {"neighbour", "relayed"}
+    assert set(report["latency"]["paths"]) == {"neighbour", "relayed"}
+    assert len(report["latency"]["rounds"]) == 4  # tls and signed on each path
+
+
+def test_origin_auth_cost_benchmark_runs(tmp_path: Path) -> None:
+    report = tmp_path / "origin_auth_cost.json"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "origin_auth_cost.py"), "--size", "100",
+                    "--calls", "20", "--rounds", "1", "--json", str(report)], check=True, timeout=BOUND,
+                   capture_output=True)
+    runs = json.loads(report.read_text(encoding="utf-8"))["runs"]
+    assert [(run["key"], run["size"]) for run in runs] == [("ec", 100), ("ed25519", 100)]
+    assert [run["signature_bytes"] for run in runs] == [64, 64]  # P-256 raw r||s; Ed25519
+    assert all(value > 0 for run in runs for value in run["median_us"].values())
