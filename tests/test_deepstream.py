@@ -295,9 +295,11 @@ class Cluster:
         proc.wait_line(lambda line: line == f"ready {name}", START_TIMEOUT, "`ready` line")
         return proc
 
-    def server(self, name: str, cluster_options: dict[str, Any] | None = None) -> Proc:
+    def server(self, name: str, cluster_options: dict[str, Any] | None = None,
+               settings: dict[str, Any] | None = None) -> Proc:
         """A deepstream server named `name` using the plugin against sidecar `name`, or, given
-        `cluster_options`, with those plugin options (the supervised mode: no sidecar)."""
+        `cluster_options`, with those plugin options (the supervised mode: no sidecar); `settings`:
+        more of deepstream's configuration (top-level keys)."""
         port = free_port()
         config = self.workdir / f"deepstream-{name}.yml"
         if cluster_options is None:
@@ -313,6 +315,7 @@ class Cluster:
             "connectionEndpoints": [{"type": "ws-binary", "options": {"urlPath": "/deepstream"}}],
             "clusterNode": {"path": str(self.modules / "swarm-clusternode"),
                             "options": cluster_options},
+            **(settings or {}),
         }, indent=2))
         deepstream = self.modules / "@deepstream" / "server" / "dist" / "bin" / "deepstream"
         proc = Proc(f"deepstream {name}", [NODE, str(deepstream), "start", "-c", str(config)],
@@ -659,6 +662,27 @@ def test_supervised_nodes_restart_after_kill_9_and_stop_with_deepstream(cluster:
     # what a SIGKILL leaves behind, as documented: the directory (its socket is removed by the node)
     assert not (directory_a / "bridge.sock").exists()
     shutil.rmtree(directory_a)
+
+
+def test_a_server_that_leaves_gracefully_is_removed_at_once_not_after_the_inactive_timeout(
+        cluster: Cluster) -> None:
+    # deepstream 7.0.2 sends its leave as REMOVE {name} and reads a REMOVE's `serverName`: the plugin
+    # fills it in from the sender. With nodeInactiveTimeout at 10 minutes, only the leave message can
+    # remove B within CLUSTER_TIMEOUT (without the plugin's fix this waits for ever, and fails).
+    settings = {"clusterRegistry": {"type": "default", "options": {
+        "keepAliveInterval": 1000, "activeCheckInterval": 1000, "nodeInactiveTimeout": 600_000}}}
+    cluster.sidecar("server-a", [])
+    cluster.sidecar("server-b", [cluster.swarm_addresses["server-a"]])
+    server_a = cluster.server("server-a", settings=settings)
+    server_b = cluster.server("server-b", settings=settings)
+    cluster.wait_cluster_size(["server-a", "server-b"], 2)
+    mark = server_a.mark()
+    server_b.stop()  # SIGINT: deepstream's graceful stop, which sends its leave
+    assert server_b.popen.returncode == 0, server_b.tail()
+    server_a.wait_line(lambda line: "server-b" in line and "CLUSTER_LEAVE" in line, CLUSTER_TIMEOUT,
+                       "server-b's leave", mark)
+    cluster.wait_cluster_size(["server-a"], 1, {"server-a": mark})
+    assert cluster.sidecars["server-b"].alive()  # B's node is still up: the leave came from deepstream
 
 
 # ---------------------------------------------------------------------- after a long silence (issue 16)

@@ -31,6 +31,10 @@ const net = require('net')
 const { EventEmitter } = require('events')
 const { NodeSupervisor, parseSupervisedOptions, SUPERVISED_DEFAULTS } = require('./supervisor')
 
+// deepstream's TOPIC.CLUSTER and CLUSTER_ACTION.REMOVE (@deepstream/protobuf), for the leave fix in _onMessage
+const TOPIC_CLUSTER = 9
+const CLUSTER_REMOVE = 1
+
 const PROTOCOL_VERSION = 1
 const PACKAGE_VERSION = '0.1.0'
 
@@ -493,6 +497,12 @@ class SwarmClusterNode {
     const callbacks = this.callbacks.get(String(message.topic))
     if (!callbacks) {
       return
+    }
+    if (message.topic === TOPIC_CLUSTER && message.action === CLUSTER_REMOVE && message.serverName === undefined) {
+      // deepstream 7.0.2's cluster registry announces its leave as {action: REMOVE, name} but reads a
+      // REMOVE's `serverName`: as shipped, a server that left gracefully stayed in the others' registry
+      // (a lock leader, a listener) until nodeInactiveTimeout. A REMOVE is about its sender, whom swarm names.
+      message.serverName = object.origin
     }
     for (let i = 0; i < callbacks.length; i++) {
       // every callback gets its own copy
