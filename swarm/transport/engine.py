@@ -480,14 +480,11 @@ class Engine:
                 self._error(action.code, action.text)
             elif kind is act.ScheduleTimer:
                 if action.seal:
-                    if action.at < self._seal_at:
-                        self._seal_at = action.at
-                        if action.at < self._tick_scope.deadline:
-                            self._tick_scope.deadline = action.at
-                elif action.at < self._wake_at:
-                    self._wake_at = action.at
-                    if action.at < self._tick_scope.deadline:
-                        self._tick_scope.deadline = action.at
+                    self._seal_at = min(self._seal_at, action.at)
+                else:
+                    self._wake_at = min(self._wake_at, action.at)
+                if action.at < self._tick_scope.deadline:
+                    self._tick_scope.deadline = action.at
 
     def _send(self, action: act.Send) -> None:
         """Queue `action.data` on each of its links; or, if nothing was written directly yet in this turn of
